@@ -1,0 +1,132 @@
+"""``python -m core_seq2seq train|translate|score|average ...``"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, from_dict, load_yaml
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .training import ExperimentConfig, train
+
+    data = load_yaml(args.config)
+    for override in args.set or []:
+        key, _, value = override.partition("=")
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = __import__("yaml").safe_load(value)
+    try:
+        cfg = from_dict(ExperimentConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{args.config}: {e}") from None
+    train(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def _read_input(path: str | None) -> list[str]:
+    from .data import read_text_lines
+
+    if path and path != "-":
+        return read_text_lines(path)
+    return [line.rstrip("\n") for line in sys.stdin]
+
+
+def _cmd_translate(args: argparse.Namespace) -> None:
+    from .translator import DecodeSettings, LSTMTranslator
+
+    settings = from_dict(DecodeSettings, {k: v for k, v in {
+        "method": args.method, "beam_size": args.beam, "nbest": args.nbest, "num_samples": args.samples,
+        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "batch_size": args.batch_size,
+        "length_penalty": args.length_penalty, "seed": args.seed}.items() if v is not None})
+    translator = LSTMTranslator.load(args.model, device=args.device)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    streaming = not args.input or args.input == "-"
+    lines = sys.stdin if streaming else _read_input(args.input)
+    chunk: list[str] = []
+
+    def flush() -> None:
+        for cands in translator.translate(chunk, settings):
+            for c in cands:
+                if args.scores:
+                    out.write(json.dumps({"text": c.text, "logprob": c.logprob, "length": c.length, "score": c.score},
+                                         ensure_ascii=False) + "\n")
+                else:
+                    out.write(c.text + "\n")
+        out.flush()
+        chunk.clear()
+
+    for line in lines:  # stdin is translated batch by batch as it arrives
+        chunk.append(line.rstrip("\n"))
+        if len(chunk) >= (1 if streaming and sys.stdin.isatty() else settings.batch_size):
+            flush()
+    if chunk:
+        flush()
+
+
+def _cmd_score(args: argparse.Namespace) -> None:
+    from .translator import LSTMTranslator
+
+    translator = LSTMTranslator.load(args.model, device=args.device)
+    src, tgt = _read_input(args.src), _read_input(args.tgt)
+    if len(src) != len(tgt):
+        raise ValueError(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
+    for lp, n in translator.score(src, tgt):
+        print(json.dumps({"logprob": lp, "length": n, "logprob_per_token": lp / n}))
+
+
+def _cmd_average(args: argparse.Namespace) -> None:
+    from .training import average_checkpoints
+
+    print(average_checkpoints(args.checkpoints, args.output))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core_seq2seq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train (or resume) a translator from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.max_steps=100")
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("translate", help="translate a file or stdin (streaming) to stdout")
+    p.add_argument("--model", nargs="+", required=True, help="model dir(s); several make an ensemble")
+    p.add_argument("--input", "-i", help="source file (default: stdin)")
+    p.add_argument("--output", "-o")
+    p.add_argument("--method", choices=["greedy", "beam", "sample"])
+    p.add_argument("--beam", type=int)
+    p.add_argument("--nbest", type=int)
+    p.add_argument("--samples", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--length-penalty", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--scores", action="store_true", help="write JSON lines with log-prob, length and score")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_translate)
+    p = sub.add_parser("score", help="log p(target | source) of given pairs, one JSON line each")
+    p.add_argument("--model", nargs="+", required=True)
+    p.add_argument("--src", required=True)
+    p.add_argument("--tgt", required=True)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_score)
+    p = sub.add_parser("average", help="average the weights of checkpoints")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--output", "-o", required=True)
+    p.set_defaults(func=_cmd_average)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # DataError and ConfigError are ValueErrors
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Configuration of the LSTM translator (transformers convention: one config class, one file)."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+
+class LSTMTranslatorConfig(PreTrainedConfig):
+    """Sizes and switches of the deep LSTM encoder-decoder.
+
+    The model reads ``[source..., <2xx>, target..., </s>]`` as one causal sequence (the 2014
+    paper's framing): the encoder LSTM runs over the tokens before the first language tag, the
+    decoder LSTM over the tag and everything after it.
+    """
+
+    model_type = "decade_lstm"
+
+    # transformers 5 configs are dataclasses: fields, not kwargs to super().__init__.
+    vocab_size: int = 8000
+    embed_size: int = 256  # token embeddings (shared by encoder, decoder and tied output layer)
+    encoder_hidden_size: int = 512  # per direction
+    decoder_hidden_size: int = 512
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    bidirectional_encoder: bool = True
+    reverse_source: bool = True  # Sutskever et al. 2014: read the source backwards
+    attention: bool = True  # global (Luong "general") attention over encoder states
+    dropout: float = 0.3
+    tie_word_embeddings: bool = True
+    lang_token_ids: list[int] | None = None  # ids of <2xx> tags; the first one in a row starts the target
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = 2
+    unk_token_id: int | None = 1
+    is_encoder_decoder: bool = False
+    use_cache: bool = True

@@ -1,0 +1,244 @@
+"""The lift leaderboard: one table per (language pair, test set), one row per ladder step.
+
+Rows keep the order in which their records were written (the ladder's order); if a
+system appears twice on one test set, the later record wins (a re-run).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from .records import ResultRecord
+from .textio import atomic_write_bytes
+
+ALPHA = 0.05
+TEST_NAMES = {"bs": "paired bootstrap resampling", "ar": "approximate randomisation"}
+METRIC_LABELS = {"bleu": "BLEU", "tok_bleu": "tok-lc BLEU", "chrf": "chrF++", "ter": "TER"}
+CSV_COLUMNS = [
+    "pair", "test_set", "rank", "system", "stage", "bleu", "bleu_ci_low", "bleu_ci_high", "chrf", "ter",
+    "tok_bleu", "delta_metric", "delta_vs_prev", "delta_vs_prev_ci_low", "delta_vs_prev_ci_high", "p_vs_prev",
+    "delta_vs_baseline", "delta_vs_baseline_ci_low", "delta_vs_baseline_ci_high", "p_vs_baseline",
+    "train_seconds", "decode_seconds", "forward_calls", "flops", "device", "n_lines", "hyp_path",
+    "config_hash", "bleu_signature",
+]
+
+
+def group_records(records: Sequence[ResultRecord]) -> list[tuple[tuple[str, str], list[ResultRecord]]]:
+    """Group by (pair, test_set) in order of first appearance; a later record for a system replaces an earlier one."""
+    groups: dict[tuple[str, str], dict[str, ResultRecord]] = {}
+    for rec in records:
+        group = groups.setdefault((rec.pair, rec.test_set), {})
+        if rec.system in group:
+            warnings.warn(f"{rec.pair} {rec.test_set}: two records for {rec.system!r}; keeping the later one",
+                          stacklevel=2)
+            del group[rec.system]  # re-insert so the row moves to where the re-run was written
+        group[rec.system] = rec
+    return [(key, list(by_system.values())) for key, by_system in groups.items()]
+
+
+def _metric_value(rec: ResultRecord, metric: str) -> float | None:
+    return getattr(rec, metric)
+
+
+def _delta_metric(rows: Sequence[ResultRecord]) -> str:
+    # Deltas are reported on the metric the significance tests used (BLEU unless a ladder chose tok-lc BLEU).
+    used = [r.significance.get("metric") for r in rows if r.significance]
+    used = [m for m in used if m in ("bleu", "tok_bleu", "chrf")]
+    return max(set(used), key=used.count) if used else "bleu"
+
+
+def build_rows(group: Sequence[ResultRecord]) -> list[dict[str, Any]]:
+    """The table rows of one group as plain dicts (also the JSON/CSV payload and the plots' input)."""
+    metric = _delta_metric(group)
+    rows: list[dict[str, Any]] = []
+    first = group[0]
+    for rank, rec in enumerate(group, start=1):
+        prev = group[rank - 2] if rank > 1 else None
+        sig = rec.significance or {}
+        same_metric = sig.get("metric", metric) == metric
+        row: dict[str, Any] = {
+            "rank": rank, "system": rec.system, "stage": rec.stage, "pair": rec.pair, "test_set": rec.test_set,
+            "bleu": rec.bleu, "bleu_ci": rec.bleu_ci, "chrf": rec.chrf, "chrf_ci": rec.chrf_ci, "ter": rec.ter,
+            "tok_bleu": rec.tok_bleu, "tok_bleu_ci": rec.tok_bleu_ci, "delta_metric": metric,
+            "p_vs_prev": rec.p_vs_prev, "p_vs_baseline": rec.p_vs_baseline,
+            "tested_against_prev": sig.get("prev"), "tested_against_baseline": sig.get("baseline"),
+            "test": sig.get("test"), "n_samples": sig.get("n_samples"), "seed": sig.get("seed", rec.seed),
+            "train_seconds": rec.compute.get("train_seconds"), "decode_seconds": rec.compute.get("decode_seconds"),
+            "forward_calls": rec.compute.get("forward_calls"), "flops": rec.compute.get("flops"),
+            "device": rec.compute.get("device"), "n_lines": rec.n_lines, "hyp_path": rec.hyp_path,
+            "config_hash": rec.config_hash, "signature": rec.signature,
+        }
+        for tag, other in (("prev", prev), ("baseline", first if rank > 1 else None)):
+            delta = ci = None
+            if other is not None:
+                if same_metric and f"delta_vs_{tag}" in sig and sig.get(tag) == other.system:
+                    delta, ci = sig[f"delta_vs_{tag}"], sig.get(f"delta_vs_{tag}_ci")
+                else:
+                    a, b = _metric_value(rec, metric), _metric_value(other, metric)
+                    delta = None if a is None or b is None else a - b
+            row[f"delta_vs_{tag}"] = delta
+            row[f"delta_vs_{tag}_ci"] = ci
+        # A p-value belongs to this row's comparison only if it was computed against the row it is shown beside.
+        row["prev_mismatch"] = bool(prev is not None and sig.get("prev") not in (None, prev.system))
+        row["baseline_mismatch"] = bool(rank > 1 and sig.get("baseline") not in (None, first.system))
+        rows.append(row)
+    return rows
+
+
+# --- formatting --------------------------------------------------------------------------
+
+def _f(x: float | None, digits: int = 2, signed: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _ci(ci: Sequence[float] | None, signed: bool = False) -> str:
+    return "" if not ci else f" [{_f(ci[0], 1, signed)}, {_f(ci[1], 1, signed)}]"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _mark(p: float | None, mismatch: bool) -> str:
+    mark = "" if p is None else ("*" if p < ALPHA else " (n.s.)")
+    return mark + (" †" if mismatch else "")
+
+
+def _num(x: float | int | None) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, int) or float(x).is_integer() and abs(x) >= 100:
+        return f"{int(x):,}"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}"
+
+
+def _flops(x: float | None) -> str:
+    return "n/a" if x is None else _num(x / 1e9)
+
+
+def _delta_cell(row: dict[str, Any], tag: str) -> str:
+    delta = row[f"delta_vs_{tag}"]
+    if delta is None:
+        return "–" if row["rank"] == 1 else "n/a"
+    return _f(delta, 2, True) + _ci(row[f"delta_vs_{tag}_ci"], True) + _mark(row[f"p_vs_{tag}"], row[f"{tag}_mismatch"])
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    label = METRIC_LABELS[rows[0]["delta_metric"]]
+    show_flops = any(r["flops"] is not None for r in rows)
+    head = ["#", "System", "Stage", "BLEU [95% CI]", "chrF++", "tok-lc BLEU",
+            f"Δ{label} vs prev [95% CI]", f"Δ{label} vs baseline [95% CI]", "Train (s)", "Decode (s)", "Fwd calls"]
+    if show_flops:
+        head.append("Decode GFLOPs")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i not in (1, 2) else "---" for i in range(len(head))) + "|"]
+    for r in rows:
+        cells = [str(r["rank"]), _md_escape(r["system"]), _md_escape(r["stage"]), _f(r["bleu"]) + _ci(r["bleu_ci"]),
+                 _f(r["chrf"]), _f(r["tok_bleu"]), _delta_cell(r, "prev"), _delta_cell(r, "baseline"),
+                 _num(r["train_seconds"]), _num(r["decode_seconds"]), _num(r["forward_calls"])]
+        if show_flops:
+            cells.append(_flops(r["flops"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _footnotes(rows: Sequence[dict[str, Any]], group: Sequence[ResultRecord]) -> list[str]:
+    notes = []
+    for key, label in (("bleu", "BLEU"), ("chrf", "chrF++"), ("tok_bleu", "tok-lc BLEU"), ("ter", "TER")):
+        sigs = {rec.signature.get(key) for rec in group if rec.signature.get(key)}
+        if len(sigs) == 1:
+            notes.append(f"{label}: `{sigs.pop()}`")
+        elif len(sigs) > 1:
+            notes.append(f"**{label} signatures differ between rows; those scores are not comparable:** "
+                         + ", ".join(f"`{s}`" for s in sorted(sigs)))
+    tested = [r for r in rows if r["test"]]
+    if tested:
+        kinds = sorted({(r["test"], r["n_samples"], r["seed"]) for r in tested}, key=str)
+        how = "; ".join(f"{TEST_NAMES.get(t, t)}, {n} samples, seed {s}" for t, n, s in kinds)
+        notes.append(f"\\* p < {ALPHA} ({how}), against the row above / the first row; n.s.: not significant. "
+                     "Δ intervals: paired bootstrap 95% interval of the difference.")
+    if any(r["prev_mismatch"] or r["baseline_mismatch"] for r in rows):
+        notes.append("† this p-value was computed against a different system than the row it is compared with here.")
+    return notes
+
+
+def render_group_markdown(rows: Sequence[dict[str, Any]], group: Sequence[ResultRecord]) -> str:
+    pair, test_set = rows[0]["pair"], rows[0]["test_set"]
+    n = rows[0]["n_lines"]
+    title = f"### {pair} · {test_set}" + (f" ({n:,} segments)" if n else "")
+    notes = "\n".join(f"- {n}" for n in _footnotes(rows, group))
+    return f"{title}\n\n{markdown_table(rows)}\n\n{notes}\n"
+
+
+def _csv(all_rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in all_rows:
+        flat = {k: r.get(k) for k in CSV_COLUMNS}
+        for key in ("bleu_ci", "delta_vs_prev_ci", "delta_vs_baseline_ci"):
+            ci = r.get(key) or [None, None]
+            flat[f"{key}_low"], flat[f"{key}_high"] = ci
+        flat["bleu_signature"] = r["signature"].get("bleu")
+        writer.writerow({k: "" if v is None else v for k, v in flat.items()})
+    return buf.getvalue()
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def render_leaderboard(records: Sequence[ResultRecord], out_dir: str | os.PathLike | None = None,
+                       *, plots: bool = True) -> str:
+    """Return the leaderboard as Markdown; with ``out_dir``, also write leaderboard.md/.csv/.json and PNGs.
+
+    Everything is rendered in memory first and then written file by file atomically, so a
+    failure leaves no half-written output.
+    """
+    if not records:
+        raise ValueError("no records to put on a leaderboard")
+    groups = group_records(records)
+    sections, all_rows, payload, images = [], [], [], {}
+    for (pair, test_set), group in groups:
+        rows = build_rows(group)
+        all_rows.extend(rows)
+        section = render_group_markdown(rows, group)
+        payload.append({"pair": pair, "test_set": test_set, "n_lines": rows[0]["n_lines"], "rows": rows})
+        if plots and out_dir is not None:
+            from .plots import plot_compute, plot_waterfall  # matplotlib only when pictures are wanted
+
+            base = f"{slug(pair)}_{slug(test_set)}"
+            images[f"waterfall_{base}.png"] = plot_waterfall(rows)
+            compute_png = plot_compute(rows)
+            if compute_png is not None:
+                images[f"compute_{base}.png"] = compute_png
+            pictures = [name for name in (f"waterfall_{base}.png", f"compute_{base}.png") if name in images]
+            section += "\n" + "\n".join(f"![{name}]({name})" for name in pictures) + "\n"
+        sections.append(section)
+    markdown = "## Leaderboard\n\n" + "\n".join(sections)
+    if out_dir is not None:
+        out_dir = os.fspath(out_dir)
+        files = {
+            "leaderboard.md": markdown.encode("utf-8"),
+            "leaderboard.csv": _csv(all_rows).encode("utf-8"),
+            "leaderboard.json": (json.dumps({"groups": payload}, indent=2, ensure_ascii=False, allow_nan=False)
+                                 + "\n").encode("utf-8"),
+            **images,
+        }
+        for name, data in files.items():
+            atomic_write_bytes(os.path.join(out_dir, name), data)
+    return markdown

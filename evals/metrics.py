@@ -1,0 +1,113 @@
+"""Corpus and sentence metrics, all through sacrebleu.
+
+Corpus BLEU is sacreBLEU's default (13a, cased, detokenised); chrF++ is
+``CHRF(word_order=2)``; TER is sacrebleu's TERCOM-compatible default. The Multi30K
+literature's "tokenised lower-cased BLEU" is BLEU with ``tokenize="none"`` over
+hypotheses pre-processed by :func:`tokenize_lc` against the ``*.lc.norm.tok.*`` refs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+from sacrebleu.metrics import BLEU, CHRF, TER
+from sacrebleu.metrics.base import Metric
+
+from .errors import EvalsInputError
+from .moses import pretok_signature
+from .moses import tokenize_lc as _tokenize_line
+
+METRICS = ("bleu", "chrf", "ter", "tok_bleu")
+LABELS = {"bleu": "BLEU", "chrf": "chrF++", "ter": "TER", "tok_bleu": "tok-lc BLEU"}
+
+
+def new_metric(name: str) -> Metric:
+    """A fresh sacrebleu metric object for one of ``METRICS`` (fresh: signatures depend on the refs seen)."""
+    if name == "bleu":
+        return BLEU()
+    if name == "chrf":
+        return CHRF(word_order=2)
+    if name == "ter":
+        return TER()
+    if name == "tok_bleu":
+        # force: the input is tokenised on purpose; lowercase: the refs are lower-cased already,
+        # this only guards against a reference file that is not.
+        return BLEU(tokenize="none", lowercase=True, force=True)
+    raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+
+
+def tokenize_lc(lines: str | Sequence[str], lang: str = "de") -> str | list[str]:
+    """Lower-case, normalise and Moses-tokenise a line or a list of lines like Multi30K ``tok/``."""
+    if isinstance(lines, str):
+        return _tokenize_line(lines, lang)
+    return [_tokenize_line(line, lang) for line in lines]
+
+
+def _check_pair(hyps: Sequence[str], refs: Sequence[str], what: str = "references") -> None:
+    if len(hyps) == 0:
+        raise EvalsInputError("no hypotheses to score")
+    if len(hyps) != len(refs):
+        raise EvalsInputError(f"{len(hyps)} hypotheses but {len(refs)} {what}")
+
+
+def signature_of(metric: Metric) -> str:
+    return metric.get_signature().format()
+
+
+def score_corpus(
+    hyps: Sequence[str],
+    refs: Sequence[str],
+    tok_refs: Sequence[str] | None = None,
+    trg_lang: str = "de",
+) -> dict:
+    """Corpus BLEU, chrF++, TER (and tok-lc BLEU when ``tok_refs`` is given), each with its signature."""
+    hyps, refs = list(hyps), list(refs)
+    _check_pair(hyps, refs)
+    out: dict = {"n_lines": len(hyps), "signature": {}}
+    for name in ("bleu", "chrf", "ter"):
+        metric = new_metric(name)
+        out[name] = float(metric.corpus_score(hyps, [refs]).score)
+        out["signature"][name] = signature_of(metric)
+    out["tok_bleu"] = None
+    out["signature"]["tok_bleu"] = None
+    if tok_refs is not None:
+        tok_refs = list(tok_refs)
+        _check_pair(hyps, tok_refs, "tokenised references")
+        metric = new_metric("tok_bleu")
+        out["tok_bleu"] = float(metric.corpus_score(tokenize_lc(hyps, trg_lang), [tok_refs]).score)
+        out["signature"]["tok_bleu"] = signature_of(metric) + "|" + pretok_signature(trg_lang)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _sentence_metric(name: str) -> Metric:
+    # Shared instances: sentence scoring is stateless when refs are passed per call, and MBR
+    # calls these many thousands of times, so building a metric per call would dominate.
+    if name == "bleu":
+        return BLEU(effective_order=True)
+    return new_metric(name)
+
+
+def sentence_bleu(hyp: str, ref: str) -> float:
+    """Sentence BLEU (13a, cased, exp smoothing, effective order) in 0..100."""
+    return float(_sentence_metric("bleu").sentence_score(hyp, [ref]).score)
+
+
+def sentence_chrf(hyp: str, ref: str) -> float:
+    """Sentence chrF++ in 0..100."""
+    return float(_sentence_metric("chrf").sentence_score(hyp, [ref]).score)
+
+
+def sentence_ter(hyp: str, ref: str) -> float:
+    """Sentence TER (lower is better)."""
+    return float(_sentence_metric("ter").sentence_score(hyp, [ref]).score)
+
+
+def sentence_scores(hyps: Sequence[str], refs: Sequence[str], metric: str = "chrf") -> list[float]:
+    """Per-line scores for aligned lists; ``metric`` is "bleu", "chrf" or "ter"."""
+    _check_pair(hyps, refs)
+    fn = {"bleu": sentence_bleu, "chrf": sentence_chrf, "ter": sentence_ter}.get(metric)
+    if fn is None:
+        raise ValueError(f"unknown sentence metric {metric!r}; expected bleu, chrf or ter")
+    return [fn(h, r) for h, r in zip(hyps, refs)]

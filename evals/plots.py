@@ -1,0 +1,181 @@
+"""Leaderboard pictures (PNG bytes): a waterfall of lifts and score against inference compute.
+
+Figures are built on matplotlib's object API with the Agg canvas, never through pyplot,
+so importing this module changes no global backend for the rest of the program.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+ALPHA = 0.05
+LABELS = {"bleu": "BLEU", "tok_bleu": "tok-lc BLEU", "chrf": "chrF++"}
+AXIS_LABELS = {
+    "bleu": "BLEU (sacreBLEU 13a, cased; points)",
+    "tok_bleu": "tokenised lower-cased BLEU (points)",
+    "chrf": "chrF++ (points)",
+}
+COLORS = {"base": "#4c72b0", "gain": "#55a868", "loss": "#c44e52", "ns": "#b8b8b8"}
+COMPUTE_AXES = {
+    "flops": "estimated decoding FLOPs for the test set (log scale)",
+    "forward_calls": "decoder forward calls for the test set (log scale)",
+    "decode_seconds": "decoding time for the test set, seconds (log scale)",
+}
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    # Fixed metadata keeps the bytes reproducible, so re-rendering does not churn committed docs.
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _label(row: dict[str, Any]) -> str:
+    return "\n".join(textwrap.wrap(row["system"], 16)) + f"\n({row['stage']})"
+
+
+def _score(row: dict[str, Any], metric: str) -> tuple[float | None, Sequence[float] | None]:
+    return row.get(metric), row.get(f"{metric}_ci")
+
+
+def plot_waterfall(rows: Sequence[dict[str, Any]]) -> bytes:
+    """Floating bars from each row's score to the next: the lift of every ladder step, with 95% CIs."""
+    metric = rows[0].get("delta_metric", "bleu")
+    pts = [(r, *_score(r, metric)) for r in rows]
+    pts = [(r, s, ci) for r, s, ci in pts if s is not None]
+    fig = Figure(figsize=(max(6.5, 1.35 * len(pts) + 2), 5.2))
+    ax = fig.add_subplot()
+    first_ci = pts[0][2]
+    lows = [s for _, s, _ in pts] + ([first_ci[0]] if first_ci else [])
+    highs = [s for _, s, _ in pts] + ([first_ci[1]] if first_ci else [])
+    for (row, _, _), (_, prev_score, _) in zip(pts[1:], pts[:-1]):
+        if row.get("delta_vs_prev_ci"):
+            lows.append(prev_score + row["delta_vs_prev_ci"][0])
+            highs.append(prev_score + row["delta_vs_prev_ci"][1])
+    span = max(max(highs) - min(lows), 1.0)
+    bottom = max(0.0, min(lows) - 0.3 * span)
+    top = max(highs) + 0.22 * span
+    prev = None
+    for i, (row, score, ci) in enumerate(pts):
+        if prev is None:
+            start, color, hatch = bottom, COLORS["base"], None
+        else:
+            start = prev
+            p = row.get("p_vs_prev")
+            significant = p is not None and p < ALPHA
+            color = COLORS["gain" if score >= prev else "loss"] if significant else COLORS["ns"]
+            hatch = None if significant else "//"
+        ax.bar(i, score - start, bottom=start, width=0.6, color=color, hatch=hatch, edgecolor="#333333",
+               linewidth=0.6, zorder=2)
+        # A step's bar is its lift, so its error bar is the paired CI of that lift (placed on the previous
+        # score); the per-system score CIs are much wider because they ignore the pairing.
+        bar_ci = ci if prev is None else (
+            [prev + row["delta_vs_prev_ci"][0], prev + row["delta_vs_prev_ci"][1]]
+            if row.get("delta_vs_prev_ci") else None)
+        if bar_ci:
+            lo, hi = min(bar_ci[0], score), max(bar_ci[1], score)
+            ax.errorbar(i, score, yerr=[[score - lo], [hi - score]], fmt="none", ecolor="black",
+                        capsize=4, linewidth=1.1, zorder=3)
+            top_of_bar = hi
+        else:
+            top_of_bar = score
+        if prev is not None:
+            ax.plot([i - 1 + 0.3, i - 0.3], [prev, prev], color="#555555", linestyle=":", linewidth=1, zorder=1)
+            p = row.get("p_vs_prev")
+            mark = "*" if p is not None and p < ALPHA else ""
+            text = f"{score - prev:+.1f}{mark}"
+        else:
+            text = f"{score:.1f}"
+        ax.annotate(text, (i, top_of_bar), xytext=(0, 4), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=9)
+        prev = score
+    ax.set_xticks(range(len(pts)), [_label(r) for r, _, _ in pts], fontsize=8.5)
+    ax.set_ylim(bottom, top)
+    ax.set_ylabel(AXIS_LABELS.get(metric, metric))
+    ax.set_xlabel("ladder step (system, stage); each bar is the change from the step before")
+    pair, test_set = rows[0]["pair"], rows[0]["test_set"]
+    ax.set_title(f"Cumulative {LABELS.get(metric, metric)} lift per step: {pair}, {test_set}\n"
+                 f"error bars: 95% paired-bootstrap CI of each step's lift (baseline: of its score); "
+                 f"* p < {ALPHA} vs the previous step", fontsize=10)
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.legend(handles=[
+        Patch(facecolor=COLORS["base"], edgecolor="#333333", label="baseline score"),
+        Patch(facecolor=COLORS["gain"], edgecolor="#333333", label=f"significant gain (p < {ALPHA})"),
+        Patch(facecolor=COLORS["loss"], edgecolor="#333333", label=f"significant loss (p < {ALPHA})"),
+        Patch(facecolor=COLORS["ns"], edgecolor="#333333", hatch="//", label="change not significant / untested"),
+    ], loc="upper left", fontsize=8.5, framealpha=0.9)
+    return _png(fig)
+
+
+def compute_axis(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The inference-compute measure every row has: FLOPs, else forward calls, else decoding seconds."""
+    for key in ("flops", "forward_calls", "decode_seconds"):
+        if all((r.get(key) or 0) > 0 for r in rows):
+            return key
+    for key in ("flops", "forward_calls", "decode_seconds"):
+        if sum((r.get(key) or 0) > 0 for r in rows) >= 2:
+            return key
+    return None
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats (at most the compute, strictly more score), cheapest first."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_compute(rows: Sequence[dict[str, Any]]) -> bytes | None:
+    """Score against inference compute on a log x-axis, Pareto frontier marked; None without compute figures."""
+    metric = rows[0].get("delta_metric", "bleu")
+    key = compute_axis(rows)
+    if key is None:
+        return None
+    used = [r for r in rows if (r.get(key) or 0) > 0 and r.get(metric) is not None]
+    left_out = len(rows) - len(used)
+    xs = [float(r[key]) for r in used]
+    ys = [float(r[metric]) for r in used]
+    fig = Figure(figsize=(7.5, 5.2))
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    stages = list(dict.fromkeys(r["stage"] for r in used))
+    palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+    for n, stage in enumerate(stages):
+        idx = [i for i, r in enumerate(used) if r["stage"] == stage]
+        ci = [used[i].get(f"{metric}_ci") for i in idx]
+        yerr = [[ys[i] - c[0] if c else 0 for i, c in zip(idx, ci)], [c[1] - ys[i] if c else 0 for i, c in zip(idx, ci)]]
+        ax.errorbar([xs[i] for i in idx], [ys[i] for i in idx], yerr=yerr, fmt="o", markersize=7, capsize=3,
+                    color=palette[n % len(palette)], label=f"stage: {stage}", zorder=3)
+    front = pareto_front(list(zip(xs, ys)))
+    fx, fy = [xs[i] for i in front], [ys[i] for i in front]
+    ax.step(fx + [max(xs) * 1.6], fy + [fy[-1]], where="post", color="black", linestyle="--", linewidth=1.2,
+            label="Pareto frontier", zorder=2)
+    ax.scatter(fx, fy, s=170, facecolors="none", edgecolors="black", linewidths=1.4, zorder=4,
+               label="Pareto-optimal system")
+    for x, y, r in zip(xs, ys, used):
+        # Names go right of the point, nudged up/down alternately so neighbours at similar compute don't collide.
+        dy = 5 if used.index(r) % 2 == 0 else -13
+        ax.annotate(r["system"], (x, y), xytext=(9, dy), textcoords="offset points", fontsize=8,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75}, zorder=5)
+    ax.set_xlim(min(xs) / 1.8, max(xs) * 1.8)
+    ax.set_xlabel("inference compute: " + COMPUTE_AXES[key])
+    ax.set_ylabel(AXIS_LABELS.get(metric, metric))
+    pair, test_set = rows[0]["pair"], rows[0]["test_set"]
+    note = f"; {left_out} system(s) without this figure not shown" if left_out else ""
+    ax.set_title(f"{LABELS.get(metric, metric)} against inference compute: {pair}, {test_set}\n"
+                 f"(error bars: 95% bootstrap CI; circled: Pareto-optimal{note})", fontsize=10.5)
+    ax.grid(alpha=0.3, which="both", zorder=0)
+    ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
+    return _png(fig)

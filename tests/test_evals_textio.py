@@ -1,0 +1,76 @@
+"""Strict reading and atomic writing."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+
+from evals.errors import EvalsInputError
+from evals.textio import atomic_write_lines, atomic_write_text, check_same_length, read_lines
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"a\nb\n", ["a", "b"]),
+    (b"a\nb", ["a", "b"]),
+    (b"a\r\nb\r\n", ["a", "b"]),
+    (b" a \n\n", [" a ", ""]),
+    ("x\u2028y\x0cz\n".encode(), ["x\u2028y\x0cz"]),  # only "\n" ends a line
+])
+def test_read_lines(tmp_path, data, expected):
+    path = tmp_path / "f.txt"
+    path.write_bytes(data)
+    assert read_lines(path) == expected
+    gz = tmp_path / "f.txt.gz"
+    gz.write_bytes(gzip.compress(data))
+    assert read_lines(gz) == expected
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", r"f\.txt: file is empty"),
+    (b"ok\nok\nbad \xff byte\n", r"f\.txt:3: invalid UTF-8 \(byte 0xff"),
+])
+def test_read_lines_errors(tmp_path, data, message):
+    path = tmp_path / "f.txt"
+    path.write_bytes(data)
+    with pytest.raises(EvalsInputError, match=message):
+        read_lines(path)
+
+
+def test_missing_file_and_bad_gzip(tmp_path):
+    with pytest.raises(EvalsInputError, match="no such file"):
+        read_lines(tmp_path / "nope.txt")
+    (tmp_path / "x.gz").write_bytes(b"not gzip")
+    with pytest.raises(EvalsInputError, match=r"x\.gz: cannot read"):
+        read_lines(tmp_path / "x.gz")
+
+
+def test_check_same_length_names_first_unpartnered_line():
+    with pytest.raises(EvalsInputError, match=r"^ref:4: line counts differ \(hyp has 3, ref has 5\)"):
+        check_same_length([("hyp", ["a"] * 3), ("ref", ["a"] * 5)])
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "out.txt"
+    atomic_write_text(path, "old\n")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_text(path, "new\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["out.txt"]  # no temporary file left behind
+
+
+def test_atomic_write_lines(tmp_path):
+    path = tmp_path / "sub" / "hyps.txt"
+    atomic_write_lines(path, ["a", "ä b"])
+    assert read_lines(path) == ["a", "ä b"]
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+    with pytest.raises(ValueError, match="item 2 contains a newline"):
+        atomic_write_lines(path, ["a", "b\nc"])
+    assert read_lines(path) == ["a", "ä b"]
