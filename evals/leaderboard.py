@@ -43,10 +43,6 @@ def group_records(records: Sequence[ResultRecord]) -> list[tuple[tuple[str, str]
     return [(key, list(by_system.values())) for key, by_system in groups.items()]
 
 
-def _metric_value(rec: ResultRecord, metric: str) -> float | None:
-    return getattr(rec, metric)
-
-
 def _delta_metric(rows: Sequence[ResultRecord]) -> str:
     # Deltas are reported on the metric the significance tests used (BLEU unless a ladder chose tok-lc BLEU).
     used = [r.significance.get("metric") for r in rows if r.significance]
@@ -81,7 +77,7 @@ def build_rows(group: Sequence[ResultRecord]) -> list[dict[str, Any]]:
                 if same_metric and f"delta_vs_{tag}" in sig and sig.get(tag) == other.system:
                     delta, ci = sig[f"delta_vs_{tag}"], sig.get(f"delta_vs_{tag}_ci")
                 else:
-                    a, b = _metric_value(rec, metric), _metric_value(other, metric)
+                    a, b = getattr(rec, metric), getattr(other, metric)
                     delta = None if a is None or b is None else a - b
             row[f"delta_vs_{tag}"] = delta
             row[f"delta_vs_{tag}_ci"] = ci
@@ -102,12 +98,6 @@ def _f(x: float | None, digits: int = 2, signed: bool = False) -> str:
 
 def _ci(ci: Sequence[float] | None, signed: bool = False) -> str:
     return "" if not ci else f" [{_f(ci[0], 1, signed)}, {_f(ci[1], 1, signed)}]"
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _mark(p: float | None, mismatch: bool) -> str:

@@ -111,3 +111,26 @@ def sentence_scores(hyps: Sequence[str], refs: Sequence[str], metric: str = "chr
     if fn is None:
         raise ValueError(f"unknown sentence metric {metric!r}; expected bleu, chrf or ter")
     return [fn(h, r) for h, r in zip(hyps, refs)]
+
+
+def chrf_matrix(hyps: Sequence[str], refs: Sequence[str] | None = None) -> list[list[float]]:
+    """``m[i][j] == sentence_chrf(hyps[i], refs[j])`` for all pairs (``refs`` defaults to ``hyps``, as in MBR).
+
+    Each sentence's character and word n-grams are extracted once instead of once per pair,
+    through sacrebleu's own chrF++ routines, so the values equal :func:`sentence_chrf`'s.
+    """
+    metric = _sentence_metric("chrf")
+    hyp_ngrams = [metric._extract_reference_info([metric._preprocess_segment(h)])["ref_ngrams"][0] for h in hyps]
+    ref_ngrams = hyp_ngrams if refs is None else [
+        metric._extract_reference_info([metric._preprocess_segment(r)])["ref_ngrams"][0] for r in refs]
+    match = metric._get_match_statistics
+    out = []
+    for h in hyp_ngrams:
+        row = []
+        for r in ref_ngrams:
+            stats: list[int] = []
+            for hn, rn in zip(h, r):
+                stats.extend(match(hn, rn))
+            row.append(float(metric._compute_f_score(stats)))
+        out.append(row)
+    return out

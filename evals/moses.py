@@ -3,8 +3,8 @@
 Order matters: lower-case first, then Moses punctuation normalisation, then Moses
 tokenisation with XML escaping (``&quot;``, ``&apos;``), no aggressive hyphen splitting.
 Checked against the raw and tok files of task 1: this order reproduces all but 3 of
-the ~13,000 val/test lines (en, de, fr, cs); normalising before lower-casing breaks
-Czech abbreviations such as "J. P." because the non-breaking prefixes are lower-case.
+the 12,439 val/test lines (en, de, fr, cs); tokenising before lower-casing splits
+abbreviations such as Czech "J. P." that the official files keep together.
 """
 
 from __future__ import annotations

@@ -77,8 +77,9 @@ def paired_significance(
 
     Returns ``{name: {"score", "ci": [low, high], "mean", "p_value", "n_differing"}}`` for
     the baseline (``p_value`` None) and every system; ``n_differing`` counts the segments
-    whose output differs from the baseline's. Identical outputs get ``p_value`` 1.0. ``test`` is "bs" (``n_samples`` resamples) or
-    "ar" (``n_samples`` trials; intervals then use ``n_ci_samples`` bootstrap resamples).
+    whose output differs from the baseline's, and identical outputs get ``p_value`` 1.0.
+    ``test`` is "bs" (``n_samples`` resamples) or "ar" (``n_samples`` trials; intervals
+    then use ``n_ci_samples`` bootstrap resamples).
     For ``metric="tok_bleu"`` the hypotheses are raw and ``refs`` are the tok-lc references.
     """
     _check_args(metric, test, n_samples, seed)

@@ -63,7 +63,8 @@ def test_compare(files, capsys):
 
 
 def test_leaderboard_and_verify(tmp_path, capsys):
-    code, out, _ = run(capsys, "leaderboard", EXAMPLE, "--out", tmp_path / "board")
+    # Plots are checked in test_evals_leaderboard.py; skipping them here keeps the suite fast.
+    code, out, _ = run(capsys, "leaderboard", EXAMPLE, "--out", tmp_path / "board", "--no-plots")
     assert code == 0 and out.startswith("## Leaderboard") and (tmp_path / "board" / "leaderboard.csv").exists()
     code, out, _ = run(capsys, "verify", EXAMPLE)
     assert code == 0 and out.count("ok   ") == 12

@@ -10,7 +10,8 @@ import pytest
 from sacrebleu.metrics import BLEU
 
 from evals.errors import EvalsInputError
-from evals.metrics import score_corpus, sentence_bleu, sentence_chrf, sentence_scores, tokenize_lc
+from evals.metrics import (chrf_matrix, score_corpus, sentence_bleu, sentence_chrf, sentence_scores,
+                           tokenize_lc)
 from evals.textio import read_lines
 
 FIX = Path(__file__).parent / "fixtures" / "evals"
@@ -87,6 +88,13 @@ def test_sentence_scores():
     worse = "Zwei Kinder spielen mit einem Ball in dem Park."
     assert 0 < sentence_chrf(worse, ref) < 100 and 0 < sentence_bleu(worse, ref) < 100
     assert sentence_scores([worse, ref], [ref, ref], "chrf") == [sentence_chrf(worse, ref), sentence_chrf(ref, ref)]
+
+
+def test_chrf_matrix_equals_sentence_chrf():
+    hyps = lines("hyp_a.de")[:6] + lines("hyp_b.de")[:6] + [""]
+    refs = lines("ref.de")[:4]
+    assert chrf_matrix(hyps) == [[sentence_chrf(h, r) for r in hyps] for h in hyps]
+    assert chrf_matrix(hyps, refs) == [[sentence_chrf(h, r) for r in refs] for h in hyps]
 
 
 @pytest.mark.parametrize("hyps, refs, tok_refs, message", [
