@@ -174,10 +174,11 @@ def _collect_finished(finished: list[list[Hypothesis]], active: torch.Tensor, pr
     if not ends.any():
         return
     length = t + 1
+    full = {int(active[i]) for i in range(active.numel()) if len(finished[int(active[i])]) >= K}
     for i, j in ends.nonzero().tolist():
         sentence = int(active[i])
-        if len(finished[sentence]) >= K:
-            continue  # early stopping: a full sentence takes no more hypotheses
+        if sentence in full:
+            continue  # early stopping: a sentence full before this step takes no more hypotheses
         row = i * K + int(origin[i, j])
         tokens = prefixes[row].tolist()
         if int(top_tokens[i, j]) != eos:
