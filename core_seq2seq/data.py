@@ -144,13 +144,15 @@ def from_hf_dataset(dataset, src_lang: str, tgt_lang: str, name: str = "dataset"
 def find_multi30k(root: str | os.PathLike | None = None, download: bool = False) -> Path:
     """The Multi30K folder: ``root``, else $DECADE_MULTI30K, else ``../shared/data/multi30k``, else
     the download cache (fetched there when ``download`` is true)."""
-    candidates = [root, os.environ.get(MULTI30K_ENV), Path.cwd().parent / "shared/data/multi30k",
+    if root:  # a path the user named is used or rejected, never silently replaced
+        if (Path(root) / "task1/raw").is_dir():
+            return Path(root)
+        raise DataError(f"{root}: not a Multi30K folder (no task1/raw inside)")
+    candidates = [os.environ.get(MULTI30K_ENV), Path.cwd().parent / "shared/data/multi30k",
                   Path(__file__).resolve().parents[2] / "shared/data/multi30k"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "task1/raw").is_dir():
             return Path(candidate)
-    if root:
-        raise DataError(f"{root}: not a Multi30K folder (no task1/raw inside)")
     cache = multi30k_cache_dir()
     if (cache / "task1/raw/train.en.gz").exists():
         return cache

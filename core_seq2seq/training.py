@@ -126,7 +126,12 @@ def load_corpora(cfg: DataConfig, run_dir: Path | None = None) -> tuple[Parallel
     if cfg.corpus in ("multi30k", "toy"):
         root = cfg.root
         if cfg.corpus == "toy":
-            root = str(write_toy_task(Path(run_dir or ".") / "toy_data", n_train=cfg.toy_train_pairs))
+            toy_root = Path(run_dir or ".") / "toy_data"
+            marker = toy_root / f"task1/raw/.written-{cfg.toy_train_pairs}"
+            if not marker.exists():  # written once per run dir; other processes of a DDP run only read it
+                write_toy_task(toy_root, n_train=cfg.toy_train_pairs)
+                marker.touch()
+            root = str(toy_root)
         else:
             root = str(find_multi30k(cfg.root, cfg.download))
         train, r1 = read_multi30k("train", cfg.src_lang, cfg.tgt_lang, root, max_chars=cfg.max_chars)
@@ -227,8 +232,10 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def save_model_dir(model: LSTMTranslatorForCausalLM, path: Path, meta: dict, state: dict | None = None) -> None:
-    """Save weights (safetensors), decade's metadata and optionally the training state, atomically."""
+def save_model_dir(model: LSTMTranslatorForCausalLM, path: Path, meta: dict, tokenizer: PreTrainedTokenizerFast,
+                   state: dict | None = None) -> None:
+    """Save a self-contained model directory atomically: weights (safetensors), tokenizer, decade's
+    metadata (languages, seed, resolved config), and optionally the training state."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per checkpoint would bury the training log
@@ -236,6 +243,7 @@ def save_model_dir(model: LSTMTranslatorForCausalLM, path: Path, meta: dict, sta
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
     (tmp / "decade_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if state is not None:
         torch.save(state, tmp / "training_state.pt")
@@ -334,7 +342,8 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    accelerator = Accelerator()
+    # accelerate only recognises torchrun's processes on a CPU machine when told cpu=True.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     run, tokenizer, train_corpus, val, reports = prepare_run(cfg) if accelerator.is_main_process else (None,) * 5
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -433,11 +442,9 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
             elif tc.time_budget_minutes and state["elapsed"] >= tc.time_budget_minutes * 60:
                 stop_reason = "time_budget"
             if stop_reason or state["step"] % tc.eval_every_steps == 0:
-                if state["batch_in_epoch"] == len(batches):
-                    state["epoch"] += 1
-                    state["batch_in_epoch"] = 0
                 stop_reason = _validate_and_checkpoint(accelerator, model, optimizer, tokenizer, val, val_ids, tc,
-                                                       run, meta, state, start_time, log, log_path, device) or stop_reason
+                                                       run, meta, state, len(batches), start_time, log, log_path,
+                                                       device) or stop_reason
                 if stop_reason:
                     break
         else:
@@ -452,7 +459,8 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
 
 
 def _validate_and_checkpoint(accelerator, model, optimizer, tokenizer, val, val_ids, tc: TrainConfig, run: Path,
-                             meta: dict, state: dict, start_time: float, log, log_path: Path, device) -> str | None:
+                             meta: dict, state: dict, epoch_batches: int, start_time: float, log, log_path: Path,
+                             device) -> str | None:
     """Validate, save last/best/ckpt-<step> (main process only); return a stop reason or None."""
     stop = None
     if accelerator.is_main_process:
@@ -470,17 +478,20 @@ def _validate_and_checkpoint(accelerator, model, optimizer, tokenizer, val, val_
             f" (best {state['best_bleu']:.2f}), {state['elapsed'] / 60:.1f} min")
         meta = {**meta, "step": state["step"], "val": result}
         ckpt = run / f"ckpt-{state['step']:07d}"
-        save_model_dir(unwrapped, ckpt, meta)
+        save_model_dir(unwrapped, ckpt, meta, tokenizer)
         for old in sorted(run.glob("ckpt-*[0-9]"))[:-tc.keep_checkpoints]:
             shutil.rmtree(old)
         if improved:
-            save_model_dir(unwrapped, run / "best", meta)
+            save_model_dir(unwrapped, run / "best", meta, tokenizer)
         if tc.patience and state["bad_evals"] >= tc.patience:
             stop = "early_stopping"
         # The training state goes last: a kill before this line resumes from the previous one.
+        resume_at = dict(state)
+        if resume_at["batch_in_epoch"] == epoch_batches:  # the epoch is complete: resume at the next one
+            resume_at["epoch"], resume_at["batch_in_epoch"] = state["epoch"] + 1, 0
         training_state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                          "state_json": json.dumps(state)}
-        save_model_dir(unwrapped, run / "last", meta, training_state)
+                          "state_json": json.dumps(resume_at)}
+        save_model_dir(unwrapped, run / "last", meta, tokenizer, training_state)
     stop_list = [stop]
     if accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list

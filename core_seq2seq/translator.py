@@ -7,6 +7,7 @@ Two implementations: ``LSTMTranslator`` (decade's model, one or an ensemble, dec
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -94,17 +95,22 @@ class LSTMTranslator:
     @classmethod
     def load(cls, model_dirs: str | Path | Sequence[str | Path], src_lang: str | None = None,
              tgt_lang: str | None = None, device: str = "cpu") -> "LSTMTranslator":
-        """Load one model directory (or several, as an ensemble) saved by training; the tokenizer is
-        read from the first directory, or its parent's ``tokenizer/``."""
+        """Load one model directory (or several, as an ensemble) saved by training; the tokenizer and
+        the languages are read from the first directory."""
         dirs = [Path(model_dirs)] if isinstance(model_dirs, (str, Path)) else [Path(d) for d in model_dirs]
         for d in dirs:
             if not (d / "config.json").exists():
                 raise FileNotFoundError(f"{d}: not a model directory (no config.json)")
         models = [AutoModelForCausalLM.from_pretrained(d) for d in dirs]
-        tok_dir = dirs[0] if (dirs[0] / "tokenizer.json").exists() else dirs[0].parent / "tokenizer"
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
-        meta = getattr(models[0].config, "decade", None) or {}
-        return cls(models, tokenizer, src_lang or meta.get("src_lang", "en"), tgt_lang or meta.get("tgt_lang", "de"), device)
+        if not (dirs[0] / "tokenizer.json").exists():
+            raise FileNotFoundError(f"{dirs[0]}: no tokenizer.json beside the model")
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(dirs[0])
+        meta_path = dirs[0] / "decade_meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        src_lang, tgt_lang = src_lang or meta.get("src_lang"), tgt_lang or meta.get("tgt_lang")
+        if not src_lang or not tgt_lang:
+            raise ValueError(f"{dirs[0]}: languages unknown (no decade_meta.json); pass src_lang and tgt_lang")
+        return cls(models, tokenizer, src_lang, tgt_lang, device)
 
     def flops_per_token(self) -> float:
         return sum(m.flops_per_target_token() for m in self.models)

@@ -155,7 +155,9 @@ def plot_compute(rows: Sequence[dict[str, Any]]) -> bytes | None:
     for n, stage in enumerate(stages):
         idx = [i for i, r in enumerate(used) if r["stage"] == stage]
         ci = [used[i].get(f"{metric}_ci") for i in idx]
-        yerr = [[ys[i] - c[0] if c else 0 for i, c in zip(idx, ci)], [c[1] - ys[i] if c else 0 for i, c in zip(idx, ci)]]
+        # max(0, .): a bootstrap CI can miss its own point by float noise (e.g. at BLEU 100).
+        yerr = [[max(0.0, ys[i] - c[0]) if c else 0 for i, c in zip(idx, ci)],
+                [max(0.0, c[1] - ys[i]) if c else 0 for i, c in zip(idx, ci)]]
         ax.errorbar([xs[i] for i in idx], [ys[i] for i in idx], yerr=yerr, fmt="o", markersize=7, capsize=3,
                     color=palette[n % len(palette)], label=f"stage: {stage}", zorder=3)
     front = pareto_front(list(zip(xs, ys)))

@@ -1,0 +1,313 @@
+"""``python -m inference_compute nbest|rerank|tune|mbr|sweep|lm --config FILE.yaml [--set key=value ...]``
+
+Each command reads its own section of the YAML file (the command's name, or ``--section``), so one
+file can hold a whole workflow (``configs/inference_toy.yaml``). Every output is written atomically
+with the resolved config beside it (``<output>.config.yaml``). Bad input prints ``error: ...`` naming
+the file (and line) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core_seq2seq.config import ConfigError, from_dict, load_yaml
+
+from .candidates import CandidateSpec
+from .mbr import MbrConfig
+from .sweep import SweepConfig
+from .tune import TuneConfig
+
+
+@dataclass
+class ScorerPaths:
+    """Models that score candidates. Every field is a YAML key of ``<command>.models``."""
+
+    forward: str | list[str] | None = None  # forward model dir(s) to re-score candidates (null: the n-best file's own logprobs)
+    reverse: str | list[str] | None = None  # reverse (target->source) model dir: the noisy channel (null: none)
+    lm: str | None = None  # target-side LM dir (see inference_compute.lm) (null: none)
+    lm_placeholder: str = "."  # the LM's stand-in for an empty source, as in its training data
+    r2l: str | list[str] | None = None  # right-to-left model dir (trained on word-reversed targets) (null: none)
+    device: str = "cpu"  # torch device
+
+
+@dataclass
+class NbestCommand:
+    model: str | list[str] = ""  # forward model dir (a list: a checkpoint ensemble)
+    src: str = ""  # source sentences, one per line (.gz allowed)
+    out: str = ""  # n-best file to write (sidecars: OUT.jsonl, OUT.meta.json)
+    candidates: CandidateSpec = field(default_factory=CandidateSpec)
+    shard_size: int = 256  # sentences per resumable shard
+    limit: int = 0  # only the first N sources (0: all)
+    device: str = "cpu"  # torch device
+
+
+@dataclass
+class RerankCommand:
+    nbest: str = ""  # n-best file (written by the nbest command)
+    src: str = ""  # its source sentences
+    weights: str = ""  # frozen weights JSON (written by the tune command)
+    models: ScorerPaths = field(default_factory=ScorerPaths)
+    out: str = ""  # selected hypotheses, one per source
+    features_out: str | None = None  # also write every candidate's features as JSONL (null: no)
+    limit: int = 0  # only the first N sources (0: all)
+
+
+@dataclass
+class TuneCommand:
+    nbest: str = ""  # n-best file of the tuning set (val)
+    src: str = ""  # its source sentences
+    ref: str = ""  # its references
+    models: ScorerPaths = field(default_factory=ScorerPaths)
+    out: str = ""  # weights JSON to write (frozen, with this config)
+    search: TuneConfig = field(default_factory=TuneConfig)
+    limit: int = 0  # only the first N sources (0: all)
+
+
+@dataclass
+class MbrCommand:
+    nbest: str = ""  # n-best file or samples (written by the nbest command)
+    out: str = ""  # selected hypotheses, one per source
+    utility: str = "chrf"  # chrf | bleu
+    weighting: str = "uniform"  # uniform | count (sample frequencies) | model (softmax of logprob / temperature)
+    temperature: float = 1.0  # weighting=model: softmax temperature
+
+
+@dataclass
+class LmCommand:
+    monolingual: list[str] = field(default_factory=list)  # target-language monolingual files (.gz allowed)
+    val: str = ""  # target-language validation sentences (e.g. Multi30K val.de)
+    exclude: list[str] = field(default_factory=list)  # files whose lines must not be trained on (val/test references)
+    lang: str = "de"  # the target language
+    out_dir: str = ""  # writes train.tsv, val.tsv, lm_train.yaml, corpus_stats.json here; the run goes to OUT_DIR/run
+    placeholder: str = "."  # the stand-in for an empty source
+    model: dict[str, Any] = field(default_factory=dict)  # core_seq2seq model section overrides
+    train: dict[str, Any] = field(default_factory=dict)  # core_seq2seq train section overrides
+    tokenizer: dict[str, Any] = field(default_factory=dict)  # core_seq2seq tokenizer section overrides
+
+
+def _apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {p} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return data
+
+
+def load_section(cls: type, path: str, section: str, overrides: Sequence[str] = ()):
+    data = load_yaml(path)
+    if section not in data:
+        raise ConfigError(f"{path}: no '{section}' section (found: {', '.join(data) or 'none'})")
+    body = _apply_overrides(dict(data[section] or {}), overrides)
+    try:
+        return from_dict(cls, body, section)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _write_config(out: str | Path, cfg: Any, command: str) -> None:
+    from evals.textio import atomic_write_text
+
+    atomic_write_text(f"{out}.config.yaml", f"# python -m inference_compute {command}\n"
+                      + yaml.safe_dump({command: asdict(cfg)}, sort_keys=False, allow_unicode=True))
+
+
+def _load(paths, device: str):
+    if not paths:
+        return None
+    from core_seq2seq.translator import LSTMTranslator
+
+    return LSTMTranslator.load(paths, device=device)
+
+
+def _scorers(m: ScorerPaths) -> dict[str, Any]:
+    from .lm import TargetLM
+
+    return {"forward": _load(m.forward, m.device), "reverse": _load(m.reverse, m.device),
+            "lm": TargetLM.load(m.lm, m.lm_placeholder, m.device) if m.lm else None, "r2l": _load(m.r2l, m.device)}
+
+
+def _read_sources(path: str, limit: int) -> list[str]:
+    from evals.textio import read_lines
+
+    lines = read_lines(path)
+    return lines[:limit] if limit else lines
+
+
+def _nbest_for(path: str, n_sources: int, limit: int, src_path: str):
+    from .nbest import read_nbest
+
+    nbest = read_nbest(path)
+    nbest = nbest[:limit] if limit else nbest
+    if len(nbest) != n_sources:
+        raise ValueError(f"{path} has {len(nbest)} sources but {src_path} has {n_sources} lines")
+    return nbest
+
+
+def cmd_nbest(cfg: NbestCommand, log) -> None:
+    from .generate import generate_nbest_file
+
+    sources = _read_sources(cfg.src, cfg.limit)
+    translator = _load(cfg.model, cfg.device)
+    if translator is None:
+        raise ConfigError("nbest.model: a model directory is required")
+    _, compute = generate_nbest_file(translator, sources, cfg.candidates, cfg.out, shard_size=cfg.shard_size,
+                                     meta={"model": cfg.model, "src_path": cfg.src, "config": asdict(cfg)},
+                                     key_extra=cfg.model, log=log)
+    _write_config(cfg.out, cfg, "nbest")
+    log(f"wrote {cfg.out} ({len(sources)} sources); compute: {json.dumps(_brief(compute))}")
+
+
+def _brief(compute: dict) -> dict:
+    return {k: compute.get(k) for k in ("forward_calls", "decoder_row_steps", "flops", "decode_seconds",
+                                        "seconds_per_sentence") if k in compute}
+
+
+def _features(sources, nbest, scorers, typical_ratio):
+    from .compute import ComputeMeter
+    from .features import compute_features
+
+    with ComputeMeter(scorers, n_sentences=len(sources)) as meter:
+        feats = compute_features(sources, nbest, scorers["forward"], scorers["reverse"], scorers["lm"],
+                                 r2l=scorers["r2l"], typical_ratio=typical_ratio)
+    return feats, meter.result
+
+
+def cmd_tune(cfg: TuneCommand, log) -> None:
+    from evals.textio import check_same_length, read_lines
+
+    from .features import length_ratio
+    from .rerank import save_weights
+    from .tune import tune_weights
+
+    sources = _read_sources(cfg.src, cfg.limit)
+    refs = read_lines(cfg.ref)
+    refs = refs[:cfg.limit] if cfg.limit else refs
+    check_same_length([(cfg.src, sources), (cfg.ref, refs)])
+    nbest = _nbest_for(cfg.nbest, len(sources), cfg.limit, cfg.src)
+    ratio = length_ratio(sources, refs)
+    feats, compute = _features(sources, nbest, _scorers(cfg.models), ratio)
+    result = tune_weights(feats, [[c.text for c in cs] for cs in nbest], refs, cfg.search)
+    save_weights(cfg.out, result.weights, tuned_on=cfg.ref, nbest=cfg.nbest, objective=cfg.search.metric,
+                 tuned_score=result.score, forward_only_score=result.start_score, trials=result.trials,
+                 typical_ratio=ratio, scoring_compute=_brief(compute), config=asdict(cfg))
+    _write_config(cfg.out, cfg, "tune")
+    log(f"tuned on {len(sources)} sentences: {cfg.search.metric} {result.start_score:.2f} (forward only) -> "
+        f"{result.score:.2f}; weights {json.dumps(result.weights)} written to {cfg.out}")
+
+
+def cmd_rerank(cfg: RerankCommand, log) -> None:
+    from evals.textio import atomic_write_lines, atomic_write_text
+
+    from .rerank import load_weights, select
+
+    sources = _read_sources(cfg.src, cfg.limit)
+    nbest = _nbest_for(cfg.nbest, len(sources), cfg.limit, cfg.src)
+    weights = load_weights(cfg.weights)
+    ratio = float(json.loads(Path(cfg.weights).read_text(encoding="utf-8")).get("typical_ratio", 1.0))
+    feats, compute = _features(sources, nbest, _scorers(cfg.models), ratio)
+    picks = select(feats, weights)
+    atomic_write_lines(cfg.out, [nbest[i][p].text for i, p in enumerate(picks)])
+    if cfg.features_out:
+        atomic_write_text(cfg.features_out, "".join(
+            json.dumps({"sent_id": i, "rank": r, **f}) + "\n" for i, fs in enumerate(feats) for r, f in enumerate(fs)))
+    _write_config(cfg.out, cfg, "rerank")
+    log(f"wrote {cfg.out}; reranking changed {sum(p != 0 for p in picks)} of {len(picks)} choices; "
+        f"scoring compute: {json.dumps(_brief(compute))}")
+
+
+def cmd_mbr(cfg: MbrCommand, log) -> None:
+    import time
+
+    from evals.textio import atomic_write_lines
+
+    from .mbr import mbr_decode
+    from .nbest import read_nbest
+
+    settings = MbrConfig(cfg.utility, cfg.weighting, cfg.temperature)
+    nbest = read_nbest(cfg.nbest)
+    start = time.perf_counter()
+    picks, calls = mbr_decode(nbest, settings)
+    atomic_write_lines(cfg.out, [nbest[i][p].text for i, p in enumerate(picks)])
+    _write_config(cfg.out, cfg, "mbr")
+    log(f"wrote {cfg.out}; {calls} utility evaluations in {time.perf_counter() - start:.1f}s; "
+        f"MBR changed {sum(p != 0 for p in picks)} of {len(picks)} choices")
+
+
+def cmd_sweep(cfg: SweepConfig, log) -> None:
+    from .sweep import run_sweep
+
+    summary = run_sweep(cfg, log)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    _write_config(Path(cfg.out_dir) / "sweep", cfg, "sweep")
+    log(f"best on {cfg.tune_split}: {summary['best_on_val']}")
+
+
+def cmd_lm(cfg: LmCommand, log) -> None:
+    from evals.textio import read_lines
+
+    from .lm import build_lm_corpus
+
+    mono = [line for p in cfg.monolingual for line in read_lines(p)]
+    exclude = [line for p in cfg.exclude for line in read_lines(p)]
+    sections = {k: v for k, v in (("model", cfg.model), ("train", cfg.train), ("tokenizer", cfg.tokenizer)) if v}
+    build_lm_corpus(cfg.out_dir, mono, read_lines(cfg.val), exclude, cfg.lang, cfg.placeholder, **sections)
+    _write_config(Path(cfg.out_dir) / "lm", cfg, "lm")
+    stats = json.loads((Path(cfg.out_dir) / "corpus_stats.json").read_text())
+    log(f"LM corpus in {cfg.out_dir}: {json.dumps(stats)}; train with: "
+        f"python -m core_seq2seq train {cfg.out_dir}/lm_train.yaml (then use {cfg.out_dir}/run/last)")
+
+
+COMMANDS = {"nbest": (NbestCommand, cmd_nbest), "rerank": (RerankCommand, cmd_rerank),
+            "tune": (TuneCommand, cmd_tune), "mbr": (MbrCommand, cmd_mbr), "sweep": (SweepConfig, cmd_sweep),
+            "lm": (LmCommand, cmd_lm)}
+
+
+def build_parser(prog: str = "python -m inference_compute") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Inference-time compute for decade's translators: n-best "
+                                     "lists, noisy-channel reranking, MBR, and the quality-for-compute sweep.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    helps = {"nbest": "generate candidates (beams, samples, unions) to an n-best file",
+             "rerank": "select with frozen reranker weights", "tune": "tune reranker weights on val (corpus BLEU)",
+             "mbr": "MBR selection over an n-best file", "sweep": "the quality-for-compute grid on val and test",
+             "lm": "write a target-LM training corpus and config (placeholder source)"}
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=helps[name])
+        p.add_argument("--config", required=True, help="YAML file with a section named after the command")
+        p.add_argument("--section", help="read this section instead (default: the command's name)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key of the section, e.g. --set candidates.batch_size=32 (YAML value)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cls, fn = COMMANDS[args.command]
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury the log
+    try:
+        cfg = load_section(cls, args.config, args.section or args.command, args.set)
+        fn(cfg, log)
+    except (ConfigError, ValueError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,87 @@
+"""Scoring candidates: one feature dict per candidate. Selecting one is ``rerank``'s job.
+
+Features (log-probabilities in nats; ``*_per_token`` divides by the scored sequence's tokens incl. ``</s>``):
+
+=================  ==========================================================================
+``fwd``            log p(candidate | source) under the forward model
+``fwd_per_token``  ``fwd`` / candidate tokens
+``rev``            noisy channel: log p(source | candidate) under the reverse model
+``rev_per_token``  ``rev`` / source tokens (under the reverse model's tokenizer)
+``lm``             log p(candidate) under the target-side language model
+``lm_per_token``   ``lm`` / candidate tokens (under the LM's tokenizer)
+``r2l``            log p(reversed candidate | source) under a right-to-left model
+``r2l_per_token``  ``r2l`` / its tokens
+``tokens``         candidate tokens (forward model, incl. ``</s>``)
+``len_ratio_dev``  | candidate words / source words - typical ratio |
+=================  ==========================================================================
+
+Every model scores all (source, candidate) pairs of all sentences in one batched ``score`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from core_seq2seq.translator import Candidate
+
+from .lm import TargetLM
+
+
+def reverse_words(text: str) -> str:
+    """The word-reversed text a right-to-left model is trained on and scores."""
+    return " ".join(reversed(text.split()))
+
+
+def length_ratio(sources: Sequence[str], targets: Sequence[str]) -> float:
+    """Target words per source word over a corpus (the 'typical' ratio of ``len_ratio_dev``)."""
+    src = sum(len(s.split()) for s in sources)
+    return sum(len(t.split()) for t in targets) / max(src, 1)
+
+
+def _flatten(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]]) -> tuple[list[str], list[Candidate], list[int]]:
+    if len(sources) != len(nbest):
+        raise ValueError(f"{len(sources)} sources but {len(nbest)} n-best lists")
+    srcs, cands, counts = [], [], []
+    for s, cs in zip(sources, nbest):
+        srcs.extend([s] * len(cs))
+        cands.extend(cs)
+        counts.append(len(cs))
+    return srcs, cands, counts
+
+
+def _add(rows: list[dict[str, float]], name: str, scored: Sequence[tuple[float, int]]) -> None:
+    for row, (logprob, length) in zip(rows, scored):
+        row[name] = float(logprob)
+        row[f"{name}_per_token"] = float(logprob) / max(int(length), 1)
+
+
+def compute_features(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]], forward: Any | None,
+                     reverse: Any | None = None, lm: Any | None = None, *, r2l: Any | None = None,
+                     typical_ratio: float = 1.0) -> list[list[dict[str, float]]]:
+    """Features of every candidate, as ``nbest``-shaped lists of dicts.
+
+    ``forward``: the Translator whose ``score`` gives ``fwd``; None takes each candidate's own
+    ``logprob`` and ``length`` (the model that generated it: no extra compute). ``reverse``: a
+    target->source Translator (noisy channel). ``lm``: a ``TargetLM`` (or a Translator, wrapped with
+    the placeholder source). ``r2l``: a Translator trained on word-reversed targets.
+    """
+    srcs, cands, counts = _flatten(sources, nbest)
+    texts = [c.text for c in cands]
+    rows: list[dict[str, float]] = [{} for _ in cands]
+    fwd = forward.score(srcs, texts) if forward is not None else [(c.logprob, c.length) for c in cands]
+    _add(rows, "fwd", fwd)
+    if reverse is not None:
+        _add(rows, "rev", reverse.score(texts, srcs))
+    if lm is not None:
+        _add(rows, "lm", (lm if isinstance(lm, TargetLM) else TargetLM(lm)).score(texts))
+    if r2l is not None:
+        _add(rows, "r2l", r2l.score(srcs, [reverse_words(t) for t in texts]))
+    for row, (_, length), s, t in zip(rows, fwd, srcs, texts):
+        row["tokens"] = float(length)
+        row["len_ratio_dev"] = abs(len(t.split()) / max(len(s.split()), 1) - typical_ratio)
+    out, i = [], 0
+    for n in counts:
+        out.append(rows[i:i + n])
+        i += n
+    return out

@@ -1,0 +1,68 @@
+"""Resumable n-best generation to files: sources in shards, each shard an n-best file with its
+compute in the meta sidecar; a rerun skips finished shards, and the merged file sums their compute.
+
+A cached file is only reused for the same job: its meta records a key (hash of the model paths, the
+candidate spec and the sources); a different key is an error rather than a silent mix of two runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from core_seq2seq.translator import Translator
+
+from .candidates import CandidateSpec, PooledCandidate, generate_candidates
+from .compute import ComputeMeter, add_compute
+from .nbest import is_complete, read_meta, read_nbest, write_nbest
+
+
+def job_key(*parts: Any) -> str:
+    """A short stable hash of everything that determines an artifact."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def check_key(path: str | os.PathLike, key: str) -> None:
+    found = read_meta(path).get("key")
+    if found != key:
+        raise ValueError(f"{os.fspath(path)}: cached from a different job (key {found}, now {key}); "
+                         "use a fresh output directory or delete the stale files")
+
+
+def generate_nbest_file(translator: Translator, sources: Sequence[str], spec: CandidateSpec, path: str | os.PathLike,
+                        *, shard_size: int = 256, meta: Mapping[str, Any] | None = None,
+                        key_extra: Any = None, log: Callable[[str], None] = lambda m: None,
+                        ) -> tuple[list[list[PooledCandidate]], dict[str, Any]]:
+    """Generate (or reload) the n-best file ``path`` for ``sources``; returns the lists and their compute."""
+    path = Path(path)
+    key = job_key(spec.to_dict(), list(sources), key_extra)
+    if is_complete(path):
+        check_key(path, key)
+        return read_nbest(path), read_meta(path)["compute"]
+    shard_dir = path.with_name(path.name + ".shards")
+    lists: list[list[PooledCandidate]] = []
+    computes = []
+    for start in range(0, len(sources), shard_size):
+        shard = shard_dir / f"shard-{start // shard_size:05d}.nbest"
+        chunk = list(sources[start:start + shard_size])
+        shard_key = job_key(key, start)
+        if is_complete(shard):
+            check_key(shard, shard_key)
+            lists.extend(read_nbest(shard))
+            computes.append(read_meta(shard)["compute"])
+            continue
+        with ComputeMeter({"forward": translator}, n_sentences=len(chunk)) as meter:
+            cands = generate_candidates(translator, chunk, spec)
+        write_nbest(shard, cands, {"key": shard_key, "compute": meter.result, "first_sentence": start})
+        log(f"{path.name}: sentences {start}-{start + len(chunk) - 1} done "
+            f"({meter.result['decode_seconds']:.1f}s, {meter.result['forward_calls']} decoder calls)")
+        lists.extend(cands)
+        computes.append(meter.result)
+    compute = add_compute(*computes, {"n_sentences": len(sources)})
+    write_nbest(path, lists, {"key": key, "spec": spec.to_dict(), "compute": compute, **(meta or {})})
+    return lists, compute

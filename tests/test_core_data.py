@@ -1,0 +1,131 @@
+"""Readers and configs: every bad input gives a clear error naming the file (and line)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from core_seq2seq.__main__ import main as cli_main
+from core_seq2seq.config import ConfigError, from_dict, load_config
+from core_seq2seq.data import (DataError, find_multi30k, read_multi30k, read_parallel_files, read_text_lines,
+                               read_tsv_or_jsonl)
+from core_seq2seq.training import ExperimentConfig
+
+
+def _write(path, lines, raw: bytes | None = None):
+    if raw is not None:
+        path.write_bytes(raw)
+    elif str(path).endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    else:
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_aligned_files_gz_and_plain(tmp_path):
+    src = _write(tmp_path / "a.en.gz", ["one", "two"])
+    tgt = _write(tmp_path / "a.de", ["eins", "zwei"])
+    corpus, report = read_parallel_files(src, tgt, "en", "de")
+    assert corpus.src == ["one", "two"] and corpus.tgt == ["eins", "zwei"] and report.kept == 2
+
+
+@pytest.mark.parametrize("src_lines,tgt_lines,raw,pattern", [
+    (["a", "b", "c"], ["x", "y"], None, r"a\.en has 3 lines but .*b\.de has 2"),
+    (["a", "b"], None, b"ok\n\xff\xfe bad\n", r"b\.de:2: invalid UTF-8"),
+])
+def test_bad_parallel_input_names_file_and_line(tmp_path, src_lines, tgt_lines, raw, pattern):
+    src = _write(tmp_path / "a.en", src_lines)
+    tgt = _write(tmp_path / "b.de", tgt_lines, raw)
+    with pytest.raises(DataError, match=pattern):
+        read_parallel_files(src, tgt, "en", "de")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.en: file not found"):
+        read_text_lines(tmp_path / "nope.en")
+
+
+def test_empty_and_overlong_lines_are_dropped_and_reported(tmp_path):
+    src = _write(tmp_path / "a.en", ["fine", "", "x" * 50, "also fine"])
+    tgt = _write(tmp_path / "a.de", ["gut", "leer", "lang", "  "])
+    corpus, report = read_parallel_files(src, tgt, "en", "de", max_chars=20)
+    assert corpus.src == ["fine"]
+    assert report.read == 4 and report.kept == 1
+    assert report.dropped_empty == [2, 4] and report.dropped_too_long == [3]
+    assert "dropped 2 empty" in report.summary() and "1 over-long" in report.summary()
+
+
+@pytest.mark.parametrize("name,content,pattern", [
+    ("c.tsv", "a\tb\nonly-one-field\n", r"c\.tsv:2: expected 2 tab-separated fields"),
+    ("c.jsonl", '{"en": "a", "de": "b"}\n{"en": "a"}\n', r"c\.jsonl:2: expected a JSON object"),
+    ("c.jsonl", '{"en": "a", "de": "b"}\nnot json\n', r"c\.jsonl:2: expected a JSON object"),
+])
+def test_tsv_jsonl_errors(tmp_path, name, content, pattern):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=pattern):
+        read_tsv_or_jsonl(tmp_path / name, "en", "de")
+
+
+def test_tsv_and_jsonl_read(tmp_path):
+    (tmp_path / "c.tsv").write_text("a\tb\nc\td\n", encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"en": "a", "de": "b"}) + "\n", encoding="utf-8")
+    assert read_tsv_or_jsonl(tmp_path / "c.tsv", "en", "de")[0].tgt == ["b", "d"]
+    assert read_tsv_or_jsonl(tmp_path / "c.jsonl", "en", "de")[0].src == ["a"]
+
+
+def test_hf_dataset_reader():
+    from datasets import Dataset
+
+    from core_seq2seq.data import from_hf_dataset
+
+    ds = Dataset.from_dict({"en": ["a", "b", ""], "de": ["x", "y", "z"]})
+    corpus, report = from_hf_dataset(ds, "de", "en")
+    assert corpus.src == ["x", "y"] and report.dropped_empty == [3]
+
+
+def test_multi30k_layout_reader_on_toy_task(toy_task):
+    corpus, _ = read_multi30k("val", "de", "en", root=toy_task)
+    assert len(corpus) == 200 and corpus.src_lang == "de"
+    with pytest.raises(DataError, match="unknown Multi30K split"):
+        read_multi30k("dev", "en", "de", root=toy_task)
+    with pytest.raises(DataError, match="not a Multi30K folder"):
+        find_multi30k(toy_task / "task2")
+
+
+def test_multi30k_checksums_cover_every_file():
+    from pathlib import Path
+
+    sums = json.loads((Path(__file__).parents[1] / "core_seq2seq/multi30k_checksums.json").read_text())
+    for split in ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco"):
+        for lang in ("en", "de", "fr"):
+            assert f"task1/raw/{split}.{lang}.gz" in sums
+    assert all(len(v) == 64 for v in sums.values())
+
+
+@pytest.mark.parametrize("yaml_text,pattern", [
+    ("train:\n  lr_warmup: 3\n", r"train\.lr_warmup: unknown key"),
+    ("modle:\n  embed_size: 3\n", r"modle: unknown key; did you mean 'model'"),
+    ("train:\n  lr: fast\n", r"train\.lr: expected float"),
+    ("train: [1, 2\n", r"invalid YAML"),
+])
+def test_bad_configs_name_the_key(tmp_path, yaml_text, pattern):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(ExperimentConfig, path)
+
+
+def test_config_defaults_and_nesting():
+    cfg = from_dict(ExperimentConfig, {"train": {"lr": 1}, "decode": {"beam_size": 12}})
+    assert cfg.train.lr == 1.0 and cfg.decode.beam_size == 12 and cfg.model.attention
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  bogus: 1\n")
+    assert cli_main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.yaml" in err and "train.bogus" in err and "Traceback" not in err

@@ -1,0 +1,165 @@
+"""Training: exact resume after a kill, checkpoint averaging, two-process DDP, trl DPO, adapters, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core_seq2seq.testing import toy_experiment
+from core_seq2seq.training import average_checkpoints, experiment_from_dict, get_lr, make_batches, train, TrainConfig
+from core_seq2seq.translator import DecodeSettings, HFSeq2SeqTranslator, LSTMTranslator, Translator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "last/model.safetensors")
+
+
+def _small(run: Path, steps: int, **train) -> dict:
+    cfg = toy_experiment(run, steps=steps, train_pairs=600, eval_every_steps=10, eval_max_sentences=20, **train)
+    cfg["model"].update(embed_size=32, encoder_hidden_size=32, decoder_hidden_size=32)
+    return cfg
+
+
+# MKL picks kernels by memory alignment, which differs between processes in the last bit of a
+# float; MKL_CBWR=COMPATIBLE makes it reproducible so the comparison below can be exact.
+EXACT_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE", "PYTHONPATH": str(ROOT)}
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    steps = 60
+    script = str(ROOT / "tests/_train_from_json.py")
+    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    for run in (reference, killed):
+        (tmp_path / f"{run.name}.json").write_text(json.dumps(_small(run, steps)))
+    subprocess.run([sys.executable, script, str(tmp_path / "uninterrupted.json")], check=True, env=EXACT_ENV, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, script, str(tmp_path / "killed.json")], env=EXACT_ENV, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it once a checkpoint past step 20 exists, mid-training
+        state = killed / "last/decade_meta.json"
+        if state.exists() and json.loads(state.read_text()).get("step", 0) >= 20:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    meta = json.loads((killed / "last/decade_meta.json").read_text())
+    assert meta["step"] < steps, "the run finished before it could be killed"
+    subprocess.run([sys.executable, script, str(tmp_path / "killed.json")], check=True, env=EXACT_ENV, cwd=ROOT)
+    a, b = _weights(reference), _weights(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = [json.loads(x) for x in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["event"] == "stop" and log[-1]["step"] == steps
+
+
+def test_average_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    train(experiment_from_dict(_small(run, 30)), log=lambda m: None)
+    ckpts = sorted(run.glob("ckpt-*"))
+    assert len(ckpts) == 3
+    out = average_checkpoints(ckpts, tmp_path / "avg")
+    tensors = [load_file(c / "model.safetensors") for c in ckpts]
+    avg = load_file(out / "model.safetensors")
+    for k in avg:
+        assert torch.allclose(avg[k], sum(t[k] for t in tensors) / 3, atol=1e-6)
+    translator = LSTMTranslator.load(out, "en", "de")  # loads with the run's tokenizer
+    assert translator.translate(["The dog sees a cat."], DecodeSettings(method="greedy"))[0][0].text is not None
+
+
+def test_schedules_and_batches():
+    cfg = TrainConfig(lr=1.0, warmup_steps=100)
+    assert get_lr(50, cfg, 10) == pytest.approx(0.5) and get_lr(400, cfg, 10) == pytest.approx(0.5)
+    sgd = TrainConfig(lr=0.7, schedule="halving", halving_start_epoch=5)
+    assert get_lr(40, sgd, 10) == 0.7 and get_lr(50, sgd, 10) == 0.35 and get_lr(55, sgd, 10) == 0.175
+    import random
+    src, tgt = [3, 5, 8, 2, 9, 4] * 20, [4, 6, 7, 3, 9, 5] * 20
+    batches = make_batches(src, tgt, 40, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(120))  # every example exactly once
+    assert all(max(max(src[i], tgt[i] + 1) for i in b) * len(b) <= 40 for b in batches)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo on Linux")
+def test_two_process_training_matches_one_process(tmp_path):
+    """torchrun --nproc_per_node 2 with the same global batches gives the same weights as one process."""
+    single, double = tmp_path / "single", tmp_path / "double"
+    for run in (single, double):
+        cfg = _small(run, 6, label_smoothing=0.0)
+        cfg["model"]["dropout"] = 0.0  # dropout masks differ per process by design
+        (tmp_path / f"{run.name}.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    script = ROOT / "tests/_train_from_json.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "single.json")], check=True, env=env, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    str(script), str(tmp_path / "double.json")], check=True, env=env, cwd=ROOT)
+    a, b = _weights(single), _weights(double)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_lstm_and_hf_adapters_satisfy_the_protocol(toy_en_de):
+    from transformers import MarianConfig, MarianMTModel
+
+    tok = toy_en_de.tokenizer
+    torch.manual_seed(0)
+    config = MarianConfig(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                          decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                          decoder_start_token_id=tok.pad_token_id, forced_eos_token_id=None)
+    marian = HFSeq2SeqTranslator(MarianMTModel(config), tok, "en", "de")
+    for translator in (toy_en_de, marian):
+        assert isinstance(translator, Translator)
+        nbest = translator.translate(["The dog sees a cat.", "A boy hears the bird."],
+                                     DecodeSettings(method="beam", beam_size=3, nbest=3, max_len_b=4))
+        assert [len(c) for c in nbest] == [3, 3]
+        scores = translator.score(["The dog sees a cat."], [nbest[0][0].text])
+        assert scores[0][1] >= 1 and scores[0][0] <= 0.0
+
+
+def test_trl_dpo_runs_one_step(toy_en_de, tmp_path):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model = toy_en_de.models[0]
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = Dataset.from_dict({
+        "prompt": ["The dog sees a cat.<2de>", "A boy hears the bird.<2de>"],
+        "chosen": ["Der Hund sieht eine Katze.", "Ein Junge hört den Vogel."],
+        "rejected": ["Der Hund Hund Hund.", "Ein Vogel."],
+    })
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), per_device_train_batch_size=2, max_steps=1, bf16=False,
+                     gradient_checkpointing=False, report_to=[], logging_steps=1, save_strategy="no",
+                     learning_rate=1e-3, use_cpu=True)
+    import copy
+    trainer = DPOTrainer(model=copy.deepcopy(model), args=args, train_dataset=data, processing_class=toy_en_de.tokenizer)
+    result = trainer.train()
+    assert result.global_step == 1 and torch.isfinite(torch.tensor(result.training_loss))
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "DPO changed no weight"
+
+
+def test_cli_translate_stdin_and_score(toy_en_de, toy_models_dir, tmp_path):
+    model_dir = toy_models_dir / "en_de/best"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "core_seq2seq", "translate", "--model", str(model_dir), "--beam", "3",
+                          "--nbest", "2", "--scores"], input="The dog sees a cat.\nA girl likes the red car.\n",
+                         capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert len(lines) == 4 and all("logprob" in x for x in lines)
+    (tmp_path / "s.en").write_text("The dog sees a cat.\n")
+    (tmp_path / "t.de").write_text("Der Hund sieht eine Katze.\nzu viel\n")
+    bad = subprocess.run([sys.executable, "-m", "core_seq2seq", "score", "--model", str(model_dir), "--src",
+                          str(tmp_path / "s.en"), "--tgt", str(tmp_path / "t.de")], capture_output=True, text=True,
+                         env=env, cwd=ROOT)
+    assert bad.returncode == 2 and "s.en has 1 lines but" in bad.stderr and "Traceback" not in bad.stderr
