@@ -51,7 +51,7 @@ class DataConfig:
     val_src: str | None = None  # corpus=files: validation source (or .tsv/.jsonl)
     val_tgt: str | None = None  # corpus=files: validation target
     extra_train: list[str] = field(default_factory=list)  # more training pairs: .tsv/.jsonl files or datasets-on-disk dirs (e.g. synth mix)
-    max_train_pairs: int = 0  # keep only the first N training pairs (0: all)
+    max_train_pairs: int = 0  # keep only the first N real training pairs (0: all); extra_train comes in full
     max_val_pairs: int = 0  # keep only the first N validation pairs (0: all)
     max_chars: int = 1000  # drop (and report) pairs with a side longer than this
     toy_train_pairs: int = 3000  # corpus=toy: training pairs generated
@@ -145,13 +145,13 @@ def load_corpora(cfg: DataConfig, run_dir: Path | None = None) -> tuple[Parallel
         reports += [r1, r2]
     else:
         raise ValueError(f"data.corpus must be multi30k, toy or files, got {cfg.corpus!r}")
+    if cfg.max_train_pairs:  # caps the real corpus only; extra (e.g. synthetic) data is added in full
+        train = ParallelCorpus(train.src[:cfg.max_train_pairs], train.tgt[:cfg.max_train_pairs], train.src_lang,
+                               train.tgt_lang, train.name)
     for extra in cfg.extra_train:
         more, r = _read_any(extra, None, cfg)
         train = ParallelCorpus(train.src + more.src, train.tgt + more.tgt, train.src_lang, train.tgt_lang, train.name)
         reports.append(r)
-    if cfg.max_train_pairs:
-        train = ParallelCorpus(train.src[:cfg.max_train_pairs], train.tgt[:cfg.max_train_pairs], train.src_lang,
-                               train.tgt_lang, train.name)
     if cfg.max_val_pairs:
         val = ParallelCorpus(val.src[:cfg.max_val_pairs], val.tgt[:cfg.max_val_pairs], val.src_lang, val.tgt_lang, val.name)
     return train, val, reports

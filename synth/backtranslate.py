@@ -1,0 +1,182 @@
+"""Back-translation (and forward translation for self-training) of monolingual text, sharded and resumable.
+
+``mode: back`` (the default) reads target-language text and makes each line the *target* of a
+synthetic pair whose *source* the reverse-direction model generates (Sennrich et al. 2016).
+``mode: forward`` reads source-language text and makes the model's output the target
+(self-training, He et al. 2020). Methods, after Edunov et al. 2018:
+
+* ``greedy``, ``beam``: the model's best guess (beam: ``num_per_target`` best of the n-best list);
+* ``sample``: unrestricted ancestral sampling; ``topk``: sampling from the ``top_k`` best tokens;
+* ``noised_beam``: beam output with word dropout, blanking and a local shuffle (``synth.noise``).
+
+Output (``output_dir``): ``shards/`` (see ``synth.shards``), then ``synthetic.jsonl`` with one
+record per pair, ``{"id", "k", "src", "tgt", "method", "mode", "model", "seed", "logprob",
+"length"}`` (``src_clean`` too when noised: the source before noise, for filtering), in id order,
+and ``synthetic.json`` (its provenance) and ``config.yaml``. ``id`` is the 1-based line of the
+input file, ``k`` numbers the synthetic sources of one target.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core_seq2seq.config import config_hash
+from core_seq2seq.data import read_text_lines
+from core_seq2seq.translator import DecodeSettings, Translator
+
+from .io import SynthError, file_sha256, write_json, write_jsonl, write_yaml
+from .noise import NoiseConfig, add_noise
+from .shards import ShardPlan, check_manifest, merge_shards, run_shards
+
+METHODS = ("greedy", "beam", "sample", "topk", "noised_beam")
+MODES = ("back", "forward")
+MERGED = "synthetic.jsonl"
+
+
+@dataclass
+class GenerationConfig:
+    method: str = "beam"  # greedy | beam | sample (unrestricted) | topk | noised_beam
+    beam_size: int = 5  # beam and noised_beam: beam width
+    length_penalty: float = 1.0  # beam ranking: logprob / length ** length_penalty
+    top_k: int = 10  # topk: sample among the k most likely tokens (Edunov et al.: 10)
+    temperature: float = 1.0  # sample/topk: softmax temperature (1.0: the model's distribution)
+    num_per_target: int = 1  # synthetic sources per monolingual line (beam: the n best; sampling: n samples)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # noised_beam only
+    max_len_a: float = 1.5  # max output tokens = a * input tokens + b
+    max_len_b: int = 10
+    batch_size: int = 64  # sentences per decoder batch
+    seed: int = 1  # base seed; each shard's seed is derived from it and the shard index
+    shard_size: int = 2000  # lines per shard: a kill loses at most this much work
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.num_per_target < 1:
+            raise ValueError(f"num_per_target must be >= 1, got {self.num_per_target}")
+        if self.method == "greedy" and self.num_per_target > 1:
+            raise ValueError("method greedy gives one output per line; use beam or sampling for num_per_target > 1")
+        if self.method in ("beam", "noised_beam") and self.num_per_target > self.beam_size:
+            raise ValueError(f"num_per_target ({self.num_per_target}) must not exceed beam_size ({self.beam_size})")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+    def decode_settings(self, seed: int) -> DecodeSettings:
+        """The core decoder settings for this method (the seed is the shard's)."""
+        common = dict(max_len_a=self.max_len_a, max_len_b=self.max_len_b, batch_size=self.batch_size, seed=seed)
+        if self.method == "greedy":
+            return DecodeSettings(method="greedy", **common)
+        if self.method in ("beam", "noised_beam"):
+            return DecodeSettings(method="beam", beam_size=self.beam_size, nbest=self.num_per_target,
+                                  length_penalty=self.length_penalty, **common)
+        return DecodeSettings(method="sample", num_samples=self.num_per_target, temperature=self.temperature,
+                              top_k=self.top_k if self.method == "topk" else 0, **common)
+
+
+@dataclass
+class BacktranslateConfig:
+    input: str = "runs/synth/mono.de.txt"  # monolingual text, one sentence a line (made by `synth prepare`)
+    output_dir: str = "runs/synth/bt.de-en"  # shards, merged synthetic.jsonl, provenance; rerunning resumes
+    model: str | list[str] = "runs/multi30k_de_en/best"  # model dir(s) translating the input language (several: an ensemble)
+    mode: str = "back"  # back: input lines are targets, outputs become sources | forward: self-training, the reverse
+    max_lines: int = 0  # use only the first N input lines (0: all)
+    device: str = "cpu"  # torch device of the model
+    num_threads: int = 0  # torch CPU threads (0: torch's default)
+    progress: bool = True  # tqdm progress bar over lines
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # how to generate
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be back or forward, got {self.mode!r}")
+
+    @property
+    def model_dirs(self) -> list[str]:
+        return [self.model] if isinstance(self.model, str) else list(self.model)
+
+
+def generate_pairs(texts: Sequence[str], ids: Sequence[int], translator: Translator, gen: GenerationConfig,
+                   seed: int, mode: str = "back", model_name: str = "") -> list[dict]:
+    """Synthetic pairs for one shard: ``num_per_target`` records per input line, in id order."""
+    outputs = translator.translate(list(texts), gen.decode_settings(seed))
+    noise_rng = random.Random(seed)  # noise is drawn in id order: deterministic per shard
+    records = []
+    for line_id, text, cands in zip(ids, texts, outputs):
+        if not cands:
+            raise SynthError(f"the model returned no output for input line {line_id}")
+        for k in range(gen.num_per_target):
+            # A beam can finish with fewer than n distinct hypotheses; reuse the best ones rather
+            # than leave a gap (the record still says which k it is).
+            cand = cands[k % len(cands)]
+            src, tgt = (cand.text, text) if mode == "back" else (text, cand.text)
+            record = {"id": line_id, "k": k, "src": src, "tgt": tgt, "method": gen.method, "mode": mode,
+                      "model": model_name, "seed": seed, "logprob": cand.logprob, "length": cand.length}
+            if gen.method == "noised_beam":
+                record["src_clean"] = src
+                record["src"] = add_noise(src, gen.noise, noise_rng)
+            records.append(record)
+    return records
+
+
+def read_input(path: str | Path, max_lines: int = 0) -> list[str]:
+    """Monolingual lines; an empty line is an error (it would make a pair with an empty side)."""
+    lines = read_text_lines(path)
+    if max_lines:
+        lines = lines[:max_lines]
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise SynthError(f"{path}:{number}: empty line; clean the text with `python -m synth prepare` first")
+    if not lines:
+        raise SynthError(f"{path}: no lines to translate")
+    return lines
+
+
+def load_translator(cfg: BacktranslateConfig) -> Translator:
+    from core_seq2seq.translator import LSTMTranslator
+
+    dirs = cfg.model_dirs
+    return LSTMTranslator.load(dirs[0] if len(dirs) == 1 else dirs, device=cfg.device)
+
+
+def backtranslate(cfg: BacktranslateConfig, translator: Translator | None = None, model_name: str | None = None,
+                  log: Callable[[str], None] = print, on_shard_done: Callable[[int], None] | None = None) -> Path:
+    """Translate every unfinished shard of ``cfg.input``, then merge and verify; returns the merged file."""
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    lines = read_input(cfg.input, cfg.max_lines)
+    out = Path(cfg.output_dir)
+    if model_name is None:  # a translator handed in directly is not the config's model
+        model_name = ",".join(cfg.model_dirs) if translator is None else type(translator).__name__
+    # What the shards are made of: the same input, generation settings and model, or refuse to resume.
+    identity = {"generation": asdict(cfg.generation), "mode": cfg.mode, "model": model_name}
+    manifest = {"input": str(cfg.input), "input_sha256": file_sha256(cfg.input), "lines": len(lines),
+                "config_hash": config_hash(identity)}
+    check_manifest(out, manifest)  # before anything is written: never overwrite another run's config
+    write_yaml(out / "config.yaml", asdict(cfg))
+    plan = ShardPlan(len(lines), cfg.generation.shard_size)
+    if translator is None:
+        translator = load_translator(cfg)
+    src_lang, tgt_lang = getattr(translator, "src_lang", "?"), getattr(translator, "tgt_lang", "?")
+
+    def work(shard: int, ids: list[int], seed: int) -> list[dict]:
+        return generate_pairs([lines[i - 1] for i in ids], ids, translator, cfg.generation, seed, cfg.mode, model_name)
+
+    provenance = {"model": model_name, "method": cfg.generation.method, "mode": cfg.mode, "input": str(cfg.input),
+                  "model_langs": f"{src_lang}-{tgt_lang}", "config_hash": manifest["config_hash"]}
+    ran = run_shards(out, plan, cfg.generation.seed, manifest, work, provenance, cfg.progress,
+                     desc=f"{cfg.mode}-translate {cfg.generation.method}", on_shard_done=on_shard_done)
+    records = merge_shards(out, plan, cfg.generation.num_per_target, required=("id", "k", "src", "tgt"))
+    merged = out / MERGED
+    sha = write_jsonl(merged, records)
+    # Languages of the pair: in back mode the model writes the source side.
+    pair_src, pair_tgt = (tgt_lang, src_lang) if cfg.mode == "back" else (src_lang, tgt_lang)
+    write_json(out / "synthetic.json", {**manifest, "records": len(records), "sha256": sha, "shards": plan.n_shards,
+                                        "shards_run_now": len(ran), "src_lang": pair_src, "tgt_lang": pair_tgt,
+                                        "model": model_name, "method": cfg.generation.method, "mode": cfg.mode,
+                                        "config": asdict(cfg)})
+    log(f"{cfg.mode}-translation: {len(records)} pairs from {len(lines)} lines ({len(ran)} of {plan.n_shards} "
+        f"shards run now) -> {merged}")
+    return merged

@@ -1,0 +1,109 @@
+"""Files synth reads and writes: JSONL records, sidecars, atomic writes of files and directories.
+
+Every reader raises ``SynthError`` (a ``DataError``, so ``ValueError``) naming the file and the
+1-based line; every writer goes through a temporary file (or directory) and ``os.replace`` so
+that a kill leaves the old artifact or the complete new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core_seq2seq.data import DataError, read_text_lines
+from evals.textio import atomic_write_text
+
+
+class SynthError(DataError):
+    """Bad input or an inconsistent artifact; the message names the file (and line)."""
+
+
+def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
+    """Records of a JSONL file (``.gz`` allowed); each must be an object holding ``required`` keys."""
+    required = tuple(required)
+    records = []
+    for number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SynthError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise SynthError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+        missing = [k for k in required if k not in obj]
+        if missing:
+            raise SynthError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
+        records.append(obj)
+    return records
+
+
+def jsonl_text(records: Iterable[dict]) -> str:
+    # ensure_ascii=False keeps German text readable in the files; json escapes any newline in a value.
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> str:
+    """Write records atomically; returns the SHA-256 of the bytes written (for sidecars)."""
+    text = jsonl_text(records)
+    atomic_write_text(path, text)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SynthError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SynthError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_yaml(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+
+def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> str:
+    """One line per item, atomically; returns the SHA-256 of the file."""
+    text = "".join(line + "\n" for line in lines)
+    atomic_write_text(path, text)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Atomically put directory ``tmp`` at ``final`` (a kill leaves the old or the new one)."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def fresh_tmp_dir(final: Path) -> Path:
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return tmp
