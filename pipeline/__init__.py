@@ -1,0 +1,1 @@
+"""decade's top floor: one command runs the whole ladder and prints the leaderboard."""

@@ -1,0 +1,67 @@
+"""``decade``: ``decade run CONFIG`` runs the ladder; the stages' own CLIs live under the same roof.
+
+    decade run configs/quickstart.yaml [--force STAGE ...]
+    decade train|translate|score|average ...    -> python -m core_seq2seq ...
+    decade backtranslate ...                    -> python -m synth backtranslate ...
+    decade prepare|filter|mix|loop ...          -> python -m synth ...
+    decade nbest|rerank|tune|mbr|sweep ...      -> python -m inference_compute ...
+    decade correct|explain ...                  -> python -m agents ...
+    decade score-hyps|compare|leaderboard ...   -> python -m evals score|compare|leaderboard ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+STAGE_CLIS = {
+    "train": ("core_seq2seq", "train"), "translate": ("core_seq2seq", "translate"),
+    "score": ("core_seq2seq", "score"), "average": ("core_seq2seq", "average"),
+    "prepare": ("synth", "prepare"), "backtranslate": ("synth", "backtranslate"), "filter": ("synth", "filter"),
+    "mix": ("synth", "mix"), "loop": ("synth", "loop"),
+    "nbest": ("inference_compute", "nbest"), "rerank": ("inference_compute", "rerank"),
+    "tune": ("inference_compute", "tune"), "mbr": ("inference_compute", "mbr"), "sweep": ("inference_compute", "sweep"),
+    "correct": ("agents", "correct"), "explain": ("agents", "explain"),
+    "score-hyps": ("evals", "score"), "compare": ("evals", "compare"), "leaderboard": ("evals", "leaderboard"),
+    "verify": ("evals", "verify"),
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .ladder import load_pipeline_config, run_ladder
+
+    cfg = load_pipeline_config(args.config)
+    markdown = run_ladder(cfg, set(args.force or ()), log=lambda m: print(m, file=sys.stderr, flush=True),
+                          config_path=args.config)
+    print(markdown)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in STAGE_CLIS:
+        package, command = STAGE_CLIS[argv[0]]
+        # evals and inference_compute keep their CLI in cli.py (their __main__ exits on import).
+        module_name = f"{package}.cli" if package in ("evals", "inference_compute") else f"{package}.__main__"
+        module = __import__(module_name, fromlist=["main"])
+        return module.main([command] + argv[1:]) or 0
+    parser = argparse.ArgumentParser(prog="decade", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run (or resume) the whole ladder from a YAML config and print the leaderboard")
+    p.add_argument("config")
+    p.add_argument("--force", action="append", metavar="STAGE",
+                   help="rerun this stage even if cached (train_forward, train_reverse, baseline, beam, backtranslation, "
+                        "train_bt, bt_beam, rerank_mbr, agent)")
+    p.set_defaults(func=_run)
+    for name in STAGE_CLIS:
+        sub.add_parser(name, help=f"python -m {STAGE_CLIS[name][0]} {STAGE_CLIS[name][1]} ...")
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
