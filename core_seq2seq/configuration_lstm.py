@@ -14,6 +14,9 @@ class LSTMTranslatorConfig(PreTrainedConfig):
     """
 
     model_type = "decade_lstm"
+    # trl reads config.auto_map when it reloads a reference model; the Auto classes are registered
+    # on import instead (no remote code), so the map is empty.
+    auto_map = {}
 
     # transformers 5 configs are dataclasses: fields, not kwargs to super().__init__.
     vocab_size: int = 8000

@@ -1,0 +1,201 @@
+"""``python -m agents correct|explain|lexicon|tune|report``
+
+  correct  --config C [--input F|-] [--output F] [--drafts F] [--trace T]   sources in, corrected out
+  explain  TRACE --id N                                                     one sentence's trace, readable
+  lexicon  --config C                                                       build the lexicon (lexicon.path)
+  tune     --config C --src F --ref F [--drafts F] --out TUNED.json         thresholds chosen on val
+  report   --trace T --ref F --pair en-de --test-set NAME --hyp-out F --results R.jsonl [--tok-ref F] [--config C]
+
+Bad input (a config key, a file line, a trace line) prints ``error: FILE[:LINE]: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from core_seq2seq.config import ConfigError
+from core_seq2seq.data import DataError
+from evals.errors import EvalsInputError
+from evals.textio import atomic_write_lines, check_same_length, read_lines
+
+from .errors import AgentInputError
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _read_sources(path: str | None) -> tuple[list[str], str]:
+    if path and path != "-":
+        return read_lines(path), path
+    return [line.rstrip("\r\n") for line in sys.stdin], "<stdin>"
+
+
+def _check_nonempty(lines: list[str], path: str) -> None:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise AgentInputError("empty line: the agent needs one sentence per line", path, number)
+
+
+def _load(args):
+    from .config import load_agent_config
+    from .run import build_agent
+
+    cfg = load_agent_config(args.config)
+    return build_agent(cfg, log=_log)
+
+
+def _drafts(path: str | None, sources: list[str], src_path: str) -> list[str] | None:
+    if not path:
+        return None
+    drafts = read_lines(path)
+    check_same_length([(src_path, sources), (path, drafts)])
+    _check_nonempty(drafts, path)
+    return drafts
+
+
+def cmd_correct(args) -> None:
+    from .config import load_agent_config
+    from .run import build_agent, correct
+
+    sources, src_path = _read_sources(args.input)
+    _check_nonempty(sources, src_path)
+    cfg = load_agent_config(args.config)
+    drafts = _drafts(args.drafts or cfg.draft.hyps or None, sources, src_path)  # all input checked before loading models
+    agent = build_agent(cfg, log=_log)
+    finals, _ = correct(agent, sources, drafts, args.trace, log=_log)
+    if args.output:
+        atomic_write_lines(args.output, finals)
+    else:
+        sys.stdout.write("".join(f + "\n" for f in finals))
+
+
+def cmd_explain(args) -> None:
+    from .trace import explain
+
+    print(explain(args.trace, args.id))
+
+
+def cmd_lexicon(args) -> None:
+    from .config import load_agent_config
+    from .lexicon import build_or_load
+
+    cfg = load_agent_config(args.config)
+    if not cfg.lexicon.path:
+        raise ConfigError(f"{args.config}: lexicon.path is not set")
+    lex = build_or_load(cfg.lexicon, cfg.models.src_lang, cfg.models.tgt_lang, _log)
+    _log(f"lexicon: {len(lex.entries)} source words in {cfg.lexicon.path}")
+
+
+def cmd_tune(args) -> None:
+    from .tune import save_tuned, tune
+
+    sources, refs = read_lines(args.src), read_lines(args.ref)
+    check_same_length([(args.src, sources), (args.ref, refs)])
+    _check_nonempty(sources, args.src)
+    drafts = _drafts(args.drafts, sources, args.src)
+    agent = _load(args)
+    result = tune(agent, sources, refs, agent.cfg.tune, drafts, log=_log)
+    result["val_files"] = {"src": args.src, "ref": args.ref, "drafts": args.drafts}
+    save_tuned(args.out, result)
+    _log(f"tuned thresholds -> {args.out}")
+
+
+def cmd_report(args) -> None:
+    from evals.records import append_records
+
+    from .config import agent_hash, load_agent_config, to_dict
+    from .report import agent_records, summary
+    from .trace import read_trace
+
+    records = read_trace(args.trace)
+    records.sort(key=lambda r: r["id"])
+    refs = read_lines(args.ref)
+    if [r["id"] for r in records] != list(range(len(refs))):
+        raise AgentInputError(f"the trace covers {len(records)} sentences but {args.ref} has {len(refs)} lines "
+                              "(is the run finished?)", args.trace)
+    tok_refs = read_lines(args.tok_ref) if args.tok_ref else None
+    trg = args.pair.split("-", 1)[-1]
+    print(json.dumps(summary(records, refs, trg), indent=2))
+    if args.results:
+        cfg = load_agent_config(args.config) if args.config else None
+        atomic_write_lines(args.hyp_out, [r["final"] for r in records])
+        draft_path = None
+        if args.draft_record:
+            draft_path = args.hyp_out + ".draft"
+            atomic_write_lines(draft_path, [r["draft"] for r in records])
+        recs = agent_records(
+            records, refs, pair=args.pair, test_set=args.test_set, system=args.system or (cfg.name if cfg else "agent"),
+            draft_system=args.draft_system or (cfg.draft.system if cfg else "draft"), final_hyp_path=args.hyp_out,
+            draft_hyp_path=draft_path, draft_stage=(cfg.draft.stage if cfg else "beam") if args.draft_record else None,
+            tok_refs=tok_refs, ref_path=args.ref, tok_ref_path=args.tok_ref, src_path=args.src,
+            config=to_dict(cfg) if cfg else None, config_path=args.config, train_seconds=args.train_seconds)
+        if cfg is not None:
+            for r in recs:
+                r.extra["agent_config_hash"] = agent_hash(cfg)
+        append_records(args.results, recs)
+        _log(f"{len(recs)} record(s) -> {args.results}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m agents", description="the self-correcting translation agent")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("correct", help="draft, critique and revise translations")
+    c.add_argument("--config", required=True)
+    c.add_argument("--input", help="source sentences, one per line (default: stdin)")
+    c.add_argument("--output", help="corrected translations (default: stdout)")
+    c.add_argument("--drafts", help="drafts to correct, one per source line (default: draft.hyps or decode)")
+    c.add_argument("--trace", help="JSONL trace, saved per chunk; a rerun resumes it")
+    c.set_defaults(fn=cmd_correct)
+    e = sub.add_parser("explain", help="render one sentence's trace")
+    e.add_argument("trace")
+    e.add_argument("--id", type=int, required=True, help="sentence id (0-based line number of the input)")
+    e.set_defaults(fn=cmd_explain)
+    lx = sub.add_parser("lexicon", help="build the lexicon named by the config")
+    lx.add_argument("--config", required=True)
+    lx.set_defaults(fn=cmd_lexicon)
+    t = sub.add_parser("tune", help="tune thresholds and margins on val")
+    t.add_argument("--config", required=True)
+    t.add_argument("--src", required=True)
+    t.add_argument("--ref", required=True)
+    t.add_argument("--drafts")
+    t.add_argument("--out", required=True)
+    t.set_defaults(fn=cmd_tune)
+    r = sub.add_parser("report", help="draft vs final scores, fix/harm rates, cost; result records")
+    r.add_argument("--trace", required=True)
+    r.add_argument("--ref", required=True)
+    r.add_argument("--tok-ref")
+    r.add_argument("--src")
+    r.add_argument("--pair", required=True)
+    r.add_argument("--test-set", required=True)
+    r.add_argument("--config")
+    r.add_argument("--system")
+    r.add_argument("--draft-system")
+    r.add_argument("--draft-record", action="store_true", help="also write a record for the draft (decoded by the agent)")
+    r.add_argument("--hyp-out", help="where the final hypotheses are written (needed with --results)")
+    r.add_argument("--results", help="append the result record(s) to this JSONL file")
+    r.add_argument("--train-seconds", type=float)
+    r.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr is for our log lines and errors
+    args = build_parser().parse_args(argv)
+    if getattr(args, "results", None) and not args.hyp_out:
+        print("error: --results needs --hyp-out", file=sys.stderr)
+        return 2
+    try:
+        args.fn(args)
+    except (ConfigError, AgentInputError, EvalsInputError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The agent's YAML config (``configs/agent_*.yaml`` documents every key)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core_seq2seq.config import ConfigError, config_hash, from_dict, load_yaml
+from core_seq2seq.translator import DecodeSettings
+
+from .critic import CriticConfig
+from .lexicon import LexiconConfig
+from .policy import PolicyConfig, SelectionConfig
+from .tools import ToolsConfig
+
+
+@dataclass
+class ModelsConfig:
+    forward: list[str] = field(default_factory=list)  # model dir(s) src->tgt (several: an ensemble)
+    reverse: str = ""  # model dir tgt->src: round trip and noisy channel ("" : those signals off)
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    device: str = "cpu"
+
+
+@dataclass
+class DraftConfig:
+    decode: DecodeSettings = field(default_factory=DecodeSettings)  # how the draft is decoded
+    hyps: str = ""  # or: read drafts from this file (one per source line), e.g. the best non-agent system
+    forward_calls: int | None = None  # with hyps: what producing them cost (from that system's record)
+    decode_seconds: float | None = None
+    system: str = "draft"  # the draft's system name in result records
+    stage: str = "beam"  # its ladder stage (beam, rerank, mbr, ...)
+
+
+@dataclass
+class RunConfig:
+    chunk_size: int = 200  # sentences per chunk: the trace is saved after each, a rerun skips finished ones
+
+
+@dataclass
+class TuneConfig:
+    """Every field is a YAML key of the ``tune:`` section."""
+
+    objective: str = "bleu"  # bleu | chrf: the val corpus score maximised
+    quantiles: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.35, 0.5])  # flag rates tried
+    passes: int = 2  # rounds of coordinate ascent
+    max_harm_to_fix: float = 0.5  # a setting may harm at most this many sentences per sentence it fixes
+    max_score_drop: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 1e9])  # tried values
+    min_score_gain: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.25])  # tried values
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("bleu", "chrf"):
+            raise ValueError(f"tune.objective must be bleu or chrf, got {self.objective!r}")
+
+
+@dataclass
+class AgentConfig:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    lexicon: LexiconConfig = field(default_factory=LexiconConfig)
+    draft: DraftConfig = field(default_factory=DraftConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    tuned: str = ""  # thresholds + selection written by `python -m agents tune` (override the ones above)
+    name: str = "agent"  # system name in result records
+
+
+def load_agent_config(path: str | Path, overrides: dict | None = None) -> AgentConfig:
+    """Load an agent config; ``tuned`` (if set and present) overrides thresholds and selection."""
+    data = load_yaml(path)
+    if overrides:
+        data = _merge(data, overrides)
+    if isinstance(data.get("models", {}).get("forward"), str):
+        data["models"]["forward"] = [data["models"]["forward"]]
+    try:
+        cfg = from_dict(AgentConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return apply_tuned(cfg)
+
+
+def apply_tuned(cfg: AgentConfig) -> AgentConfig:
+    if not cfg.tuned or not Path(cfg.tuned).exists():
+        return cfg
+    try:
+        tuned = json.loads(Path(cfg.tuned).read_text(encoding="utf-8"))
+        thresholds = from_dict(CriticConfig, {"thresholds": tuned["thresholds"]}, "tuned").thresholds
+        selection = from_dict(SelectionConfig, tuned["selection"], "tuned.selection")
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{cfg.tuned}: not a tuned-thresholds file ({type(e).__name__}: {e})") from None
+    except ConfigError as e:
+        raise ConfigError(f"{cfg.tuned}: {e}") from None
+    cfg.critic.thresholds = {**cfg.critic.thresholds, **thresholds}
+    cfg.selection = selection
+    return cfg
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def to_dict(cfg: AgentConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def agent_hash(cfg: AgentConfig) -> str:
+    """What makes an agent's output what it is (model and lexicon paths, thresholds, tools, policy)."""
+    data = to_dict(cfg)
+    for key in ("run", "tune", "tuned"):  # how the run is chunked or was tuned does not change outputs
+        data.pop(key)
+    return config_hash(data)

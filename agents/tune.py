@@ -1,0 +1,131 @@
+"""Choose the critic's thresholds and the acceptance margins on val (never on a test set).
+
+Coordinate ascent: each signal in turn tries thresholds at quantiles of its values on the val
+drafts (flag the worst 2%, 5%, ... of drafts, or never), keeping the one that gives the best
+corpus score of the *whole loop's* output on val; then the acceptance margins; repeated for a few
+passes. A setting counts only if it harms at most ``max_harm_to_fix`` times as many sentences as
+it fixes (sentence chrF++ against the val references): the issue's harm criterion, enforced on val.
+
+The loop is re-run for every trial, but cheaply: the critic's measurements and the tools'
+proposals are memoised, so a trial re-decodes only sentences whose path changed. The chosen
+setting is then run once more without memos, and that run's val score is the one reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+from evals.metrics import new_metric
+from evals.textio import atomic_write_text
+
+from .config import TuneConfig, agent_hash, to_dict
+from .critic import SIGNALS
+from .loop import run_agent
+from .policy import SelectionConfig, make_policy
+from .report import change_rates
+from .run import Agent, make_drafts
+
+
+def corpus_score(hyps: Sequence[str], refs: Sequence[str], objective: str) -> float:
+    return float(new_metric(objective).corpus_score(list(hyps), [list(refs)]).score)
+
+
+def candidate_thresholds(values: Sequence[float | None], signal: str, quantiles: Sequence[float]) -> list[float | None]:
+    """Thresholds that flag about each ``quantiles`` fraction of the drafts (and None: never)."""
+    vals = sorted(v for v in values if v is not None)
+    out: list[float | None] = [None]
+    if not vals:
+        return out
+    high = SIGNALS[signal].bad_when == "high"
+    for q in quantiles:
+        k = min(len(vals) - 1, max(0, int(round((1 - q if high else q) * (len(vals) - 1)))))
+        v = round(float(vals[k]), 6)
+        if v not in out:
+            out.append(v)
+    return out
+
+
+@dataclass
+class Trial:
+    score: float
+    fixed: int
+    harmed: int
+    admissible: bool
+
+
+def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConfig, drafts: Sequence[str] | None = None,
+         log: Callable[[str], None] = lambda m: None) -> dict:
+    """Tune ``agent``'s thresholds and selection margins on (sources, refs); returns the tuned-file
+    content and leaves the agent configured with the result."""
+    cfg = agent.cfg
+    base_hash = agent_hash(cfg)
+    agent.critic.cache, agent.toolbox.cache = {}, {}
+    pools, costs = make_drafts(agent, sources, drafts)
+    draft_texts = [p[0][0] for p in pools]
+    measurements = agent.critic.measure(sources, draft_texts)
+    ids = list(range(len(sources)))
+    draft_score = corpus_score(draft_texts, refs, tc.objective)
+
+    def trial(thresholds: dict, selection: SelectionConfig) -> Trial:
+        agent.critic.thresholds = thresholds
+        policy = make_policy(cfg.policy, thresholds)
+        agent.toolbox.reverse_weight = selection.reverse_weight
+        states = run_agent(ids, sources, pools, agent.critic, agent.toolbox, policy, selection, cfg.policy.budget, costs)
+        finals = [s.current for s in states]
+        rates = change_rates(draft_texts, finals, refs)
+        ok = rates["harmed"] <= tc.max_harm_to_fix * rates["fixed"]
+        return Trial(corpus_score(finals, refs, tc.objective), rates["fixed"], rates["harmed"], ok)
+
+    def value(t: Trial) -> float:
+        return t.score if t.admissible else -math.inf
+
+    thresholds = {k: v for k, v in cfg.critic.thresholds.items()}
+    selection = replace(cfg.selection)
+    best = trial(thresholds, selection)
+    history = [{"what": "start", "score": best.score, "fixed": best.fixed, "harmed": best.harmed}]
+    log(f"tune: draft {tc.objective} {draft_score:.2f}; start {best.score:.2f} (fixed {best.fixed}, harmed {best.harmed})")
+    for p in range(tc.passes):
+        changed = False
+        for signal in cfg.critic.signals:
+            for thr in candidate_thresholds([m.values.get(signal) for m in measurements], signal, tc.quantiles):
+                if thr == thresholds.get(signal):
+                    continue
+                t = trial({**thresholds, signal: thr}, selection)
+                history.append({"what": f"{signal}={thr}", "score": t.score, "fixed": t.fixed, "harmed": t.harmed})
+                if value(t) > value(best) + 1e-9:
+                    best, thresholds, changed = t, {**thresholds, signal: thr}, True
+                    log(f"tune: pass {p + 1}: {signal} -> {thr}: {t.score:.2f} (fixed {t.fixed}, harmed {t.harmed})")
+        for knob, grid in (("max_score_drop", tc.max_score_drop), ("min_score_gain", tc.min_score_gain)):
+            for v in grid:
+                if v == getattr(selection, knob):
+                    continue
+                cand = replace(selection, **{knob: v})
+                t = trial(thresholds, cand)
+                history.append({"what": f"{knob}={v}", "score": t.score, "fixed": t.fixed, "harmed": t.harmed})
+                if value(t) > value(best) + 1e-9:
+                    best, selection, changed = t, cand, True
+                    log(f"tune: pass {p + 1}: {knob} -> {v}: {t.score:.2f}")
+        if not changed:
+            break
+    if not best.admissible:  # nothing met the harm criterion: the agent keeps every draft
+        thresholds = {k: None for k in thresholds}
+        log("tune: no setting met the harm criterion; all signals off")
+    # The honest number: the chosen setting run afresh (no memos, samples drawn in their own batches).
+    agent.critic.cache, agent.toolbox.cache = None, None
+    cfg.critic.thresholds, cfg.selection = thresholds, selection
+    agent.retune()
+    check = trial(thresholds, selection)
+    log(f"tune: chosen setting re-run on val: {check.score:.2f} (draft {draft_score:.2f}, fixed {check.fixed}, "
+        f"harmed {check.harmed})")
+    return {"thresholds": thresholds, "selection": asdict(selection), "objective": tc.objective,
+            "tune": asdict(tc), "base_config_hash": base_hash, "tuned_config_hash": agent_hash(cfg),
+            "val": {"n": len(sources), "draft": draft_score, "tuned": check.score, "fixed": check.fixed,
+                    "harmed": check.harmed, "admissible": check.admissible},
+            "seed": cfg.policy.seed, "history": history, "config": to_dict(cfg)}
+
+
+def save_tuned(path: str, result: dict) -> None:
+    atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")

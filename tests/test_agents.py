@@ -1,0 +1,401 @@
+"""agents on the toy task: lexicon, critic signals, constrained decoding, the repair loop, traces,
+explain, determinism, resume, tuning, reports, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents import critic as C
+from agents.__main__ import main
+from agents.config import AgentConfig, agent_hash, load_agent_config
+from agents.critic import Critic, CriticConfig, judge
+from agents.errors import AgentInputError
+from agents.lexicon import Lexicon, LexiconConfig, build_or_load, train_lexicon, words
+from agents.loop import run_agent
+from agents.report import agent_records, change_rates, cost_summary
+from agents.run import build_agent, correct
+from agents.tools import ConstrainedConfig, Constraints, constrained_decode, constraints_from_evidence
+from agents.trace import read_trace, render
+from agents.tune import candidate_thresholds, tune
+from core_seq2seq.config import ConfigError, from_dict
+from core_seq2seq.data import read_parallel_files
+from core_seq2seq.toy import NOUNS, toy_corpus
+from core_seq2seq.translator import DecodeSettings
+from evals.records import read_records, write_records
+
+SOURCES, REFS = toy_corpus(40, seed=7)  # sentences the toy models never trained on
+
+
+@pytest.fixture(scope="module")
+def lexicon(toy_task) -> Lexicon:
+    raw = Path(toy_task) / "task1/raw"
+    corpus, _ = read_parallel_files(raw / "train.en.gz", raw / "train.de.gz", "en", "de")
+    return train_lexicon(corpus.src, corpus.tgt, "en", "de")
+
+
+def agent_cfg(**sections) -> AgentConfig:
+    return from_dict(AgentConfig, sections)
+
+
+@pytest.fixture(scope="module")
+def clean(toy_en_de):
+    """(source, reference) pairs the forward model's beam-5 output gets exactly right."""
+    hyps = toy_en_de.translate(SOURCES, DecodeSettings(beam_size=5))
+    return [(s, r) for s, r, h in zip(SOURCES, REFS, hyps) if h[0].text == r]
+
+
+# ---- planting errors -----------------------------------------------------------------------------
+
+def plant_repeat(src: str, ref: str) -> str:
+    ws = ref[:-1].split()
+    return " ".join(ws + ws[-2:]) + "."
+
+
+def plant_drop(src: str, ref: str) -> str:
+    ws = ref[:-1].split()
+    return " ".join(ws[:-1]) + "."
+
+
+def plant_copy(src: str, ref: str) -> str | None:
+    for en in words(src):
+        if en in NOUNS and NOUNS[en][0] in ref:
+            return ref.replace(NOUNS[en][0], en, 1)
+    return None
+
+
+PLANTS = {"repeat": (plant_repeat, "repeated_ngrams"), "drop": (plant_drop, "uncovered_source"),
+          "copy": (plant_copy, "copied_source")}
+
+
+def planted(clean_pairs, kind: str, n: int = 4) -> list[tuple[str, str, str]]:
+    fn = PLANTS[kind][0]
+    out = [(s, r, fn(s, r)) for s, r in clean_pairs]
+    return [x for x in out if x[2] is not None and x[2] != x[1]][:n]
+
+
+# ---- lexicon -------------------------------------------------------------------------------------
+
+def test_lexicon_learns_the_toy_dictionary_and_round_trips(lexicon, tmp_path):
+    for en, de in [("dog", "hund"), ("cat", "katze"), ("sees", "sieht"), ("today", "heute"), ("girl", "mädchen")]:
+        assert lexicon.best(en).word == de, en
+        assert lexicon.best(en).strength > 0.8
+    assert {t.word for t in lexicon.translations("the")} == {"der", "die", "das"}
+    assert lexicon.surface_form("hund") == "Hund" and lexicon.surface_form("der") == "der"
+    path = tmp_path / "lex.json"
+    lexicon.save(path)
+    again = Lexicon.load(path)
+    assert again.entries == lexicon.entries and again.surface == lexicon.surface
+    assert json.loads(path.read_text())["config"]["iterations"] == 5  # saved with the config that built it
+
+
+def test_build_or_load_refuses_a_lexicon_of_another_pair(lexicon, tmp_path):
+    path = tmp_path / "lex.json"
+    lexicon.save(path)
+    with pytest.raises(ConfigError, match="en->de"):
+        build_or_load(LexiconConfig(path=str(path)), "de", "en")
+
+
+# ---- critic: pure signals -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("src, hyp, signal, value, evidence", [
+    ("The dog sees the cat.", "Der Hund sieht die Katze die Katze.", "repeated_ngrams", 1, "die Katze"),
+    ("The dog sees the cat.", "Der Hund Hund sieht die Katze.", "repeated_ngrams", 1, "Hund Hund"),
+    ("The big dog sees the cat.", "Der Hund sieht die Katze.", "uncovered_source", 1, "big"),
+    ("The dog sees the cat.", "Der Hund sieht die.", "uncovered_source", 1, "cat"),
+    ("The dog sees the cat.", "Der Hund sieht die cat.", "copied_source", 1, "cat"),
+    ("The dog sees the cat.", "Der Hund sieht die Katze.", "repeated_ngrams", 0, None),
+    ("The dog sees the cat.", "Der Hund sieht die Katze.", "uncovered_source", 0, None),
+    ("The dog sees the cat.", "Der Hund sieht die Katze.", "copied_source", 0, None),
+])
+def test_word_signals(lexicon, src, hyp, signal, value, evidence):
+    fn = {"repeated_ngrams": lambda: C.repeated_ngrams(src, hyp),
+          "uncovered_source": lambda: C.uncovered_source(src, hyp, lexicon),
+          "copied_source": lambda: C.copied_source(src, hyp, lexicon)}[signal]
+    found = fn()
+    assert found.value == value
+    if evidence:
+        assert evidence in json.dumps(found.evidence, ensure_ascii=False)
+
+
+def test_a_repeat_the_source_also_has_is_not_flagged():
+    src = "A man in a red shirt and a man in a blue shirt."
+    hyp = "Ein Mann in einem roten Hemd und ein Mann in einem blauen Hemd."
+    assert C.repeated_ngrams(src, hyp).value == 0
+
+
+@pytest.mark.parametrize("kind", sorted(PLANTS))
+def test_critic_flags_planted_errors_and_passes_correct_translations(toy_en_de, toy_de_en, lexicon, clean, kind):
+    critic = Critic(toy_en_de, toy_de_en, lexicon, CriticConfig())
+    pairs = planted(clean, kind)
+    assert len(pairs) >= 3
+    good = critic.measure([s for s, _ in clean], [r for _, r in clean])
+    bad = critic.measure([s for s, _, _ in pairs], [p for _, _, p in pairs])
+    assert all(critic.judge(m) == [] for m in good), [critic.judge(m) for m in good]
+    assert all(PLANTS[kind][1] in critic.judge(m) for m in bad)
+    if kind != "repeat":  # the reverse model explains a dropped or copied word worse than the right one
+        by_src = {s: m for (s, _), m in zip(clean, good)}
+        for (s, _, _), m in zip(pairs, bad):
+            assert m.rev_norm < by_src[s].rev_norm
+
+
+def test_judge_directions():
+    m = C.Measurement({"round_trip": 40.0, "repeated_ngrams": 2.0, "low_confidence": None}, {}, -0.5, 1, -0.3)
+    assert judge(m, {"round_trip": 50.0, "repeated_ngrams": 0.0, "low_confidence": -3.0}) == ["round_trip", "repeated_ngrams"]
+    assert judge(m, {"round_trip": 30.0, "repeated_ngrams": None}) == []
+
+
+# ---- constrained decoding --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("require, ban, present, absent", [
+    ([["rote"]], [], ["rote"], []),  # a word the model would not write: the bonus makes it
+    ([], [("Katze", 0)], [], ["Katze"]),  # a banned word never appears
+    ([], [("die Katze", 1)], ["Katze"], []),  # a second occurrence is banned, the first is not
+])
+def test_constrained_decoding_requires_and_bans(toy_en_de, require, ban, present, absent):
+    tok = toy_en_de.tokenizer
+    ids = lambda t: tok.backend_tokenizer.encode(t, add_special_tokens=False).ids  # noqa: E731
+    c = Constraints(require_words=require, require=[[ids(w) for w in alts] for alts in require],
+                    ban_text=[b for b, _ in ban], ban=[(ids(b), n) for b, n in ban])
+    out = constrained_decode(toy_en_de, ["The dog sees the cat."], [c], ConstrainedConfig(bonus=8.0), DecodeSettings())[0]
+    text = out[0].text
+    assert all(p.lower() in words(text) for p in present), text
+    assert all(a not in text for a in absent), text
+    # The reported log-prob is the model's own, not the bonus-inflated search total.
+    assert out[0].logprob == pytest.approx(toy_en_de.score(["The dog sees the cat."], [text])[0][0], abs=1e-4)
+
+
+def test_batched_constrained_decoding_equals_one_sentence_at_a_time(toy_en_de):
+    # Sentences of different lengths finish at different steps: rows are dropped from the batch, and
+    # each remaining row must still get its own sentence's constraints.
+    tok = toy_en_de.tokenizer
+    evidence = [{"uncovered_source": [{"word": "red", "translations": ["rote"]}]},
+                {"copied_source": [{"word": "cat", "translations": ["Katze"]}]},
+                {"repeated_ngrams": [{"ngram": "der Hund", "allowed": 0}]},
+                {"uncovered_source": [{"word": "today", "translations": ["heute"]}]}]
+    sources = ["The dog sees the cat.", "The cat sees a small old bird today.", "The dog likes the ball.", "A boy sees a car."]
+    cs = [constraints_from_evidence(e, tok) for e in evidence]
+    cfg = ConstrainedConfig(bonus=8.0)
+    together = constrained_decode(toy_en_de, sources, cs, cfg, DecodeSettings())
+    alone = [constrained_decode(toy_en_de, [s], [c], cfg, DecodeSettings())[0] for s, c in zip(sources, cs)]
+    assert [[x.text for x in cands] for cands in together] == [[x.text for x in cands] for cands in alone]
+    assert [[round(x.logprob, 4) for x in cands] for cands in together] == [[round(x.logprob, 4) for x in cands] for cands in alone]
+    assert "rote" in together[0][0].text and "cat" not in together[1][0].text and "heute" in together[3][0].text
+
+
+def test_constraints_from_evidence(toy_en_de):
+    c = constraints_from_evidence({"copied_source": [{"word": "cat", "translations": ["Katze"]}],
+                                   "repeated_ngrams": [{"ngram": "die Katze", "allowed": 1}]}, toy_en_de.tokenizer)
+    assert c.require_words == [["Katze"]]
+    assert set(c.ban_text) == {"die Katze", "cat", "Cat"}
+
+
+# ---- the loop ---------------------------------------------------------------------------------------
+
+BUDGET = 3
+
+
+def test_the_loop_repairs_planted_errors_within_the_budget_and_traces_every_step(
+        toy_en_de, toy_de_en, lexicon, clean, tmp_path, monkeypatch):
+    cases = [x for kind in sorted(PLANTS) for x in planted(clean, kind, 3)]
+    untouched = clean[-4:]
+    sources = [s for s, _, _ in cases] + [s for s, _ in untouched]
+    drafts = [p for _, _, p in cases] + [r for _, r in untouched]
+    refs = [r for _, r, _ in cases] + [r for _, r in untouched]
+    agent = build_agent(agent_cfg(policy={"budget": BUDGET}, run={"chunk_size": 5}), toy_en_de, toy_de_en, lexicon)
+    calls: list[int] = []  # every proposal the toolbox makes must show up as a trace step
+    run = agent.toolbox.run
+    monkeypatch.setattr(agent.toolbox, "run", lambda a, states, step: calls.extend(s.id for s in states) or run(a, states, step))
+    trace = tmp_path / "trace.jsonl"
+    finals, records = correct(agent, sources, drafts, str(trace))
+    assert finals == refs
+    on_disk = read_trace(trace)
+    assert [r["id"] for r in on_disk] == list(range(len(sources)))
+    for r in on_disk:
+        assert r["steps"][0]["action"] == "draft" and r["steps"][0]["candidate"] == r["draft"]
+        assert 1 <= r["decision"]["tool_steps"] <= BUDGET if r["id"] < len(cases) else r["decision"]["tool_steps"] == 0
+        assert len(r["steps"]) == 1 + calls.count(r["id"])
+        assert r["decision"]["reason"] == "critic passed"
+        for st in r["steps"]:
+            assert {"action", "candidate", "cost", "kept"} <= set(st)
+        kept = [st for st in r["steps"] if st["kept"]]
+        assert kept[-1]["candidate"] == r["final"]
+    text = render(on_disk[0])
+    assert "step 1: constrained" in text and on_disk[0]["final"] in text
+
+
+def test_deterministic_under_a_seed(toy_en_de, toy_de_en, lexicon, clean):
+    # Route every flag through sampling so that the seed matters.
+    actions = {s: ["sample_rerank", "wider_beam"] for s in C.SIGNALS}
+    pairs = planted(clean, "drop", 4)
+    sources, drafts = [s for s, _, _ in pairs], [p for _, _, p in pairs]
+
+    def run(seed):
+        agent = build_agent(agent_cfg(policy={"seed": seed, "actions": actions}), toy_en_de, toy_de_en, lexicon)
+        _, recs = correct(agent, sources, drafts)
+        return [json.dumps([{k: v for k, v in st.items() if k != "cost"} for st in r["steps"]]) for r in recs]
+
+    assert run(5) == run(5)
+    assert any("sample_rerank" in r for r in run(5))
+
+
+def test_resume_skips_traced_sentences_and_refuses_another_config(toy_en_de, toy_de_en, lexicon, clean, tmp_path):
+    pairs = planted(clean, "drop", 4)
+    sources, drafts = [s for s, _, _ in pairs], [p for _, _, p in pairs]
+    cfg = agent_cfg(run={"chunk_size": 2})
+    trace = tmp_path / "t.jsonl"
+    full, _ = correct(build_agent(cfg, toy_en_de, toy_de_en, lexicon), sources, drafts, str(trace))
+    lines = trace.read_text().splitlines()
+    trace.write_text("\n".join(lines[:2]) + "\n")  # as if the run died after its first chunk
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon)
+    seen = []
+    measure = agent.critic.measure
+    agent.critic.measure = lambda s, h: seen.extend(s) or measure(s, h)
+    again, _ = correct(agent, sources, drafts, str(trace))
+    assert again == full
+    assert not set(seen) & set(sources[:2])  # the first chunk was not redone
+    other = build_agent(agent_cfg(run={"chunk_size": 2}, policy={"budget": 1}), toy_en_de, toy_de_en, lexicon)
+    with pytest.raises(AgentInputError, match="t.jsonl:1: traced under another config"):
+        correct(other, sources, drafts, str(trace))
+
+
+def test_mbr_tool_picks_from_the_pool(toy_en_de, toy_de_en, lexicon, clean):
+    pytest.importorskip("inference_compute.mbr")
+    actions = {s: ["mbr"] for s in C.SIGNALS}
+    agent = build_agent(agent_cfg(policy={"actions": actions}, draft={"decode": {"nbest": 5}}), toy_en_de, toy_de_en,
+                        lexicon)
+    assert "mbr" in agent.toolbox.available
+    s, r, bad = planted(clean, "repeat", 1)[0]
+    pool = [[(bad, -9.0, 12)] + [(c.text, c.logprob, c.length) for c in
+                                 toy_en_de.translate([s], DecodeSettings(beam_size=5, nbest=5))[0]]]
+    states = run_agent([0], [s], pool, agent.critic, agent.toolbox, agent.policy, agent.cfg.selection, 2)
+    assert states[0].steps[1]["action"] == "mbr" and states[0].current == r
+
+
+# ---- tuning -----------------------------------------------------------------------------------------
+
+def test_candidate_thresholds_follow_the_bad_side():
+    vals = [float(v) for v in range(101)]
+    assert candidate_thresholds(vals, "round_trip", [0.1])[1] == 10.0  # low is bad: flag the lowest 10%
+    assert candidate_thresholds(vals, "repeated_ngrams", [0.1])[1] == 90.0  # high is bad
+    assert candidate_thresholds([None], "round_trip", [0.1]) == [None]
+
+
+def test_tuning_on_val_with_planted_drafts_gains_and_respects_the_harm_limit(
+        toy_en_de, toy_de_en, lexicon, clean, tmp_path):
+    pairs = [x for kind in sorted(PLANTS) for x in planted(clean, kind, 3)]
+    sources = [s for s, _, _ in pairs] + [s for s, _ in clean[:9]]
+    drafts = [p for _, _, p in pairs] + [r for _, r in clean[:9]]
+    refs = [r for _, r, _ in pairs] + [r for _, r in clean[:9]]
+    cfg = agent_cfg(critic={"thresholds": {k: None for k in C.SIGNALS}},  # start from an agent that does nothing
+                    tune={"quantiles": [0.1, 0.35], "passes": 1, "max_score_drop": [1.0], "min_score_gain": [0.0]})
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon)
+    result = tune(agent, sources, refs, cfg.tune, drafts)
+    assert result["val"]["tuned"] > result["val"]["draft"]
+    assert result["val"]["harmed"] <= 0.5 * result["val"]["fixed"]
+    assert any(v is not None for v in result["thresholds"].values())
+    path = tmp_path / "tuned.json"
+    path.write_text(json.dumps(result))
+    yaml_path = tmp_path / "agent.yaml"
+    yaml_path.write_text(yaml.safe_dump({"tuned": str(path)}))
+    loaded = load_agent_config(yaml_path)
+    assert loaded.critic.thresholds == {**loaded.critic.thresholds, **result["thresholds"]}
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("drafts, finals, refs, fixed, harmed, unchanged", [
+    (["a b c"], ["a b c"], ["a b c"], 0, 0, 1),
+    (["a b x"], ["a b c"], ["a b c"], 1, 0, 0),
+    (["a b c"], ["a b x"], ["a b c"], 0, 1, 0),
+    (["Der Hund", "die Katze", "x"], ["Der Hund", "die Katz", "y"], ["Der Hund", "die Katze", "z"], 0, 1, 2),
+])
+def test_change_rates(drafts, finals, refs, fixed, harmed, unchanged):
+    r = change_rates(drafts, finals, refs)
+    assert (r["fixed"], r["harmed"], r["unchanged"]) == (fixed, harmed, unchanged)
+    assert r["fix_rate"] == fixed / len(refs)
+
+
+def test_report_writes_a_valid_agent_record(toy_en_de, toy_de_en, lexicon, clean, tmp_path):
+    pairs = planted(clean, "drop", 4) + planted(clean, "copy", 4)
+    sources, drafts, refs = [s for s, _, _ in pairs], [p for _, _, p in pairs], [r for _, r, _ in pairs]
+    agent = build_agent(agent_cfg(draft={"forward_calls": 80, "decode_seconds": 0.5}), toy_en_de, toy_de_en, lexicon)
+    finals, recs = correct(agent, sources, drafts)
+    cost = cost_summary(recs)
+    assert cost["draft"]["forward_calls"] == pytest.approx(80)
+    assert cost["multiple_forward_calls"] > 1
+    hyp = tmp_path / "final.de"
+    hyp.write_text("\n".join(finals) + "\n")
+    out = agent_records(recs, refs, pair="en-de", test_set="toy", system="agent", draft_system="draft",
+                        final_hyp_path=str(hyp), draft_hyp_path=str(hyp), draft_stage="beam", n_samples=200)
+    write_records(tmp_path / "r.jsonl", out)
+    draft_rec, agent_rec = read_records(tmp_path / "r.jsonl")
+    assert agent_rec.stage == "agent" and draft_rec.stage == "beam"
+    assert agent_rec.bleu > draft_rec.bleu and agent_rec.p_vs_prev < 0.05
+    assert agent_rec.extra["changes"]["fixed"] == len(pairs)
+    assert agent_rec.compute["forward_calls"] == round(cost["total"]["forward_calls"])
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def cli_config(tmp_path, toy_models_dir, toy_en_de, toy_de_en, toy_task):
+    raw = Path(toy_task) / "task1/raw"
+    data = yaml.safe_load(Path("configs/agent_toy.yaml").read_text())
+    data["models"].update(forward=str(toy_models_dir / "en_de/best"), reverse=str(toy_models_dir / "de_en/best"))
+    data["lexicon"].update(path=str(tmp_path / "lex.json"), src_path=str(raw / "train.en.gz"),
+                           tgt_path=str(raw / "train.de.gz"))
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_cli_correct_and_explain(cli_config, tmp_path, capsys, clean):
+    (s, r, bad), = planted(clean, "copy", 1)
+    src, dr, trace = tmp_path / "src.en", tmp_path / "draft.de", tmp_path / "trace.jsonl"
+    src.write_text(s + "\n")
+    dr.write_text(bad + "\n")
+    assert main(["correct", "--config", str(cli_config), "--input", str(src), "--drafts", str(dr),
+                 "--trace", str(trace)]) == 0
+    assert capsys.readouterr().out == r + "\n"
+    assert main(["explain", str(trace), "--id", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "sentence 0" in out and "copied_source" in out and f"final  : {r}" in out
+
+
+def test_example_configs_load_and_document_every_key():
+    paths = sorted(Path("configs").glob("agent_*.yaml"))
+    assert len(paths) >= 3
+    for path in paths:
+        assert agent_hash(load_agent_config(path))
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            body = line.split("#", 1)[0].strip()
+            if body and not body.endswith(":"):  # a key with a value (section headers need no comment)
+                assert "#" in line, f"{path}:{number}: key without a comment: {line}"
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (lambda d: (d / "in.en").write_bytes(b"The dog sees the cat.\n\xff\n"), ["--input", "{d}/in.en"], "in.en:2: invalid UTF-8"),
+    (lambda d: (d / "in.en").write_text("The dog sees the cat.\n\nA cat.\n"), ["--input", "{d}/in.en"], "in.en:2: empty line"),
+    (lambda d: ((d / "in.en").write_text("A.\nB.\n"), (d / "dr.de").write_text("A.\n")),
+     ["--input", "{d}/in.en", "--drafts", "{d}/dr.de"], "in.en:2: line counts differ"),
+])
+def test_cli_bad_input_names_file_and_line(cli_config, tmp_path, capsys, setup, args, message):
+    setup(tmp_path)
+    code = main(["correct", "--config", str(cli_config)] + [a.format(d=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err, err
+
+
+def test_cli_bad_trace_and_config_name_file_and_line(tmp_path, capsys):
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"id": 0, "source": "a", "draft": "b", "final": "b", "steps": [{}], "decision": {}, "cost": {}}\n{oops\n')
+    assert main(["explain", str(trace), "--id", "0"]) == 2
+    assert "trace.jsonl:2: not valid JSON" in capsys.readouterr().err
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("critic:\n  treshold: {}\n")
+    assert main(["correct", "--config", str(cfg), "--input", str(trace)]) == 2
+    assert "bad.yaml: critic.treshold: unknown key; did you mean 'thresholds'" in capsys.readouterr().err
