@@ -130,8 +130,9 @@ def test_trl_dpo_runs_one_step(toy_en_de, tmp_path):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    model = toy_en_de.models[0]
-    model.train()
+    import copy
+
+    model = copy.deepcopy(toy_en_de.models[0]).train()  # a copy: the shared fixture stays in eval mode
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = Dataset.from_dict({
         "prompt": ["The dog sees a cat.<2de>", "A boy hears the bird.<2de>"],
@@ -141,12 +142,12 @@ def test_trl_dpo_runs_one_step(toy_en_de, tmp_path):
     args = DPOConfig(output_dir=str(tmp_path / "dpo"), per_device_train_batch_size=2, max_steps=1, bf16=False,
                      gradient_checkpointing=False, report_to=[], logging_steps=1, save_strategy="no",
                      learning_rate=1e-3, use_cpu=True)
-    import copy
-    trainer = DPOTrainer(model=copy.deepcopy(model), args=args, train_dataset=data, processing_class=toy_en_de.tokenizer)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=toy_en_de.tokenizer)
     result = trainer.train()
     assert result.global_step == 1 and torch.isfinite(torch.tensor(result.training_loss))
     after = trainer.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "DPO changed no weight"
+    assert not toy_en_de.models[0].training
 
 
 def test_cli_translate_stdin_and_score(toy_en_de, toy_models_dir, tmp_path):

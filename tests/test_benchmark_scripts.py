@@ -1,0 +1,262 @@
+"""Fast checks of benchmarks/core_vs_joeynmt.py: arguments, configs, log parsing, FLOP formulas, process timing.
+
+Nothing here trains on Multi30K or needs JoeyNMT installed; the benchmark itself is run by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load("core_vs_joeynmt")
+ceiling = _load("matmul_ceiling")
+
+
+# ---- arguments ---------------------------------------------------------------------------------
+
+def test_defaults_are_the_full_protocol():
+    args = bench.parse_args([])
+    assert (args.minutes, args.threads, args.beam, args.batch_size, args.decode_limit) == (30.0, 2, 5, 64, 0)
+    assert args.default_minutes == 10.0
+    assert bench.parse_args(["--minutes", "1"]).default_minutes == 1.0
+
+
+@pytest.mark.parametrize("argv", [
+    ["--minutes", "0"], ["--threads", "0"], ["--decode-limit", "-1"], ["--beam", "0"],
+    ["--joey-validation-freq", "15"], ["--default-minutes", "-1"], ["--no-such-option"],
+])
+def test_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(argv)
+    assert e.value.code == 2
+
+
+# ---- JoeyNMT set-up ------------------------------------------------------------------------------
+
+BUILDERS = '''    if scheduler_name == "plateau":
+        kwargs = {
+            "mode": scheduler_mode,
+            "verbose": False,
+            "threshold_mode": "abs",
+        }
+'''
+
+
+def test_patch_removes_verbose_once_and_is_idempotent(tmp_path):
+    path = tmp_path / "builders.py"
+    path.write_text(BUILDERS)
+    assert bench.patch_reduce_lr_verbose(path) is True
+    patched = path.read_text()
+    assert '"verbose"' not in patched and '"threshold_mode": "abs",' in patched
+    assert bench.patch_reduce_lr_verbose(path) is False
+    assert path.read_text() == patched
+
+
+def test_patch_refuses_an_unexpected_file(tmp_path):
+    path = tmp_path / "builders.py"
+    path.write_text(BUILDERS + BUILDERS)
+    with pytest.raises(bench.BenchmarkError, match="2 times"):
+        bench.patch_reduce_lr_verbose(path)
+
+
+# ---- configs -------------------------------------------------------------------------------------
+
+def _joey(load_model=None, validation_freq=0):
+    template = yaml.safe_load(bench.TEMPLATE.read_text())
+    spm = {"voc_file": "/s/spm8k.vocab.txt", "model_file": "/s/spm8k.model"}
+    return bench.joeynmt_config(template, model_dir=Path("/w/model"), data_dir=Path("/w/data"), spm=spm,
+                                validation_freq=validation_freq, beam=5, batch_size=64, load_model=load_model)
+
+
+def _empty_strings(node, path=""):
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _empty_strings(v, f"{path}.{k}")]
+    return [path] if node == "" else []
+
+
+def test_joeynmt_config_has_the_peer_sizes_and_every_path_filled():
+    cfg = _joey()
+    assert _empty_strings(cfg) == []
+    assert "load_model" not in cfg["testing"]
+    enc, dec = cfg["model"]["encoder"], cfg["model"]["decoder"]
+    assert (enc["rnn_type"], enc["num_layers"], enc["hidden_size"], enc["bidirectional"]) == ("lstm", 2, 512, True)
+    assert (dec["type"], dec["rnn_type"], dec["num_layers"], dec["hidden_size"]) == ("recurrent", "lstm", 2, 512)
+    assert enc["embeddings"]["embedding_dim"] == dec["embeddings"]["embedding_dim"] == 256
+    assert enc["dropout"] == dec["dropout"] == 0.3
+    train = cfg["training"]
+    assert (train["optimizer"], train["learning_rate"], train["clip_grad_norm"]) == ("adam", 0.001, 1.0)
+    assert (train["batch_size"], train["batch_type"]) == (4000, "token")
+    assert train["validation_freq"] == bench.NEVER and train["validation_freq"] % train["logging_freq"] == 0
+    assert cfg["data"]["src"]["voc_file"] == cfg["data"]["trg"]["voc_file"]  # one joint vocabulary
+    assert (cfg["testing"]["beam_size"], cfg["testing"]["batch_size"]) == (5, 64)
+
+
+def test_joeynmt_decode_config_names_the_checkpoint():
+    cfg = _joey(load_model="/w/model/618.ckpt", validation_freq=200)
+    assert cfg["testing"]["load_model"] == "/w/model/618.ckpt"
+    assert cfg["training"]["validation_freq"] == 200
+
+
+def test_decade_configs_load_and_have_the_requested_sizes(tmp_path):
+    from core_seq2seq.training import ModelConfig, TrainConfig, experiment_from_dict
+
+    same = experiment_from_dict(bench.decade_config(tmp_path, "/m30k", 30, 2, bench.DECADE_SAME_SIZES,
+                                                    {"batch_tokens": 4000, "lr": 0.001}, 0))
+    assert (same.model.embed_size, same.model.encoder_hidden_size, same.model.decoder_hidden_size) == (256, 512, 512)
+    assert (same.model.encoder_layers, same.model.decoder_layers, same.model.dropout) == (2, 2, 0.3)
+    assert (same.train.batch_tokens, same.train.lr, same.train.clip_norm) == (4000, 0.001, 1.0)
+    assert (same.train.time_budget_minutes, same.train.num_threads) == (30, 2)
+    default = experiment_from_dict(bench.decade_config(tmp_path, "/m30k", 10, 2, None, None, 0))
+    assert default.model == ModelConfig()
+    assert default.train.batch_tokens == TrainConfig().batch_tokens and default.train.lr == TrainConfig().lr
+
+
+# ---- log parsing ---------------------------------------------------------------------------------
+
+def test_decade_rates_leave_out_windows_with_a_validation():
+    entries = [
+        {"step": 10, "tokens_per_s": 1000.0, "elapsed_s": 10.0},
+        {"step": 20, "tokens_per_s": 2000.0, "elapsed_s": 20.0},
+        {"step": 20, "val_bleu": 5.0, "elapsed_s": 50.0},  # validation after step 20: in the next window
+        {"step": 30, "tokens_per_s": 300.0, "elapsed_s": 60.0},
+        {"step": 40, "tokens_per_s": 1500.0, "elapsed_s": 70.0},
+        {"event": "stop", "reason": "time_budget", "step": 41, "target_tokens": 48000, "elapsed": 80.0},
+    ]
+    rates = bench.decade_log_rates(entries)
+    assert rates["windows_kept"] == 3 and rates["validations"] == 1
+    assert rates["tokens_per_s"] == pytest.approx((10_000 + 20_000 + 15_000) / 30)
+    assert rates["tokens_per_s_end_to_end"] == pytest.approx(600.0)
+    assert (rates["steps"], rates["stop_reason"]) == (41, "time_budget")
+
+
+JOEY_LOG = """\
+2026-11-23 10:00:00,001 - INFO - joeynmt.model - Total params: 24512345
+2026-11-23 10:00:01,000 - INFO - joeynmt.training - EPOCH 1
+2026-11-23 10:01:00,000 - INFO - joeynmt.training - Epoch   1, Step:       10, Batch Loss:   123.4, Batch Acc: 0.05, Tokens per Sec:      310, Lr: 0.001000
+2026-11-23 10:02:00,000 - INFO - joeynmt.training - Epoch   1, Step:       20, Batch Loss:   120.1, Batch Acc: 0.06, Tokens per Sec:      350, Lr: 0.001000
+2026-11-23 10:03:00,000 - INFO - joeynmt.training - Epoch   1, Step:       30, Batch Loss:   119.0, Batch Acc: 0.07, Tokens per Sec:      330, Lr: 0.001000
+2026-11-23 10:04:00,000 - INFO - joeynmt.prediction - Generation took 70.5000[sec].
+"""
+
+
+def test_parse_joeynmt_log():
+    parsed = bench.parse_joeynmt_log(JOEY_LOG)
+    assert parsed == {"log_windows": 3, "last_logged_step": 30, "log_tokens_per_s_median": 330.0,
+                      "parameters": 24512345, "generation_s": 70.5}
+    assert bench.parse_joeynmt_log("")["generation_s"] is None
+
+
+# ---- FLOPs -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sizes", [
+    dict(encoder_layers=2, decoder_layers=2, encoder_hidden_size=24, decoder_hidden_size=32, bidirectional_encoder=True),
+    dict(encoder_layers=1, decoder_layers=1, encoder_hidden_size=16, decoder_hidden_size=32, bidirectional_encoder=False),
+    dict(encoder_layers=3, decoder_layers=1, encoder_hidden_size=8, decoder_hidden_size=16, bidirectional_encoder=True,
+         attention=False),
+])
+def test_encoder_flops_count_every_encoder_weight_once_per_source_token(sizes):
+    """Independent count: each weight matrix of the encoder LSTMs (and the attention keys) is one
+    multiply-add per source token, i.e. 2 FLOPs per weight."""
+    from core_seq2seq.configuration_lstm import LSTMTranslatorConfig
+    from core_seq2seq.modeling_lstm import LSTMTranslatorForCausalLM
+
+    model = LSTMTranslatorForCausalLM(LSTMTranslatorConfig(vocab_size=50, embed_size=12, lang_token_ids=[3], **sizes))
+    weights = sum(p.numel() for n, p in model.model.encoder.named_parameters() if n.startswith("weight"))
+    if model.config.attention:
+        weights += model.model.attention_keys.weight.numel()
+    assert bench.encoder_flops_per_source_token(model.config) == 2 * weights
+    if hasattr(model, "encoder_flops_per_source_token"):  # once core_seq2seq has the method, they must agree
+        assert model.encoder_flops_per_source_token() == 2 * weights
+
+
+def test_matmul_ceiling_reports_positive_throughput():
+    out = ceiling.matmul_gflops(size=64, threads=1, seconds=0.02)
+    assert out["rounds"] >= 1 and 0 < out["gflops_median"] <= out["gflops_best"]
+
+
+# ---- processes -------------------------------------------------------------------------------------
+
+CHILD = """
+import sys, time
+print("ready", flush=True)
+print("to stdout only", file=sys.stdout, flush=True)
+print("marker: START", file=sys.stderr, flush=True)
+try:
+    time.sleep(30)
+except KeyboardInterrupt:
+    print("saved", file=sys.stderr, flush=True)
+"""
+
+
+def test_run_process_interrupts_after_the_marker_and_measures_memory(tmp_path):
+    run = bench.run_process([sys.executable, "-c", CHILD], tmp_path / "log", bench.child_env(1, decade=False),
+                            stdout_path=tmp_path / "out", start_marker="marker: START", stop_after_s=0.3, poll_s=0.05)
+    assert run.returncode == 0
+    assert run.stopped_after_s == pytest.approx(0.3, abs=0.3) and run.wall_s < 10
+    assert run.peak_rss_mb > 1
+    assert (tmp_path / "out").read_text() == "ready\nto stdout only\n"
+    assert "saved" in (tmp_path / "log").read_text()
+
+
+def test_run_process_reports_a_failing_child(tmp_path):
+    run = bench.run_process([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "log",
+                            bench.child_env(1, decade=False), poll_s=0.01)
+    assert run.returncode == 3 and run.stopped_after_s is None
+    with pytest.raises(bench.BenchmarkError, match="exited with 3"):
+        bench.check_ran(run, "child")
+
+
+# ---- the report ------------------------------------------------------------------------------------
+
+def _phases(joey_tps=400.0, decade_tps=1600.0, joey_decode_s=50.0, decade_decode_s=10.0, bleu=(5.0, 6.0)):
+    proc = {"peak_rss_mb": 2000.0, "peak_tree_rss_mb": 2100.0, "wall_s": 60.0}
+    flops = {"train_gflops": 80.0}
+    return {
+        "data": {"lines": {"test": 1000}},
+        "joeynmt_train": {"tokens_per_s": joey_tps, "target_tokens_per_sentence": 16.0, "process": proc,
+                          "steps": 300, "parameters": 24_471_040},
+        "decade_train": {"tokens_per_s": decade_tps, "target_tokens_per_sentence": 20.0, "process": proc,
+                         "flops": flops, "steps": 500, "parameters": 18_000_000},
+        "decade_default_train": {"tokens_per_s": 4000.0, "process": {**proc, "peak_rss_mb": 3500.0}, "flops": flops,
+                                 "parameters": 10_000_000},
+        "joeynmt_decode": {"decode_s": joey_decode_s, "process": {"wall_s": joey_decode_s + 10}},
+        "decade_decode": {"decode_s": decade_decode_s, "process": {"wall_s": decade_decode_s + 10}},
+        "joeynmt_bleu": {"bleu": bleu[0], "chrf": 30.0, "tok_bleu": 5.5},
+        "decade_bleu": {"bleu": bleu[1], "chrf": 31.0, "tok_bleu": 6.5},
+    }
+
+
+def test_summary_ratios_are_decade_over_joeynmt_and_goals_follow_them():
+    args = bench.parse_args(["--minutes", "30"])
+    matmul = [{"gflops_best": 100.0}, {"gflops_best": 120.0}]
+    r = bench.summarise(args, ["--minutes", "30"], _phases(), matmul, {"cores": 2}, [])
+    assert r["train_tokens_per_s_ratio"] == pytest.approx(4.0)
+    assert r["train_sents_per_s_ratio"] == pytest.approx((1600 / 20) / (400 / 16))
+    assert r["decode_sents_per_s_ratio"] == pytest.approx(5.0)
+    assert r["decode_sents_per_s_ratio_end_to_end"] == pytest.approx(60 / 20)
+    assert r["bleu_difference"] == pytest.approx(1.0)
+    assert r["matmul"]["ceiling_gflops"] == 120.0
+    assert r["decade"]["fraction_of_matmul_ceiling"] == pytest.approx(80 / 120)
+    assert r["goals"] == {"train_tokens_per_s_ratio_at_least_3": True, "decode_sents_per_s_ratio_at_least_3": True,
+                          "bleu_equal_or_better": True, "default_training_peak_rss_at_most_3gb": False}
+    assert r["smoke"] is False and "warning" not in r
+    slow = bench.summarise(args, [], _phases(decade_tps=800.0, bleu=(6.0, 5.0)), matmul, {}, ["99% pid 1: x"])
+    assert not slow["goals"]["train_tokens_per_s_ratio_at_least_3"] and not slow["goals"]["bleu_equal_or_better"]
+    assert "warning" in slow
+    smoke = bench.summarise(bench.parse_args(["--minutes", "1", "--decode-limit", "100"]), [], _phases(), matmul, {}, [])
+    assert smoke["smoke"] is True
