@@ -212,15 +212,53 @@ def rerank_and_mbr_stage(runner: StageRunner, cfg: PipelineConfig, model: str, r
 
 def agent_stage(runner: StageRunner, cfg: PipelineConfig, model: str, reverse_model: str, root: Path, sets: dict,
                 drafts: dict, inputs: dict, log: Log) -> dict:
-    """The self-correcting agent, starting from the best non-agent rung's hypotheses."""
-    from agents.run import correct_sets
+    """The self-correcting agent, starting from the best non-agent rung's hypotheses (``drafts``:
+    set -> {hyp_path, compute}); thresholds tuned on val, then frozen for the test sets."""
+    from agents.config import AgentConfig, DraftConfig, ModelsConfig, TuneConfig as AgentTuneConfig
+    from agents.lexicon import LexiconConfig
+    from agents.report import cost_summary
+    from agents.run import build_agent, correct
+    from agents.tune import save_tuned, tune
+    from evals.textio import read_lines
+
+    ac = cfg.agent
+    src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
 
     def work(stage_dir: Path) -> dict:
-        return correct_sets(stage_dir, cfg.agent, model, reverse_model, root, cfg.data.src_lang, cfg.data.tgt_lang,
-                            sets, drafts, log=lambda m: log(f"[agent] {m}"))
+        agent_cfg = AgentConfig(
+            models=ModelsConfig(forward=[model], reverse=reverse_model, src_lang=src, tgt_lang=tgt),
+            lexicon=LexiconConfig(path=str(stage_dir / "lexicon.json"), src_path=str(root / f"task1/raw/train.{src}.gz"),
+                                  tgt_path=str(root / f"task1/raw/train.{tgt}.gz"),
+                                  max_pairs=cfg.data.max_train_pairs),
+            draft=DraftConfig(decode=DecodeSettings(method="beam", beam_size=cfg.beam_size, batch_size=cfg.batch_size)),
+            name="agent")
+        agent_cfg.policy.budget = ac.max_steps
+        agent_cfg.policy.seed = ac.seed
+        agent = build_agent(agent_cfg, log=log)
+        if ac.tune_on_val and "val" in sets:
+            tuned = tune(agent, sets["val"]["src"], sets["val"]["ref"],
+                         AgentTuneConfig(), drafts=read_lines(drafts["val"]["hyp_path"]), log=log)
+            save_tuned(str(stage_dir / "tuned.json"), tuned)
+        out = {}
+        for set_name, data in sets.items():
+            if set_name == "val":
+                continue
+            draft_compute = drafts[set_name]["compute"]
+            agent.cfg.draft.forward_calls = draft_compute.get("forward_calls")
+            agent.cfg.draft.decode_seconds = draft_compute.get("decode_seconds")
+            finals, records = correct(agent, data["src"], read_lines(drafts[set_name]["hyp_path"]),
+                                      trace_path=str(stage_dir / f"trace.{set_name}.jsonl"), log=log)
+            path = stage_dir / f"hyps.{set_name}.txt"
+            atomic_write_lines(path, finals)
+            cost = cost_summary(records)
+            out[set_name] = {"hyp_path": str(path), "trace": str(stage_dir / f"trace.{set_name}.jsonl"), "compute": {
+                "decode_seconds": draft_compute.get("decode_seconds", 0.0) + cost["agent"]["seconds"],
+                "forward_calls": int(draft_compute.get("forward_calls", 0) + cost["agent"]["forward_calls"]),
+                "flops": (draft_compute.get("flops") or 0.0) + (cost["agent"]["flops"] or 0.0),
+                "agent_multiple_forward_calls": cost["multiple_forward_calls"]}}
+        return out
 
-    return runner.run("agent", asdict(cfg.agent), {"model": model, "reverse": reverse_model, "drafts": drafts, **inputs},
-                      work)
+    return runner.run("agent", asdict(ac), {"model": model, "reverse": reverse_model, **inputs}, work)
 
 
 # ---- the whole ladder --------------------------------------------------------------------------
@@ -277,8 +315,8 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
     if cfg.agent.enabled:
         # Start from the best non-agent rung, chosen on val.
         start = max(ladder, key=lambda row: _val_bleu(row[2], sets))
-        agent = agent_stage(runner, cfg, best_model, rev["model"], root, sets,
-                            {k: v["hyp_path"] for k, v in start[2].items()}, {"start": start[0]}, log)
+        agent = agent_stage(runner, cfg, best_model, rev["model"], root, sets, start[2],
+                            {"start": start[0], "drafts": {k: v["hyp_path"] for k, v in start[2].items()}}, log)
         ladder.append(("+agent", "agent", agent, with_reverse,
                        {"model": best_model, "reverse": rev["model"], "draft": start[0]}))
     markdown = write_leaderboard(cfg, run_dir, ladder, sets, config_path)
