@@ -1,0 +1,93 @@
+"""The ladder on the toy task: every rung lands in the records; a killed run resumes to the same leaderboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core_seq2seq.config import ConfigError
+from pipeline.cli import main as decade_main
+from pipeline.ladder import load_pipeline_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# Exact equality after a resumed training needs MKL's reproducible mode (see test_core_training.py).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE", "PYTHONPATH": str(ROOT)}
+
+
+def _config(tmp_path: Path, name: str) -> Path:
+    cfg = {
+        "run_dir": str(tmp_path / name),
+        "data": {"corpus": "toy", "toy_train_pairs": 1500},
+        "tokenizer": {"vocab_size": 200},
+        "model": {"embed_size": 48, "encoder_hidden_size": 48, "decoder_hidden_size": 48, "dropout": 0.1},
+        "train": {"batch_tokens": 1000, "lr": 0.005, "warmup_steps": 20, "max_steps": 120, "eval_every_steps": 40,
+                  "eval_max_sentences": 30, "num_threads": 1},
+        "test_sets": ["test_2016_flickr"], "tune_set_limit": 60, "batch_size": 32,
+        "backtranslation": {"method": "greedy", "max_monolingual": 400, "shard_size": 100},
+        "rerank": {"beam_size": 4, "trials": 10},
+        "agent": {"max_steps": 1, "tune_on_val": False},
+        "bootstrap_samples": 100,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+
+
+def test_killed_ladder_resumes_to_the_same_leaderboard(tmp_path):
+    reference = _config(tmp_path, "reference")
+    subprocess.run([sys.executable, "-m", "pipeline", "run", str(reference)], check=True, env=ENV, cwd=ROOT,
+                   capture_output=True)
+    ref_records = _records(tmp_path / "reference")
+    assert [r["stage"] for r in ref_records] == ["baseline", "beam", "bt", "rerank", "mbr", "agent"]
+    assert all(r["p_vs_prev"] is not None for r in ref_records[1:])
+    assert (tmp_path / "reference/leaderboard/leaderboard.md").exists()
+
+    killed_cfg = _config(tmp_path, "killed")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(killed_cfg)], env=ENV, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    mid_stage = run / "train_reverse/model/last/decade_meta.json"
+    while time.time() < deadline and not mid_stage.exists():  # kill inside the second training stage
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert mid_stage.exists() and not (run / "train_reverse/stage.json").exists(), "not killed mid-stage"
+    forward_done = (run / "train_forward/stage.json").stat().st_mtime_ns
+    out = subprocess.run([sys.executable, "-m", "pipeline", "run", str(killed_cfg)], check=True, env=ENV, cwd=ROOT,
+                         capture_output=True, text=True)
+    assert "[train_forward] cached" in out.stderr and "resuming" in out.stderr
+    assert (run / "train_forward/stage.json").stat().st_mtime_ns == forward_done
+    keys = ("system", "bleu", "chrf", "bleu_ci", "p_vs_prev", "p_vs_baseline")
+    assert [{k: r[k] for k in keys} for r in _records(run)] == [{k: r[k] for k in keys} for r in ref_records]
+    # A third run does nothing but rebuild the leaderboard from cached stages.
+    again = subprocess.run([sys.executable, "-m", "pipeline", "run", str(killed_cfg)], check=True, env=ENV, cwd=ROOT,
+                           capture_output=True, text=True)
+    assert again.stderr.count("cached") == 9 and "| +agent |" in again.stdout
+
+
+def test_bad_pipeline_config_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("backtranslation:\n  methd: beam\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: backtranslation\.methd: unknown key; did you mean 'method'"):
+        load_pipeline_config(path)
+    assert decade_main(["run", str(path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_shipped_configs_load():
+    for name in ("quickstart", "multi30k_en_de", "multi30k_de_en"):
+        cfg = load_pipeline_config(ROOT / f"configs/{name}.yaml")
+        assert cfg.backtranslation.enabled and cfg.agent.enabled
