@@ -321,12 +321,27 @@ class LSTMTranslatorForCausalLM(PreTrainedModel, GenerationMixin):
         return past_key_values
 
     def flops_per_target_token(self, mean_src_len: float = 13.0) -> float:
-        """Rough forward FLOPs to produce one target token (decoder LSTM, attention, output layer),
-        plus the encoder's share for a source of ``mean_src_len`` tokens per target token."""
+        """Forward FLOPs (2 per multiply-add, matrix products only) of one decoder step: decoder LSTM,
+        attention over ``mean_src_len`` source positions, combine layer, output layer.
+
+        The encoder is not included: it runs once per source token, not per target token (and once per
+        sentence, not per beam row, in search); see ``encoder_flops_per_source_token``."""
         c = self.config
         H, E, V = c.decoder_hidden_size, c.embed_size, c.vocab_size
         C = c.encoder_hidden_size * (2 if c.bidirectional_encoder else 1)
         dec = 2 * 4 * H * (E + H) + 2 * 4 * H * (2 * H) * (c.decoder_layers - 1)
-        att = (2 * 2 * mean_src_len * C + 2 * (C + H) * E) if c.attention else 2 * H * E
+        # scores: (H) . keys (H) per position; context: weights x memory (C) per position
+        att = (2 * mean_src_len * (H + C) + 2 * (C + H) * E) if c.attention else 2 * H * E
         out = 2 * E * V
         return float(dec + att + out)
+
+    def encoder_flops_per_source_token(self) -> float:
+        """Forward FLOPs of the encoder for one source token: every LSTM layer in each direction, plus
+        the attention-key projection, which ``encode`` computes once per source position."""
+        c = self.config
+        dirs = 2 if c.bidirectional_encoder else 1
+        He, E = c.encoder_hidden_size, c.embed_size
+        C = dirs * He
+        lstm = dirs * 2 * 4 * He * (E + He) + (c.encoder_layers - 1) * dirs * 2 * 4 * He * (C + He)
+        keys = 2 * C * c.decoder_hidden_size if c.attention else 0
+        return float(lstm + keys)

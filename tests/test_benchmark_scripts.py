@@ -260,3 +260,6 @@ def test_summary_ratios_are_decade_over_joeynmt_and_goals_follow_them():
     assert "warning" in slow
     smoke = bench.summarise(bench.parse_args(["--minutes", "1", "--decode-limit", "100"]), [], _phases(), matmul, {}, [])
     assert smoke["smoke"] is True
+    # A run too short or too slow to log a timed window has no rate: no ratio and no verdict, not a crash.
+    short = bench.summarise(args, [], _phases(decade_tps=None), matmul, {}, [])
+    assert short["train_tokens_per_s_ratio"] is None and short["goals"]["train_tokens_per_s_ratio_at_least_3"] is None
