@@ -220,7 +220,7 @@ class LossModule(nn.Module):
 
 # ---- checkpoints -------------------------------------------------------------------------------
 
-def _replace_dir(tmp: Path, final: Path) -> None:
+def replace_dir(tmp: Path, final: Path) -> None:
     """Atomically put ``tmp`` at ``final``: a kill leaves either the old or the new directory."""
     old = final.with_name(final.name + ".old")
     if old.exists():
@@ -247,7 +247,7 @@ def save_model_dir(model: LSTMTranslatorForCausalLM, path: Path, meta: dict, tok
     (tmp / "decade_meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if state is not None:
         torch.save(state, tmp / "training_state.pt")
-    _replace_dir(tmp, path)
+    replace_dir(tmp, path)
 
 
 def average_checkpoints(dirs: list[str | Path], out: str | Path) -> Path:
@@ -271,7 +271,7 @@ def average_checkpoints(dirs: list[str | Path], out: str | Path) -> Path:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta["averaged_from"] = [str(d) for d in dirs]
     meta_path.write_text(json.dumps(meta, indent=1))
-    _replace_dir(tmp, out)
+    replace_dir(tmp, out)
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from core_seq2seq.training import replace_dir  # noqa: F401  (re-exported for synth)
 from core_seq2seq.data import DataError, read_text_lines
 from evals.textio import atomic_write_text
 
@@ -88,18 +89,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Atomically put directory ``tmp`` at ``final`` (a kill leaves the old or the new one)."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def fresh_tmp_dir(final: Path) -> Path:
