@@ -7,20 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, from_dict, load_yaml
+from .config import ConfigError, apply_overrides, from_dict, load_yaml
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .training import ExperimentConfig, train
 
-    data = load_yaml(args.config)
-    for override in args.set or []:
-        key, _, value = override.partition("=")
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = __import__("yaml").safe_load(value)
+    data = apply_overrides(load_yaml(args.config), args.set or [])
     try:
         cfg = from_dict(ExperimentConfig, data)
     except ConfigError as e:

@@ -111,3 +111,20 @@ def config_hash(obj: Any) -> str:
     """A short stable hash of a config (dataclass or dict): what makes an artifact what it is."""
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``--set a.b=value`` pairs (values parsed as YAML) to a nested config dict."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE")
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {override!r}: {p} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(value)
+    return data

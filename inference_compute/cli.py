@@ -8,6 +8,7 @@ the file (and line) and exits with status 2.
 
 from __future__ import annotations
 
+
 import argparse
 import json
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from core_seq2seq.config import ConfigError, from_dict, load_yaml
+from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
 
 from .candidates import CandidateSpec
 from .mbr import MbrConfig
@@ -93,26 +94,11 @@ class LmCommand:
     tokenizer: dict[str, Any] = field(default_factory=dict)  # core_seq2seq tokenizer section overrides
 
 
-def _apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
-    return data
-
-
 def load_section(cls: type, path: str, section: str, overrides: Sequence[str] = ()):
     data = load_yaml(path)
     if section not in data:
         raise ConfigError(f"{path}: no '{section}' section (found: {', '.join(data) or 'none'})")
-    body = _apply_overrides(dict(data[section] or {}), overrides)
+    body = apply_overrides(dict(data[section] or {}), overrides)
     try:
         return from_dict(cls, body, section)
     except ConfigError as e:

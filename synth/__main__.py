@@ -13,9 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
-from core_seq2seq.config import ConfigError, from_dict, load_yaml
+from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
 
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], Any]]]:
@@ -34,23 +32,6 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], Any]]]:
         "mix": (MixConfig, lambda c: mix(c, log=log)),
         "loop": (LoopConfig, lambda c: run_loop(c, log=log)),
     }
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """``a.b=value`` pairs (values parsed as YAML) into a nested dict."""
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {override!r}: expected KEY=VALUE")
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            child = node.setdefault(p, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {override!r}: {p} is not a section")
-            node = child
-        node[leaf] = yaml.safe_load(value)
-    return data
 
 
 def load_section(cls: type, path: str, section: str, overrides: list[str] | None = None):
