@@ -91,3 +91,12 @@ def test_shipped_configs_load():
     for name in ("quickstart", "multi30k_en_de", "multi30k_de_en"):
         cfg = load_pipeline_config(ROOT / f"configs/{name}.yaml")
         assert cfg.backtranslation.enabled and cfg.agent.enabled
+
+
+def test_decade_forwards_stage_commands(capsys):
+    """`decade score-hyps ...` is `python -m evals score ...`; `decade train` reaches core's CLI."""
+    fixtures = ROOT / "tests/fixtures/evals"
+    assert decade_main(["score-hyps", "--hyp", str(fixtures / "hyp_a.de"), "--ref", str(fixtures / "ref.de")]) == 0
+    assert "BLEU" in capsys.readouterr().out
+    assert decade_main(["train", str(fixtures / "missing.yaml")]) == 2
+    assert "missing.yaml: config file not found" in capsys.readouterr().err
