@@ -18,7 +18,7 @@ import sys
 from core_seq2seq.config import ConfigError
 from core_seq2seq.data import DataError
 from evals.errors import EvalsInputError
-from evals.textio import atomic_write_lines, check_same_length, read_lines
+from evals.textio import atomic_write_lines, check_same_length, read_lines, run_cli
 
 from .errors import AgentInputError
 
@@ -198,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -52,9 +52,8 @@ class Meter:
             if counter is None:
                 continue
             calls += counter.decoder_calls
-            models = getattr(t, "models", None)
-            if models and hasattr(t, "flops_per_token"):
-                flops += counter.decoder_row_steps * t.flops_per_token() / len(models)
+            if hasattr(t, "flops"):
+                flops += t.flops(counter)
         return calls, flops
 
     @contextmanager

@@ -155,12 +155,12 @@ def build_variant(bench: Bench, a: str, b: str, variant: str, models: dict[str, 
                                             "scoring": {"batch_size": bench.args.batch_size}})
         files = filter_step(files, d / "filtered.jsonl", models[pair], bt_model, fcfg, bench.args.device,
                             not bench.args.quiet, log)
-    mixed = mix_step(files, d / "mix", a, b, tag, 0.0, exp.get("data"), log)
+    mixed = mix_step(files, d / "mix", a, b, tag, bench.args.real_ratio, exp.get("data"), log)
     best = train_step(exp, d / "model", [str(mixed)], log)
     mix_meta = read_json(mixed / "synth_mix.json")
     prov = {"real_pairs": train_pairs(best) - mix_meta["rows"], "synthetic_pairs": mix_meta["synthetic_pairs"],
             "monolingual_lines": sum(1 for _ in open(bench.mono(b), encoding="utf-8")),
-            "bt_method": method, "tag": tag or None, "filtered": filtered, "round": 2 if variant == "iter2" else 1,
+            "real_ratio": bench.args.real_ratio, "bt_method": method, "tag": tag or None, "filtered": filtered, "round": 2 if variant == "iter2" else 1,
             "bt_model": str(bt_model), "synthetic_path": str(files[0]), "mix_path": str(mixed),
             "bt_seconds": round(synthetic_seconds(bt_dir), 1)}
     return best, prov
@@ -256,6 +256,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mono-lines", type=int, default=0, help="use the first N clean monolingual lines (0: all)")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="override each training's time budget in minutes (smoke tests; 0: the config's)")
+    p.add_argument("--real-ratio", type=float, default=1.0,
+                   help="upsample the real pairs to about this real:synthetic ratio (0: no upsampling)")
     p.add_argument("--max-steps", type=int, default=0, help="override each training's max_steps (smoke tests)")
     p.add_argument("--shard-size", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=128)

@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -87,17 +88,17 @@ def main() -> None:
             hyps_by_system, rows = {}, []
             for stage, settings in (("baseline", DecodeSettings(method="greedy", batch_size=64)),
                                     ("beam", DecodeSettings(method="beam", beam_size=args.beam, batch_size=64))):
-                calls, steps, start = translator.counter.decoder_calls, translator.counter.decoder_row_steps, time.perf_counter()
+                before, start = asdict(translator.counter), time.perf_counter()
                 hyps = [c[0].text for c in translator.translate(test.src, settings)]
                 seconds = time.perf_counter() - start
+                delta = {k: v - before[k] for k, v in asdict(translator.counter).items()}
                 system = f"lstm-{pair}-{'greedy' if stage == 'baseline' else f'beam{args.beam}'}"
                 hyp_path = RESULTS / "hyps" / f"core_{pair}_{test_set}_{stage}.txt"
                 atomic_write_lines(hyp_path, hyps)
                 hyps_by_system[system] = hyps
-                rs = translator.counter.decoder_row_steps - steps
                 compute = {"train_seconds": round(facts["train_seconds"], 1), "device": "cpu (2 cores)",
-                           "decode_seconds": round(seconds, 2), "forward_calls": translator.counter.decoder_calls - calls,
-                           "flops": rs * translator.flops_per_token(), "sentences_per_second": len(hyps) / seconds}
+                           "decode_seconds": round(seconds, 2), "forward_calls": delta["decoder_calls"],
+                           "flops": translator.flops(delta), "sentences_per_second": len(hyps) / seconds}
                 rows.append(make_record(system, stage, pair, test_set, hyps, test.tgt, tok_refs,
                                         hyp_path=str(hyp_path.relative_to(RESULTS.parent.parent)), compute=compute,
                                         config=config, config_path=str(run / "config.yaml"),

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from evals.textio import run_cli
+
 from .config import ConfigError, apply_overrides, from_dict, load_yaml
 
 
@@ -122,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -40,6 +40,7 @@ class DecodeCounter:
     decoder_row_steps: int = 0  # rows x steps: what the FLOP estimate multiplies
     encoder_calls: int = 0
     encoder_rows: int = 0
+    encoder_token_steps: int = 0  # source tokens encoded, summed over rows: the encoder's FLOP multiplier
 
     def add(self, other: "DecodeCounter") -> None:
         for k in vars(self):
@@ -56,6 +57,7 @@ class Ensemble:
     def start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> list[EncoderState]:
         self.counter.encoder_calls += len(self.models)
         self.counter.encoder_rows += src.size(0) * len(self.models)
+        self.counter.encoder_token_steps += int(src_lengths.sum()) * len(self.models)
         return [m.encode(src, src_lengths) for m in self.models]
 
     def step(self, tokens: torch.Tensor, states: list[EncoderState]) -> tuple[torch.Tensor, list[EncoderState]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -113,7 +113,17 @@ class LSTMTranslator:
         return cls(models, tokenizer, src_lang, tgt_lang, device)
 
     def flops_per_token(self) -> float:
+        """Decoder FLOPs of one target token, summed over ensemble members (encoder excluded)."""
         return sum(m.flops_per_target_token() for m in self.models)
+
+    def flops(self, counts: search.DecodeCounter | Mapping[str, int]) -> float:
+        """Estimated forward FLOPs of the work in ``counts`` (a counter or its delta as a dict): decoder
+        row-steps times the decoder's cost per token plus encoded source tokens times the encoder's."""
+        get = counts.get if isinstance(counts, Mapping) else lambda k, d=0: getattr(counts, k, d)
+        n = len(self.models)
+        dec = get("decoder_row_steps", 0) * self.flops_per_token() / n
+        enc = get("encoder_token_steps", 0) * sum(m.encoder_flops_per_source_token() for m in self.models) / n
+        return float(dec + enc)
 
     def _source_tensor(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([max(len(x), 1) for x in ids])
@@ -162,6 +172,9 @@ class LSTMTranslator:
             tgt_in, tgt_out = target_tensors([tgt_ids[i] for i in batch], self.tag_id, self.eos_id, self.pad_id)
             tgt_in, tgt_out = tgt_in.to(self.device), tgt_out.to(self.device)
             logp = torch.stack([m.token_logprobs(src, lengths, tgt_in, tgt_out).sum(1) for m in self.models]).mean(0)
+            self.counter.encoder_calls += len(self.models)
+            self.counter.encoder_rows += len(batch) * len(self.models)
+            self.counter.encoder_token_steps += int(lengths.sum()) * len(self.models)
             self.counter.decoder_calls += len(self.models)
             self.counter.decoder_row_steps += int(tgt_out.ne(self.pad_id).sum()) * len(self.models)
             for i, lp in zip(batch, logp.tolist()):
@@ -172,7 +185,7 @@ class LSTMTranslator:
         """Compute spent so far, for result records."""
         return {**asdict(self.counter), "forward_calls": self.counter.decoder_calls,
                 "decode_seconds": round(self.decode_seconds, 3),
-                "flops": self.counter.decoder_row_steps * self.flops_per_token() / len(self.models)}
+                "flops": self.flops(self.counter)}
 
 
 def target_tensors(tgt_ids: list[list[int]], bos: int, eos: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:

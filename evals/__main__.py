@@ -1,5 +1,5 @@
-import sys
+from evals.textio import run_cli
 
 from .cli import main
 
-sys.exit(main())
+run_cli(main)

@@ -346,11 +346,14 @@ def attach_significance(
     test: str = "bs",
     n_samples: int = 1000,
     seed: int = DEFAULT_SEED,
+    compare_to: Mapping[str, str] | None = None,
 ) -> list[ResultRecord]:
     """Fill ``p_vs_prev``, ``p_vs_baseline`` and ``significance`` for a ladder on one test set.
 
     ``ladder_order`` names the systems from the baseline up; each is tested (paired, through
-    sacrebleu's PairedTest) against the row before it and against the first row, and the
+    sacrebleu's PairedTest) against the row before it (or, for a system in ``compare_to``, the
+    earlier row named there: e.g. the agent against the draft it started from) and against the
+    first row, and the
     paired-bootstrap interval of each lift is stored. ``refs`` are the references for
     ``metric`` (the tok-lc references for "tok_bleu"). Returns new records; records of
     systems outside the ladder come back unchanged.
@@ -377,8 +380,12 @@ def attach_significance(
         hyps_by_system[base], {s: hyps_by_system[s] for s in ladder[1:]}, refs, baseline_name=base, **kw
     )
     updated: dict[str, ResultRecord] = {}
+    compare_to = dict(compare_to or {})
+    for name, other in compare_to.items():
+        if name not in ladder or other not in ladder or ladder.index(other) >= ladder.index(name):
+            raise ValueError(f"compare_to: {name!r} must come after {other!r} in the ladder")
     for i, name in enumerate(ladder):
-        prev = ladder[i - 1] if i > 0 else None
+        prev = compare_to.get(name, ladder[i - 1]) if i > 0 else None
         info: dict[str, Any] = {
             "metric": metric, "test": test, "n_samples": n_samples, "seed": seed,
             "baseline": base, "prev": prev, "score": vs_base[name]["score"],
@@ -386,7 +393,7 @@ def attach_significance(
         p_prev = p_base = None
         if i > 0:
             p_base = vs_base[name]["p_value"]
-            if i == 1:
+            if prev == base:
                 p_prev = p_base
             else:
                 p_prev = paired_significance(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NoReturn
 
 from .errors import EvalsInputError
 
@@ -130,3 +132,17 @@ def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> None:
             raise ValueError(f"item {number} contains a newline; cannot write it as one line of {os.fspath(path)}")
         out.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in out))
+
+
+def run_cli(main: Callable[[], int]) -> NoReturn:
+    """``sys.exit(main())``, except that a reader closing stdout early (``... | head``) ends the
+    command quietly instead of with a BrokenPipeError traceback (the recipe of the Python docs,
+    "Note on SIGPIPE")."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at devnull so that flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)

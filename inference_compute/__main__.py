@@ -1,7 +1,7 @@
 """``python -m inference_compute nbest|rerank|tune|mbr|sweep|lm --config FILE.yaml``"""
 
-import sys
+from evals.textio import run_cli
 
 from .cli import main
 
-sys.exit(main())
+run_cli(main)

@@ -17,20 +17,18 @@ from typing import Any
 
 from core_seq2seq.search import DecodeCounter
 
-COUNTER_KEYS = ("decoder_calls", "decoder_row_steps", "encoder_calls", "encoder_rows")
+COUNTER_KEYS = ("decoder_calls", "decoder_row_steps", "encoder_calls", "encoder_rows", "encoder_token_steps")
 
 
 def _counter(translator: Any) -> DecodeCounter | None:
     return getattr(translator, "counter", None)
 
 
-def flops_per_row_step(translator: Any) -> float | None:
-    """FLOPs of one decoder row-step of one ensemble member (None when the translator cannot say)."""
-    fn = getattr(translator, "flops_per_token", None)
-    if fn is None:
-        return None
-    members = len(getattr(translator, "models", [None]))
-    return float(fn()) / max(members, 1)
+def flops_of(translator: Any, counts: Mapping[str, int]) -> float | None:
+    """Estimated FLOPs (encoder and decoder) of the work in ``counts``, a counter delta; None when the
+    translator cannot say."""
+    fn = getattr(translator, "flops", None)
+    return None if fn is None else float(fn(counts))
 
 
 def add_compute(*parts: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,8 +83,7 @@ class ComputeMeter:
                 flops = None
                 continue
             delta = {k: getattr(c, k) - self._before[name][k] for k in COUNTER_KEYS}
-            f = flops_per_row_step(t)
-            delta["flops"] = None if f is None else delta["decoder_row_steps"] * f
+            delta["flops"] = flops_of(t, delta)
             per_model[name] = delta
             calls += delta["decoder_calls"]
             steps += delta["decoder_row_steps"]

@@ -36,6 +36,9 @@ class TargetLM:
     def flops_per_token(self) -> float:
         return self.translator.flops_per_token()
 
+    def flops(self, counts: Any) -> float:
+        return self.translator.flops(counts)
+
     def score(self, targets: Sequence[str]) -> list[tuple[float, int]]:
         return self.translator.score([self.placeholder] * len(targets), list(targets))
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evals.textio import run_cli
+
 STAGE_CLIS = {
     "train": ("core_seq2seq", "train"), "translate": ("core_seq2seq", "translate"),
     "score": ("core_seq2seq", "score"), "average": ("core_seq2seq", "average"),
@@ -63,5 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def console_main() -> None:
+    """The ``decade`` console script."""
+    run_cli(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -20,6 +20,7 @@ from core_seq2seq.training import ExperimentConfig, train
 from core_seq2seq.translator import DecodeSettings, LSTMTranslator
 from evals.records import attach_significance, make_record, write_records
 from evals.textio import atomic_write_lines, atomic_write_text
+from inference_compute.compute import ComputeMeter
 
 from .config import PipelineConfig
 from .stages import StageRunner
@@ -109,16 +110,12 @@ def decode_stage(runner: StageRunner, name: str, model: str, sets: dict, setting
         translator = LSTMTranslator.load(model)
         out = {}
         for set_name, data in sets.items():
-            before_calls, before_s = translator.counter.decoder_calls, translator.decode_seconds
-            before_steps = translator.counter.decoder_row_steps
-            hyps = [c[0].text for c in translator.translate(data["src"], settings)]
+            with ComputeMeter({"model": translator}) as meter:
+                hyps = [c[0].text for c in translator.translate(data["src"], settings)]
             path = stage_dir / f"hyps.{set_name}.txt"
             atomic_write_lines(path, hyps)
-            steps = translator.counter.decoder_row_steps - before_steps
             out[set_name] = {"hyp_path": str(path), "compute": {
-                "decode_seconds": translator.decode_seconds - before_s,
-                "forward_calls": translator.counter.decoder_calls - before_calls,
-                "decoder_row_steps": steps, "flops": steps * translator.flops_per_token()}}
+                k: meter.result[k] for k in ("decode_seconds", "forward_calls", "decoder_row_steps", "flops")}}
         return out
 
     return runner.run(name, asdict(settings), {"model": model, **inputs}, work)
@@ -173,17 +170,10 @@ def rerank_and_mbr_stage(runner: StageRunner, cfg: PipelineConfig, model: str, r
         typical = length_ratio(sets["val"]["src"], sets["val"]["ref"])
         nbest, features, compute = {}, {}, {}
         for set_name, data in sets.items():
-            calls = {t: (t.counter.decoder_calls, t.counter.decoder_row_steps) for t in (forward, reverse) if t}
-            start = time.perf_counter()
-            nbest[set_name] = generate_candidates(forward, data["src"], spec)
-            features[set_name] = compute_features(data["src"], nbest[set_name], None, reverse, typical_ratio=typical)
-            seconds = time.perf_counter() - start
-            compute[set_name] = {"decode_seconds": seconds, "forward_calls": 0, "decoder_row_steps": 0, "flops": 0.0}
-            for t, (c0, s0) in calls.items():
-                steps = t.counter.decoder_row_steps - s0
-                compute[set_name]["forward_calls"] += t.counter.decoder_calls - c0
-                compute[set_name]["decoder_row_steps"] += steps
-                compute[set_name]["flops"] += steps * t.flops_per_token()
+            with ComputeMeter({"forward": forward, "reverse": reverse}) as meter:
+                nbest[set_name] = generate_candidates(forward, data["src"], spec)
+                features[set_name] = compute_features(data["src"], nbest[set_name], None, reverse, typical_ratio=typical)
+            compute[set_name] = {k: meter.result[k] for k in ("decode_seconds", "forward_calls", "decoder_row_steps", "flops")}
         names = ["fwd_per_token", "tokens", "len_ratio_dev"] + (["rev_per_token"] if reverse else [])
         tuned = tune_weights(features["val"], [[c.text for c in cs] for cs in nbest["val"]], sets["val"]["ref"],
                              TuneConfig(features=names, random_trials=rc.trials, seed=rc.seed))
@@ -358,7 +348,10 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: list, sets: di
                                     config_path=config_path, provenance=provenance, ref_path=data["ref_path"],
                                     tok_ref_path=data["tok_ref_path"], n_samples=cfg.bootstrap_samples,
                                     seed=cfg.significance_seed))
+        # The agent is tested against the draft it started from, not against the row above it.
+        compare_to = {r[0]: r[4]["draft"] for r in ladder if r[1] == "agent"}
         records += attach_significance(rows, [r[0] for r in ladder], hyps_by_system, data["ref"],
-                                       n_samples=cfg.bootstrap_samples, seed=cfg.significance_seed)
+                                       n_samples=cfg.bootstrap_samples, seed=cfg.significance_seed,
+                                       compare_to=compare_to)
     write_records(run_dir / "results.jsonl", records)
     return render_leaderboard(records, str(run_dir / "leaderboard"))

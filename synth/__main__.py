@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
+from evals.textio import run_cli
 
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], Any]]]:
@@ -74,4 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

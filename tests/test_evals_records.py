@@ -165,3 +165,15 @@ def test_write_refuses_invalid_record_and_writes_nothing(tmp_path, ladder):
 def test_attach_significance_checks_its_ladder(ladder):
     with pytest.raises(ValueError, match="no record or hypotheses for: ghost"):
         attach_significance(ladder, ["sys-a", "ghost"], {"sys-a": A}, REF)
+
+
+def test_compare_to_tests_a_row_against_a_named_earlier_row(ladder):
+    # The agent case: "sys-b" started from "sys-a", so its p_vs_prev is against sys-a, not sys-same.
+    out = attach_significance(ladder, ["sys-a", "sys-same", "sys-b"], {"sys-a": A, "sys-same": A, "sys-b": B},
+                              REF, n_samples=200, seed=4242, compare_to={"sys-b": "sys-a"})
+    b = out[2]
+    assert b.significance["prev"] == "sys-a" and b.p_vs_prev == b.p_vs_baseline
+    assert b.significance["delta_vs_prev"] == b.significance["delta_vs_baseline"]
+    with pytest.raises(ValueError, match="must come after"):
+        attach_significance(ladder, ["sys-a", "sys-same", "sys-b"], {"sys-a": A, "sys-same": A, "sys-b": B},
+                            REF, n_samples=200, compare_to={"sys-a": "sys-b"})

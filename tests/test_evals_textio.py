@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,22 @@ def test_atomic_write_lines(tmp_path):
     with pytest.raises(ValueError, match="item 2 contains a newline"):
         atomic_write_lines(path, ["a", "b\nc"])
     assert read_lines(path) == ["a", "ä b"]
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_run_cli_ends_quietly_when_the_reader_closes_the_pipe(wrapped):
+    # `python -m agents explain T | head`: the reader goes away while the command still prints.
+    import subprocess
+    import sys
+
+    body = "def main():\n    for i in range(200000):\n        print('line', i)\n    return 0\n"
+    call = "from evals.textio import run_cli\nrun_cli(main)\n" if wrapped else "main()\n"
+    proc = subprocess.Popen([sys.executable, "-c", body + call], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1])
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait()
+    assert (b"BrokenPipeError" in err) is not wrapped  # the unwrapped control shows the problem is real
+    if wrapped:
+        assert err == b"" and proc.returncode == 1

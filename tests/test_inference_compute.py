@@ -77,7 +77,11 @@ def test_forward_calls_are_exact(toy_en_de, kind, width, spec):
     assert meter.result["forward_calls"] == calls
     assert meter.result["decoder_row_steps"] == row_steps
     assert meter.result["per_model"]["forward"]["encoder_calls"] == 1
-    assert meter.result["flops"] == pytest.approx(row_steps * toy_en_de.flops_per_token())
+    src_tokens = sum(len(e.ids) for e in toy_en_de.tokenizer.backend_tokenizer.encode_batch(
+        SOURCES[:5], add_special_tokens=False))
+    assert meter.result["per_model"]["forward"]["encoder_token_steps"] == src_tokens
+    encoder_flops = src_tokens * toy_en_de.models[0].encoder_flops_per_source_token()
+    assert meter.result["flops"] == pytest.approx(row_steps * toy_en_de.flops_per_token() + encoder_flops)
     assert meter.result["seconds_per_sentence"] == pytest.approx(meter.result["decode_seconds"] / 5)
 
 
@@ -88,6 +92,9 @@ def test_scoring_calls_are_exact(toy_de_en):
     ids = toy_de_en.tokenizer.backend_tokenizer.encode_batch(targets, add_special_tokens=False)
     assert meter.result["forward_calls"] == math.ceil(7 / 3)  # one teacher-forced call per batch
     assert meter.result["decoder_row_steps"] == sum(len(e.ids) + 1 for e in ids)
+    src_ids = toy_de_en.tokenizer.backend_tokenizer.encode_batch(REFS[:7], add_special_tokens=False)
+    assert meter.result["per_model"]["reverse"]["encoder_calls"] == math.ceil(7 / 3)
+    assert meter.result["per_model"]["reverse"]["encoder_token_steps"] == sum(len(e.ids) for e in src_ids)
 
 
 # ---- features and the noisy channel --------------------------------------------------------------
