@@ -23,7 +23,7 @@ TEST_NAMES = {"bs": "paired bootstrap resampling", "ar": "approximate randomisat
 METRIC_LABELS = {"bleu": "BLEU", "tok_bleu": "tok-lc BLEU", "chrf": "chrF++", "ter": "TER"}
 CSV_COLUMNS = [
     "pair", "test_set", "rank", "system", "stage", "bleu", "bleu_ci_low", "bleu_ci_high", "chrf", "ter",
-    "tok_bleu", "delta_metric", "delta_vs_prev", "delta_vs_prev_ci_low", "delta_vs_prev_ci_high", "p_vs_prev",
+    "tok_bleu", "delta_metric", "delta_vs_prev", "delta_vs_prev_ci_low", "delta_vs_prev_ci_high", "p_vs_prev", "prev_system",
     "delta_vs_baseline", "delta_vs_baseline_ci_low", "delta_vs_baseline_ci_high", "p_vs_baseline",
     "train_seconds", "decode_seconds", "forward_calls", "flops", "device", "n_lines", "hyp_path",
     "config_hash", "bleu_signature",
@@ -56,8 +56,12 @@ def build_rows(group: Sequence[ResultRecord]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     first = group[0]
     for rank, rec in enumerate(group, start=1):
-        prev = group[rank - 2] if rank > 1 else None
         sig = rec.significance or {}
+        prev = group[rank - 2] if rank > 1 else None
+        # A row tested against a named earlier row (the agent against its draft) is shown against that row.
+        earlier = {r.system: r for r in group[:rank - 1]}
+        if sig.get("prev") in earlier:
+            prev = earlier[sig["prev"]]
         same_metric = sig.get("metric", metric) == metric
         row: dict[str, Any] = {
             "rank": rank, "system": rec.system, "stage": rec.stage, "pair": rec.pair, "test_set": rec.test_set,
@@ -84,6 +88,8 @@ def build_rows(group: Sequence[ResultRecord]) -> list[dict[str, Any]]:
         # A p-value belongs to this row's comparison only if it was computed against the row it is shown beside.
         row["prev_mismatch"] = bool(prev is not None and sig.get("prev") not in (None, prev.system))
         row["baseline_mismatch"] = bool(rank > 1 and sig.get("baseline") not in (None, first.system))
+        row["prev_system"] = prev.system if prev is not None else None
+        row["prev_is_row_above"] = rank > 1 and prev is group[rank - 2]
         rows.append(row)
     return rows
 
@@ -121,7 +127,10 @@ def _delta_cell(row: dict[str, Any], tag: str) -> str:
     delta = row[f"delta_vs_{tag}"]
     if delta is None:
         return "–" if row["rank"] == 1 else "n/a"
-    return _f(delta, 2, True) + _ci(row[f"delta_vs_{tag}_ci"], True) + _mark(row[f"p_vs_{tag}"], row[f"{tag}_mismatch"])
+    cell = _f(delta, 2, True) + _ci(row[f"delta_vs_{tag}_ci"], True) + _mark(row[f"p_vs_{tag}"], row[f"{tag}_mismatch"])
+    if tag == "prev" and not row["prev_is_row_above"]:
+        cell += f" (vs {row['prev_system']})"
+    return cell
 
 
 def _md_escape(text: str) -> str:

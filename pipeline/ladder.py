@@ -310,8 +310,8 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
         ladder.append(("+agent", "agent", agent, with_reverse,
                        {"model": best_model, "reverse": rev["model"], "draft": start[0]}))
     markdown = write_leaderboard(cfg, run_dir, ladder, sets, config_path)
-    summary = ["## Time per stage", "", "| stage | seconds |", "| --- | ---: |"]
-    summary += [f"| {k} | {v:.0f} |" for k, v in runner.timings.items()]
+    summary = ["## Time per stage", "", "| stage | seconds | this run |", "| --- | ---: | --- |"]
+    summary += [f"| {k} | {v:.0f} | {'cached' if k in runner.cached else 'ran'} |" for k, v in runner.timings.items()]
     atomic_write_text(run_dir / "summary.md", markdown + "\n" + "\n".join(summary) + "\n")
     return markdown
 

@@ -27,7 +27,8 @@ class StageRunner:
     run_dir: Path
     force: set[str] = field(default_factory=set)
     log: Callable[[str], None] = print
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds it took when it ran
+    cached: set[str] = field(default_factory=set)  # stages this run found finished
 
     def run(self, name: str, config_slice: Any, inputs: dict[str, Any], work: Callable[[Path], dict]) -> dict:
         """Run ``work(stage_dir) -> outputs`` unless a finished run with the same key exists."""
@@ -38,7 +39,8 @@ class StageRunner:
             done = json.loads(marker.read_text())
             if done.get("key") == key:
                 self.log(f"[{name}] cached ({done['seconds']:.0f}s when run)")
-                self.timings[name] = 0.0
+                self.timings[name] = float(done["seconds"])
+                self.cached.add(name)
                 return done["outputs"]
             self.log(f"[{name}] config or inputs changed: rerunning")
         stage_dir.mkdir(parents=True, exist_ok=True)

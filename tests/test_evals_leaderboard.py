@@ -102,9 +102,13 @@ def test_later_duplicate_replaces_earlier(records):
 def test_p_value_tested_against_another_row_is_flagged(records):
     reordered = [records[0], records[2], records[1]]  # bt now sits under baseline, but was tested against beam
     rows = build_rows(reordered)
-    assert rows[1]["prev_mismatch"] and rows[2]["prev_mismatch"]  # both p_vs_prev were computed against other rows
+    assert rows[1]["prev_mismatch"]  # its p_vs_prev was computed against a row that now comes after it
     assert not rows[1]["baseline_mismatch"] and not rows[2]["baseline_mismatch"]
     assert "†" in render_leaderboard(reordered)
+    # beam was tested against the baseline, an earlier row: it is shown against that row, and says so.
+    assert not rows[2]["prev_mismatch"] and rows[2]["prev_system"] == records[0].system
+    assert rows[2]["delta_vs_prev"] == rows[2]["delta_vs_baseline"]
+    assert f"(vs {records[0].system})" in render_leaderboard(reordered)
 
 
 @pytest.mark.parametrize("points, front", [

@@ -76,6 +76,10 @@ def test_killed_ladder_resumes_to_the_same_leaderboard(tmp_path):
     again = subprocess.run([sys.executable, "-m", "pipeline", "run", str(killed_cfg)], check=True, env=ENV, cwd=ROOT,
                            capture_output=True, text=True)
     assert again.stderr.count("cached") == 9 and "| +agent |" in again.stdout
+    summary = (run / "summary.md").read_text()
+    assert "| train_forward |" in summary and "| ran |" not in summary  # times from when each stage ran
+    took = json.loads((run / "train_forward/stage.json").read_text())["seconds"]
+    assert f"| train_forward | {took:.0f} | cached |" in summary
 
 
 def test_bad_pipeline_config_is_a_clear_error(tmp_path, capsys):
