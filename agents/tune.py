@@ -87,17 +87,31 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
     best = trial(thresholds, selection)
     history = [{"what": "start", "score": best.score, "fixed": best.fixed, "harmed": best.harmed}]
     log(f"tune: draft {tc.objective} {draft_score:.2f}; start {best.score:.2f} (fixed {best.fixed}, harmed {best.harmed})")
+    if not best.admissible:
+        # The configured start harms too much, and one coordinate step rarely repairs that. Start
+        # instead from the agent that changes nothing (0 fixed, 0 harmed: admissible) and let the
+        # ascent switch signals on only while the harm criterion holds.
+        thresholds = {k: None for k in thresholds}
+        best = trial(thresholds, selection)
+        history.append({"what": "all signals off", "score": best.score, "fixed": best.fixed, "harmed": best.harmed})
+    # A signal that harms too much under the current acceptance rule may pass under a stricter one:
+    # each threshold is also tried with the strictest rule of the grids (no score drop, largest gain).
+    strictest = replace(selection, max_score_drop=min(tc.max_score_drop, default=selection.max_score_drop),
+                        min_score_gain=max(tc.min_score_gain, default=selection.min_score_gain))
     for p in range(tc.passes):
         changed = False
         for signal in cfg.critic.signals:
             for thr in candidate_thresholds([m.values.get(signal) for m in measurements], signal, tc.quantiles):
                 if thr == thresholds.get(signal):
                     continue
-                t = trial({**thresholds, signal: thr}, selection)
-                history.append({"what": f"{signal}={thr}", "score": t.score, "fixed": t.fixed, "harmed": t.harmed})
-                if value(t) > value(best) + 1e-9:
-                    best, thresholds, changed = t, {**thresholds, signal: thr}, True
-                    log(f"tune: pass {p + 1}: {signal} -> {thr}: {t.score:.2f} (fixed {t.fixed}, harmed {t.harmed})")
+                for sel in [selection] + ([strictest] if strictest != selection else []):
+                    t = trial({**thresholds, signal: thr}, sel)
+                    what = f"{signal}={thr}" + ("" if sel == selection else " (strictest acceptance)")
+                    history.append({"what": what, "score": t.score, "fixed": t.fixed, "harmed": t.harmed})
+                    if value(t) > value(best) + 1e-9:
+                        best, thresholds, selection, changed = t, {**thresholds, signal: thr}, sel, True
+                        log(f"tune: pass {p + 1}: {what}: {t.score:.2f} (fixed {t.fixed}, harmed {t.harmed})")
+                        break
         for knob, grid in (("max_score_drop", tc.max_score_drop), ("min_score_gain", tc.min_score_gain)):
             for v in grid:
                 if v == getattr(selection, knob):

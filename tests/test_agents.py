@@ -305,6 +305,30 @@ def test_tuning_on_val_with_planted_drafts_gains_and_respects_the_harm_limit(
     assert loaded.critic.thresholds == {**loaded.critic.thresholds, **result["thresholds"]}
 
 
+def test_tuning_from_a_harmful_start_falls_back_to_switching_signals_on_one_by_one(
+        toy_en_de, toy_de_en, lexicon, clean, tmp_path):
+    # Every draft flagged (length_ratio 0) and any revision accepted. Some references agree with a
+    # draft the model disagrees with (a word dropped from both), so rewriting those drafts harms them:
+    # the start breaks the harm criterion. Tuning must not stay stuck there.
+    pairs = [x for kind in sorted(PLANTS) for x in planted(clean[:9], kind, 3)]
+    disputed = planted(clean[9:], "drop", 4)
+    assert pairs and disputed
+    sources = [s for s, _, _ in pairs] + [s for s, _, _ in disputed]
+    drafts = [p for _, _, p in pairs] + [p for _, _, p in disputed]
+    refs = [r for _, r, _ in pairs] + [p for _, _, p in disputed]
+    cfg = agent_cfg(critic={"thresholds": {**{k: None for k in C.SIGNALS}, "length_ratio": 0.0}},
+                    selection={"max_score_drop": 1e9, "min_score_gain": 0.0},
+                    tune={"quantiles": [0.1, 0.35], "passes": 2, "max_score_drop": [1e9, 0.0],
+                          "min_score_gain": [0.0, 0.1], "max_harm_to_fix": 0.0})
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon)
+    result = tune(agent, sources, refs, cfg.tune, drafts)
+    start, = [h for h in result["history"] if h["what"] == "start"]
+    assert start["harmed"] > 0  # the configured start is inadmissible under max_harm_to_fix 0
+    assert any(h["what"] == "all signals off" for h in result["history"])
+    assert result["val"]["admissible"] and result["val"]["harmed"] == 0
+    assert result["val"]["tuned"] > result["val"]["draft"]
+
+
 # ---- report -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("drafts, finals, refs, fixed, harmed, unchanged", [
