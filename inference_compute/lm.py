@@ -52,13 +52,17 @@ class TargetLM:
 def lm_pairs(monolingual: Iterable[str], exclude: Iterable[str] = (), placeholder: str = PLACEHOLDER,
              dedupe: bool = True) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """(placeholder, target) training pairs from monolingual lines, without empty lines, lines of the
-    evaluation sets (``exclude``: val/test references) and, with ``dedupe``, repeats. Also returns counts."""
-    banned = {line.strip() for line in exclude}
+    evaluation sets (``exclude``: val/test references) and, with ``dedupe``, repeats. Runs of
+    whitespace inside a line (Multi30K task 2 has a caption with a tab) become one space, counted.
+    Also returns counts."""
+    banned = {" ".join(line.split()) for line in exclude}
     pairs, seen = [], set()
-    stats = {"read": 0, "empty": 0, "eval_overlap": 0, "duplicate": 0, "kept": 0}
+    stats = {"read": 0, "empty": 0, "whitespace_normalised": 0, "eval_overlap": 0, "duplicate": 0, "kept": 0}
     for line in monolingual:
         stats["read"] += 1
-        text = line.strip()
+        text = " ".join(line.split())
+        if text != line.strip():
+            stats["whitespace_normalised"] += 1
         if not text:
             stats["empty"] += 1
         elif text in banned:

@@ -425,3 +425,17 @@ def test_benchmark_scripts_run_on_the_toy_models(tmp_path, toy_models_dir, toy_e
     assert [r["setting"] for r in payload["results"]] == ["beam5", "beam64", "sample64"]
     assert payload["results"][1]["candidates"] == 6 * 64 and payload["machine"]["cpu_count"]
     assert all(r["sentences_per_second"] > 0 for r in payload["results"])
+
+
+@pytest.mark.parametrize("lines, exclude, kept, stats", [
+    (["ein Hund .", "ein Hund .", "", "  "], [], ["ein Hund ."], {"duplicate": 1, "empty": 2}),
+    (["ein\tHund  läuft .", "ein Hund läuft ."], [], ["ein Hund läuft ."], {"whitespace_normalised": 1, "duplicate": 1}),
+    (["eine Katze .", "ein Hund ."], ["eine  Katze ."], ["ein Hund ."], {"eval_overlap": 1}),
+])
+def test_lm_pairs_normalise_filter_and_count(lines, exclude, kept, stats):
+    from inference_compute.lm import lm_pairs
+
+    pairs, counts = lm_pairs(lines, exclude, placeholder=".")
+    assert pairs == [(".", t) for t in kept]
+    assert counts["read"] == len(lines) and counts["kept"] == len(kept)
+    assert {k: counts[k] for k in stats} == stats
