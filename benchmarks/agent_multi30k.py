@@ -197,7 +197,7 @@ def render_summary(report: dict) -> str:
                           for k in ("multiple_forward_calls", "multiple_flops", "multiple_seconds"))
         lines.append(
             f"| {s} | {e['draft']['bleu']:.2f} | {e['final']['bleu']:.2f} | {e['delta']['bleu']:+.2f} "
-            f"[{ci[0]:+.2f}, {ci[1]:+.2f}] | {e['p_vs_draft']} | {e['draft']['chrf']:.2f} -> {e['final']['chrf']:.2f} | "
+            f"[{ci[0]:+.2f}, {ci[1]:+.2f}] | {e['p_vs_draft']:.3f} | {e['draft']['chrf']:.2f} -> {e['final']['chrf']:.2f} | "
             f"{ch['fixed']} ({ch['fix_rate']:.1%}) | {ch['harmed']} ({ch['harm_rate']:.1%}) | {ch['unchanged']} | "
             f"{mult} | {sum(crit.values())}/3 |")
     return "\n".join(lines) + "\n"
