@@ -380,7 +380,7 @@ def test_lm_corpus_drops_eval_lines_and_uses_a_placeholder_source(tmp_path, toy_
     train, val, _ = load_corpora(experiment_from_dict(cfg).data)  # what core_seq2seq's training would read
     assert train.tgt == ["Ein Hund.", "Das Haus."] and set(train.src) == {"."} and val.tgt == ["Der Ball."]
     stats = json.loads((tmp_path / "corpus_stats.json").read_text())
-    assert stats == {"placeholder": ".", "read": 5, "empty": 1, "eval_overlap": 1, "duplicate": 1, "kept": 2}
+    assert stats == {"placeholder": ".", "read": 5, "empty": 1, "whitespace_normalised": 0, "eval_overlap": 1, "duplicate": 1, "kept": 2}
     lm = TargetLM(toy_en_de)
     assert lm.score(["Ein Hund."]) == toy_en_de.score(["."], ["Ein Hund."])
 
