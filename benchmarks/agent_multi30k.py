@@ -211,6 +211,8 @@ def cmd_explain(args) -> int:
 
     src, tgt = args.pair.split("-")
     trace = Path(args.trace or Path(args.results_dir) / f"agent_{args.pair}" / f"trace.{args.split}.jsonl")
+    if not trace.exists() and trace.with_name(trace.name + ".gz").exists():
+        trace = trace.with_name(trace.name + ".gz")  # the committed copy
     records = read_trace(trace)
     root = Path(args.data) if args.data else find_multi30k()
     refs = read_lines(_split_files(root, args.split, src, tgt)["ref"])
