@@ -33,9 +33,6 @@ class TargetLM:
     def models(self) -> list:
         return getattr(self.translator, "models", [None])
 
-    def flops_per_token(self) -> float:
-        return self.translator.flops_per_token()
-
     def flops(self, counts: Any) -> float:
         return self.translator.flops(counts)
 
