@@ -1,6 +1,6 @@
 """``decade``: ``decade run CONFIG`` runs the ladder; the stages' own CLIs live under the same roof.
 
-    decade run configs/quickstart.yaml [--force STAGE ...]
+    decade run configs/quickstart.yaml [--force STAGE ...] [--set train.num_threads=1 ...]
     decade train|translate|score|average ...    -> python -m core_seq2seq ...
     decade backtranslate ...                    -> python -m synth backtranslate ...
     decade prepare|filter|mix|loop ...          -> python -m synth ...
@@ -32,7 +32,7 @@ STAGE_CLIS = {
 def _run(args: argparse.Namespace) -> int:
     from .ladder import load_pipeline_config, run_ladder
 
-    cfg = load_pipeline_config(args.config)
+    cfg = load_pipeline_config(args.config, args.set)
     markdown = run_ladder(cfg, set(args.force or ()), log=lambda m: print(m, file=sys.stderr, flush=True),
                           config_path=args.config)
     print(markdown)
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="append", metavar="STAGE",
                    help="rerun this stage even if cached (train_forward, train_reverse, baseline, beam, backtranslation, "
                         "train_bt, bt_beam, rerank_mbr, agent)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.num_threads=1 (YAML value; recorded in run.json)")
     p.set_defaults(func=_run)
     for name in STAGE_CLIS:
         sub.add_parser(name, help=f"python -m {STAGE_CLIS[name][0]} {STAGE_CLIS[name][1]} ...")

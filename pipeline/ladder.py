@@ -28,11 +28,12 @@ from .stages import StageRunner
 Log = Callable[[str], None]
 
 
-def load_pipeline_config(path: str | Path) -> PipelineConfig:
-    from core_seq2seq.config import ConfigError
+def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a ladder config; ``overrides`` are ``--set a.b=value`` pairs (values parsed as YAML)."""
+    from core_seq2seq.config import ConfigError, apply_overrides
 
     try:
-        return from_dict(PipelineConfig, load_yaml(path))
+        return from_dict(PipelineConfig, apply_overrides(load_yaml(path), list(overrides or ())))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 

@@ -97,6 +97,15 @@ def test_shipped_configs_load():
         assert cfg.backtranslation.enabled and cfg.agent.enabled
 
 
+def test_set_overrides_a_config_key_and_names_a_bad_one(tmp_path, capsys):
+    cfg = load_pipeline_config(ROOT / "configs/multi30k_en_de.yaml", ["train.num_threads=1", "rerank.beam_size=4"])
+    assert (cfg.train.num_threads, cfg.rerank.beam_size) == (1, 4)
+    with pytest.raises(ConfigError, match=r"multi30k_en_de\.yaml: train\.num_thread: unknown key"):
+        load_pipeline_config(ROOT / "configs/multi30k_en_de.yaml", ["train.num_thread=1"])
+    assert decade_main(["run", str(ROOT / "configs/multi30k_en_de.yaml"), "--set", "train.num_thread=1"]) == 2
+    assert "num_thread" in capsys.readouterr().err
+
+
 def test_decade_forwards_stage_commands(capsys):
     """`decade score-hyps ...` is `python -m evals score ...`; `decade train` reaches core's CLI."""
     fixtures = ROOT / "tests/fixtures/evals"
