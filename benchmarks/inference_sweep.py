@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reverse", help="reverse model dir (noisy channel)")
     parser.add_argument("--lm", help="target LM dir (its run's last/)")
     parser.add_argument("--r2l", help="right-to-left model dir")
+    parser.add_argument("--alt", nargs="+", help="other source->target model dir(s): a second-opinion feature")
     parser.add_argument("--no-lm", action="store_true", help="run without a target LM even if the config names one")
     parser.add_argument("--cache", help="cache directory (default: the config's out_dir)")
     parser.add_argument("--results-dir", default="benchmarks/results", help="records, plots and summary go here")
@@ -57,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         models = cfg.models
         if args.forward:
             models = replace(models, forward=args.forward if len(args.forward) > 1 else args.forward[0])
-        for name in ("reverse", "lm", "r2l"):
-            if getattr(args, name):
-                models = replace(models, **{name: getattr(args, name)})
+        for name in ("reverse", "lm", "r2l", "alt"):
+            value = getattr(args, name)
+            if value:
+                models = replace(models, **{name: value[0] if isinstance(value, list) and len(value) == 1 else value})
         if args.no_lm:
             models = replace(models, lm=None)
         out = Path(args.results_dir)

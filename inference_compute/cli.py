@@ -36,6 +36,7 @@ class ScorerPaths:
     lm: str | None = None  # target-side LM dir (see inference_compute.lm) (null: none)
     lm_placeholder: str = "."  # the LM's stand-in for an empty source, as in its training data
     r2l: str | list[str] | None = None  # right-to-left model dir (trained on word-reversed targets) (null: none)
+    alt: str | list[str] | None = None  # another source->target model dir, a second opinion (null: none)
     device: str = "cpu"  # torch device
 
 
@@ -124,7 +125,8 @@ def _scorers(m: ScorerPaths) -> dict[str, Any]:
     from .lm import TargetLM
 
     return {"forward": _load(m.forward, m.device), "reverse": _load(m.reverse, m.device),
-            "lm": TargetLM.load(m.lm, m.lm_placeholder, m.device) if m.lm else None, "r2l": _load(m.r2l, m.device)}
+            "lm": TargetLM.load(m.lm, m.lm_placeholder, m.device) if m.lm else None, "r2l": _load(m.r2l, m.device),
+            "alt": _load(m.alt, m.device)}
 
 
 def _read_sources(path: str, limit: int) -> list[str]:
@@ -169,7 +171,7 @@ def _features(sources, nbest, scorers, typical_ratio):
 
     with ComputeMeter(scorers, n_sentences=len(sources)) as meter:
         feats = compute_features(sources, nbest, scorers["forward"], scorers["reverse"], scorers["lm"],
-                                 r2l=scorers["r2l"], typical_ratio=typical_ratio)
+                                 r2l=scorers["r2l"], alt=scorers["alt"], typical_ratio=typical_ratio)
     return feats, meter.result
 
 

@@ -11,6 +11,9 @@ Features (log-probabilities in nats; ``*_per_token`` divides by the scored seque
 ``lm_per_token``   ``lm`` / candidate tokens (under the LM's tokenizer)
 ``r2l``            log p(reversed candidate | source) under a right-to-left model
 ``r2l_per_token``  ``r2l`` / its tokens
+``alt``            log p(candidate | source) under another left-to-right model (a second opinion:
+                   a differently seeded or differently trained forward model; a list: their mean)
+``alt_per_token``  ``alt`` / its tokens
 ``tokens``         candidate tokens (forward model, incl. ``</s>``)
 ``len_ratio_dev``  | candidate words / source words - typical ratio |
 =================  ==========================================================================
@@ -58,13 +61,14 @@ def _add(rows: list[dict[str, float]], name: str, scored: Sequence[tuple[float, 
 
 def compute_features(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]], forward: Any | None,
                      reverse: Any | None = None, lm: Any | None = None, *, r2l: Any | None = None,
-                     typical_ratio: float = 1.0) -> list[list[dict[str, float]]]:
+                     alt: Any | None = None, typical_ratio: float = 1.0) -> list[list[dict[str, float]]]:
     """Features of every candidate, as ``nbest``-shaped lists of dicts.
 
     ``forward``: the Translator whose ``score`` gives ``fwd``; None takes each candidate's own
     ``logprob`` and ``length`` (the model that generated it: no extra compute). ``reverse``: a
     target->source Translator (noisy channel). ``lm``: a ``TargetLM`` (or a Translator, wrapped with
-    the placeholder source). ``r2l``: a Translator trained on word-reversed targets.
+    the placeholder source). ``r2l``: a Translator trained on word-reversed targets. ``alt``: another
+    source->target Translator (an ensemble Translator scores with its members' mean).
     """
     srcs, cands, counts = _flatten(sources, nbest)
     texts = [c.text for c in cands]
@@ -77,6 +81,8 @@ def compute_features(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
         _add(rows, "lm", (lm if isinstance(lm, TargetLM) else TargetLM(lm)).score(texts))
     if r2l is not None:
         _add(rows, "r2l", r2l.score(srcs, [reverse_words(t) for t in texts]))
+    if alt is not None:
+        _add(rows, "alt", alt.score(srcs, texts))
     for row, (_, length), s, t in zip(rows, fwd, srcs, texts):
         row["tokens"] = float(length)
         row["len_ratio_dev"] = abs(len(t.split()) / max(len(s.split()), 1) - typical_ratio)

@@ -51,6 +51,7 @@ class ModelPaths:
     lm: str | None = None  # target-side LM run dir (use its last/; see inference_compute.lm) (null: none)
     lm_placeholder: str = "."  # the LM's stand-in for an empty source, as in its training data
     r2l: str | list[str] | None = None  # right-to-left model (trained on word-reversed targets) (null: none)
+    alt: str | list[str] | None = None  # another source->target model: a second opinion as a feature (null: none)
     device: str = "cpu"  # torch device for all models
 
 
@@ -184,7 +185,7 @@ def selectors(cfg: SweepConfig, have_scorers: bool) -> list[str]:
     for rerank in cfg.rerank:
         for mbr in cfg.mbr:
             if rerank and not have_scorers:
-                continue  # reranking without a reverse model, LM or r2l model would rerank by the forward score only
+                continue  # reranking without a reverse model, LM, r2l or alt model would rerank by the forward score only
             out.append({(False, False): "top", (True, False): "rerank", (False, True): "mbr",
                         (True, True): "rerank_mbr"}[(rerank, mbr)])
     return out
@@ -219,20 +220,24 @@ class Sweep:
         self.forward = _load_translator(m.forward, m.device)
         self.reverse = _load_translator(m.reverse, m.device)
         self.r2l = _load_translator(m.r2l, m.device)
+        self.alt = _load_translator(m.alt, m.device)
         self.lm = None
         if m.lm:
             from .lm import TargetLM
 
             self.lm = TargetLM.load(m.lm, m.lm_placeholder, m.device)
         self.src_lang, self.tgt_lang = cfg.pair.split("-", 1)
-        self.model_key = asdict(m)
+        # Candidates depend on the forward model only (another scorer must not invalidate them);
+        # features depend on every model that is there.
+        self.generator_key = {"forward": m.forward, "device": m.device}
+        self.model_key = {k: v for k, v in asdict(m).items() if v is not None}
         # Splits in order: the tuning split first, so every choice is frozen before another split is seen.
         ordered = sorted(cfg.splits, key=lambda s: s.name != cfg.tune_split)
         self.splits = [load_split(s, self.out / "data") for s in ordered]
         tune = self.splits[0]
         self.typical_ratio = length_ratio(tune.src, tune.ref)
         self.pools = pools(cfg)
-        self.selectors = selectors(cfg, any(x is not None for x in (self.reverse, self.lm, self.r2l)))
+        self.selectors = selectors(cfg, any(x is not None for x in (self.reverse, self.lm, self.r2l, self.alt)))
 
     # ---- per (split, pool) steps ------------------------------------------------------------
 
@@ -240,7 +245,7 @@ class Sweep:
         path = self.out / "nbest" / split.spec.name / f"{pool.name}.nbest"
         return generate_nbest_file(self.forward, split.src, pool.spec, path, shard_size=self.cfg.shard_size,
                                    meta={"model": self.model_key, "split": split.spec.name, "src_path": split.src_path},
-                                   key_extra=self.model_key, log=self.log)
+                                   key_extra=self.generator_key, log=self.log)
 
     def features(self, split: Split, pool: Pool, nbest) -> tuple[list[list[dict[str, float]]], dict]:
         path = self.out / "features" / split.spec.name / f"{pool.name}.json"
@@ -252,9 +257,10 @@ class Sweep:
                 return [[dict(zip(names, row)) for row in rows] for rows in cached["values"]], cached["compute"]
         from .compute import ComputeMeter
 
-        with ComputeMeter({"reverse": self.reverse, "lm": self.lm, "r2l": self.r2l}, n_sentences=len(nbest)) as meter:
+        scorers = {"reverse": self.reverse, "lm": self.lm, "r2l": self.r2l, "alt": self.alt}
+        with ComputeMeter(scorers, n_sentences=len(nbest)) as meter:
             # forward=None: the generator's own log-probabilities (no second forward pass to pay for).
-            feats = compute_features(split.src, nbest, None, self.reverse, self.lm, r2l=self.r2l,
+            feats = compute_features(split.src, nbest, None, self.reverse, self.lm, r2l=self.r2l, alt=self.alt,
                                      typical_ratio=self.typical_ratio)
         # Stored as a table rounded to 1e-6, and used exactly as stored: a resumed sweep selects the
         # same candidates as an uninterrupted one.

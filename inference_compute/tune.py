@@ -51,7 +51,8 @@ class TuneConfig:
     """How to tune. Every field is a YAML key of the ``tune`` section."""
 
     features: list[str] = field(default_factory=lambda: ["fwd_per_token", "rev_per_token", "lm_per_token",
-                                                          "r2l_per_token", "tokens", "len_ratio_dev"])  # features given weights
+                                                          "r2l_per_token", "alt_per_token", "tokens",
+                                                          "len_ratio_dev"])  # features given weights
     anchor: str = "fwd_per_token"  # feature whose weight starts at 1 (the forward-only reranker, always tried)
     metric: str = "bleu"  # objective on val: bleu | chrf (corpus-level, through evals)
     random_trials: int = 200  # random weight vectors tried (uniform in [-scale, scale], anchor in [0, scale])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -134,6 +135,15 @@ def test_forward_rescoring_matches_search_logprobs(toy_en_de):
         for c, f in zip(cands, fs):
             assert f["fwd"] == pytest.approx(c.logprob, abs=1e-3)
             assert f["tokens"] == c.length
+
+
+def test_alt_feature_is_the_second_models_log_probability(toy_en_de):
+    nbest = generate_candidates(toy_en_de, SOURCES[:3], beam_spec(3))
+    feats = compute_features(SOURCES[:3], nbest, None, alt=toy_en_de)
+    for cands, fs in zip(nbest, feats):
+        for c, f in zip(cands, fs):
+            assert f["alt"] == pytest.approx(c.logprob, abs=1e-3)  # here the second opinion is the same model
+            assert f["alt_per_token"] == pytest.approx(f["alt"] / c.length)
 
 
 def test_rerank_names_a_missing_feature():
@@ -335,6 +345,13 @@ def test_sweep_writes_records_plots_and_resumes(tmp_path, toy_models_dir, toy_en
     again: list[str] = []
     assert run_sweep(cfg, again.append) == summary
     assert not [m for m in again if "done (" in m or "tuned" in m]  # everything came from the caches
+    # Another scorer changes features and choices, never the candidates: no decoding is redone.
+    with_alt = replace(cfg, models=replace(cfg.models, alt=str(toy_models_dir / "en_de/best")))
+    third: list[str] = []
+    run_sweep(with_alt, third.append)
+    assert not [m for m in third if "done (" in m]
+    weights = json.loads((tmp_path / "sweep/weights/beam4.json").read_text())
+    assert "alt_per_token" in json.dumps(weights)
 
 
 # ---- the command line ----------------------------------------------------------------------------
