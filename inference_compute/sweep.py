@@ -25,6 +25,7 @@ from typing import Any
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_lines
 
 from .candidates import CandidateSpec, MethodSpec
+from .candidates import pool as pool_candidates  # (a Pool below is a grid point)
 from .compute import add_compute, record_compute
 from .features import compute_features, length_ratio
 from .generate import generate_nbest_file, job_key
@@ -38,7 +39,7 @@ SELECTORS = ("top", "rerank", "mbr", "rerank_mbr")
 def stage(pool_kind: str, selector: str) -> str:
     """The evals ladder stage of a system."""
     if selector == "top":
-        return "beam" if pool_kind == "beam" else "sample"
+        return pool_kind  # beam | sample | union
     return "rerank" if selector == "rerank" else "mbr"
 
 
@@ -88,6 +89,7 @@ class SweepConfig:
     tune_split: str = "val"  # the split on which weights and settings are chosen (others only report)
     beams: list[int] = field(default_factory=lambda: [1, 2, 4, 5, 8, 16, 32, 64])  # beam widths (n-best = width)
     samples: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])  # sample-pool sizes
+    unions: list[list[str]] = field(default_factory=list)  # grid pools merged into one, by name, e.g. [[beam8, sample32_eps0.02]]
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     length_penalty: float = 1.0  # beam: logprob / length ** length_penalty
     dedupe: bool = True  # merge equal candidate texts within a pool
@@ -116,6 +118,12 @@ class SweepConfig:
             self.beams = sorted(set(self.beams) | {self.baseline_beam})
         if any(b < 1 or b > 256 for b in self.beams) or any(n < 1 for n in self.samples):
             raise ValueError("beams must be in 1..256 and samples >= 1")
+        grid = {p.name for p in grid_pools(self)}
+        for members in self.unions:
+            unknown = [m for m in members if m not in grid]
+            if len(members) < 2 or unknown:
+                raise ValueError(f"unions: {members} must name at least two pools of the grid "
+                                 f"(unknown: {unknown}; the grid has {', '.join(sorted(grid))})")
 
 
 @dataclass
@@ -164,11 +172,17 @@ def _load_translator(paths: str | list[str] | None, device: str):
 class Pool:
     name: str
     spec: CandidateSpec
-    kind: str  # beam | sample
+    kind: str  # beam | sample | union
+    members: list[str] = field(default_factory=list)  # a union: the pools it merges (their caches are reused)
 
 
-def pools(cfg: SweepConfig) -> list[Pool]:
-    common = dict(dedupe=cfg.dedupe, batch_size=cfg.batch_size, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b)
+def _common(cfg: SweepConfig) -> dict[str, Any]:
+    return dict(dedupe=cfg.dedupe, batch_size=cfg.batch_size, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b)
+
+
+def grid_pools(cfg: SweepConfig) -> list[Pool]:
+    """The beam and sample pools of the grid (names as in the records: beam8, sample32_eps0.02, ...)."""
+    common = _common(cfg)
     out = [Pool(f"beam{k}", CandidateSpec([MethodSpec(method="beam", beam_size=k, length_penalty=cfg.length_penalty)],
                                           **common), "beam") for k in cfg.beams]
     s = cfg.sampling
@@ -176,6 +190,16 @@ def pools(cfg: SweepConfig) -> list[Pool]:
         m = MethodSpec(method="sample", num_samples=n, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                        epsilon=s.epsilon, seed=s.seed)
         out.append(Pool(m.name, CandidateSpec([m], **common), "sample"))
+    return out
+
+
+def pools(cfg: SweepConfig) -> list[Pool]:
+    """The grid's pools, then the unions of grid pools (``cfg.unions``)."""
+    out = grid_pools(cfg)
+    by_name = {p.name: p for p in out}
+    for members in cfg.unions:
+        methods = [m for name in members for m in by_name[name].spec.methods]
+        out.append(Pool("+".join(members), CandidateSpec(methods, **_common(cfg)), "union", list(members)))
     return out
 
 
@@ -242,6 +266,14 @@ class Sweep:
     # ---- per (split, pool) steps ------------------------------------------------------------
 
     def candidates(self, split: Split, pool: Pool):
+        if pool.members:
+            # A union reuses its members' cached lists (the same texts generate_candidates would pool)
+            # and costs what they cost together.
+            by_name = {p.name: p for p in self.pools}
+            parts = [(name, *self.candidates(split, by_name[name])) for name in pool.members]
+            merged = [pool_candidates([(name, lists[i]) for name, lists, _ in parts], pool.spec.dedupe)
+                      for i in range(len(split.src))]
+            return merged, add_compute(*[c for _, _, c in parts])
         path = self.out / "nbest" / split.spec.name / f"{pool.name}.nbest"
         return generate_nbest_file(self.forward, split.src, pool.spec, path, shard_size=self.cfg.shard_size,
                                    meta={"model": self.model_key, "split": split.spec.name, "src_path": split.src_path},

@@ -345,13 +345,31 @@ def test_sweep_writes_records_plots_and_resumes(tmp_path, toy_models_dir, toy_en
     again: list[str] = []
     assert run_sweep(cfg, again.append) == summary
     assert not [m for m in again if "done (" in m or "tuned" in m]  # everything came from the caches
-    # Another scorer changes features and choices, never the candidates: no decoding is redone.
-    with_alt = replace(cfg, models=replace(cfg.models, alt=str(toy_models_dir / "en_de/best")))
+    # Another scorer changes features and choices, never the candidates; a union of two pools reuses
+    # their lists. No decoding is redone.
+    with_alt = replace(cfg, models=replace(cfg.models, alt=str(toy_models_dir / "en_de/best")),
+                       unions=[["beam4", "sample4_eps0.02"]])
     third: list[str] = []
     run_sweep(with_alt, third.append)
     assert not [m for m in third if "done (" in m]
     weights = json.loads((tmp_path / "sweep/weights/beam4.json").read_text())
     assert "alt_per_token" in json.dumps(weights)
+    records = {(r.test_set, r.system): r for r in read_records(tmp_path / "sweep/results.jsonl")}
+    union = records[("test_2016_flickr", "toy-beam4+sample4_eps0.02-rerank")]
+    assert union.stage == "rerank" and records[("val", "toy-beam4+sample4_eps0.02-top")].stage == "union"
+    members = [records[("test_2016_flickr", f"toy-{m}-top")].compute["decoder_row_steps"] for m in ("beam4", "sample4_eps0.02")]
+    assert records[("test_2016_flickr", "toy-beam4+sample4_eps0.02-top")].compute["decoder_row_steps"] == sum(members)
+    sel = json.loads((tmp_path / "sweep/selections/test_2016_flickr/beam4+sample4_eps0.02.json").read_text())
+    beam4 = json.loads((tmp_path / "sweep/selections/test_2016_flickr/beam4.json").read_text())
+    assert sel["mean_candidates"] >= beam4["mean_candidates"]
+
+
+def test_sweep_union_must_name_grid_pools():
+    from core_seq2seq.config import from_dict
+    from inference_compute.sweep import SweepConfig
+
+    with pytest.raises(ValueError, match=r"unions: \['beam4', 'sample4'\].*unknown: \['sample4'\].*sample4_eps0.02"):
+        from_dict(SweepConfig, {"beams": [4], "samples": [4], "unions": [["beam4", "sample4"]]})
 
 
 # ---- the command line ----------------------------------------------------------------------------
