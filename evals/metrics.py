@@ -116,21 +116,63 @@ def sentence_scores(hyps: Sequence[str], refs: Sequence[str], metric: str = "chr
 def chrf_matrix(hyps: Sequence[str], refs: Sequence[str] | None = None) -> list[list[float]]:
     """``m[i][j] == sentence_chrf(hyps[i], refs[j])`` for all pairs (``refs`` defaults to ``hyps``, as in MBR).
 
-    Each sentence's character and word n-grams are extracted once instead of once per pair,
-    through sacrebleu's own chrF++ routines, so the values equal :func:`sentence_chrf`'s.
+    Each sentence's character and word n-grams are extracted once, through sacrebleu's own chrF++
+    routines. The pairwise match counts and F-scores are then computed with numpy for all pairs at
+    once, in the same float64 operations and order as sacrebleu's ``_compute_f_score``, so the
+    values equal :func:`sentence_chrf`'s exactly (tested). Why by hand: pairwise sacrebleu took
+    2.7 s per 64-candidate MBR matrix here (45 minutes for one n-best file of Multi30K val).
     """
+    import numpy as np
+
     metric = _sentence_metric("chrf")
-    hyp_ngrams = [metric._extract_reference_info([metric._preprocess_segment(h)])["ref_ngrams"][0] for h in hyps]
-    ref_ngrams = hyp_ngrams if refs is None else [
-        metric._extract_reference_info([metric._preprocess_segment(r)])["ref_ngrams"][0] for r in refs]
-    match = metric._get_match_statistics
-    out = []
-    for h in hyp_ngrams:
-        row = []
-        for r in ref_ngrams:
-            stats: list[int] = []
-            for hn, rn in zip(h, r):
-                stats.extend(match(hn, rn))
-            row.append(float(metric._compute_f_score(stats)))
-        out.append(row)
-    return out
+
+    def extract(texts: Sequence[str]) -> list[list]:
+        return [metric._extract_reference_info([metric._preprocess_segment(t)])["ref_ngrams"][0] for t in texts]
+
+    hyp_ngrams = extract(hyps)
+    ref_ngrams = hyp_ngrams if refs is None else extract(refs)
+    nh, nr = len(hyp_ngrams), len(ref_ngrams)
+    if nh == 0 or nr == 0:
+        return [[] for _ in range(nh)]
+    factor = metric.beta ** 2
+    eps = 1e-16
+    score = np.zeros((nh, nr))
+    avg_prec, avg_rec = np.zeros((nh, nr)), np.zeros((nh, nr))
+    effective = np.zeros((nh, nr), dtype=np.int64)
+    for order in range(metric.order):
+        vocab: dict = {}
+        for grams in (hyp_ngrams, ref_ngrams):
+            for g in grams:
+                for ng in g[order]:
+                    vocab.setdefault(ng, len(vocab))
+        h = np.zeros((nh, max(len(vocab), 1)), dtype=np.int64)
+        r = h if ref_ngrams is hyp_ngrams else np.zeros((nr, h.shape[1]), dtype=np.int64)
+        for counts, grams in ((h, hyp_ngrams), (r, ref_ngrams)):
+            for i, g in enumerate(grams):
+                for ng, c in g[order].items():
+                    counts[i, vocab[ng]] = c
+        match = np.empty((nh, nr), dtype=np.int64)
+        rows = max(1, 2_000_000 // max(nr * h.shape[1], 1))  # bound the (rows, nr, vocab) temporary
+        for a in range(0, nh, rows):
+            match[a:a + rows] = np.minimum(h[a:a + rows, None, :], r[None, :, :]).sum(-1)
+        ref_total = r.sum(1)[None, :].repeat(nh, 0)
+        # sacrebleu counts no hypothesis n-grams against an empty reference order.
+        hyp_total = np.where(ref_total > 0, h.sum(1)[:, None], 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prec = np.where(hyp_total > 0, match / np.where(hyp_total > 0, hyp_total, 1), eps)
+            rec = np.where(ref_total > 0, match / np.where(ref_total > 0, ref_total, 1), eps)
+            denom = factor * prec + rec
+            score += np.where(denom > 0, (1 + factor) * prec * rec / np.where(denom > 0, denom, 1), eps)
+        both = (hyp_total > 0) & (ref_total > 0)
+        avg_prec += np.where(both, prec, 0.0)
+        avg_rec += np.where(both, rec, 0.0)
+        effective += both
+    if metric.eps_smoothing:
+        return (100 * score / metric.order).tolist()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        avg_prec = np.where(effective > 0, avg_prec / np.maximum(effective, 1), 0.0)
+        avg_rec = np.where(effective > 0, avg_rec / np.maximum(effective, 1), 0.0)
+        total = avg_prec + avg_rec
+        f = (1 + factor) * avg_prec * avg_rec
+        f = f / np.where(total != 0, (factor * avg_prec) + avg_rec, 1)
+    return np.where(total != 0, 100 * f, 0.0).tolist()
