@@ -6,7 +6,7 @@
 
 ``run``, per pair:
 
-1. The draft: the best system of ``benchmarks/results/inference_<pair>.jsonl`` on val (highest
+1. The draft: the best system of ``benchmarks/results/inference_<pair>.jsonl`` (or ``--drafts-from``) on val (highest
    BLEU, ties to the cheaper), i.e. the best non-agent setting of inference_compute, chosen on val;
    its val and test hypotheses are the drafts and its recorded compute is the draft's cost. Without
    those records the agent decodes its own draft (``draft.decode`` of the config, beam 5) and a
@@ -63,11 +63,10 @@ def _split_files(root: Path, split: str, src: str, tgt: str) -> dict:
     return {"src": raw / f"{split}.{src}.gz", "ref": raw / f"{split}.{tgt}.gz", "tok_ref": tok if tok.exists() else None}
 
 
-def choose_draft(results: Path, pair: str, log) -> dict | None:
-    """The best non-agent system on val in inference_compute's records, with its val/test records."""
+def choose_draft(path: Path, pair: str, log) -> dict | None:
+    """The best non-agent system on val in inference_compute's records ``path``, with its val/test records."""
     from evals.records import read_records
 
-    path = results / f"inference_{pair}.jsonl"
     if not path.exists():
         log(f"no {path}: the agent decodes its own draft (draft.decode)")
         return None
@@ -126,7 +125,8 @@ def cmd_run(args) -> int:
                     data[s][k] = work / f"limit{args.limit}.{Path(data[s][k]).name.removesuffix('.gz')}"
                     atomic_write_lines(data[s][k], lines)
 
-    draft = choose_draft(results, args.pair, log)
+    draft = choose_draft(Path(args.drafts_from) if args.drafts_from else results / f"inference_{args.pair}.jsonl",
+                         args.pair, log)
     drafts: dict[str, list[str] | None] = {s: None for s in SPLITS}
     if draft is not None:
         cfg.draft.system, cfg.draft.stage = draft["system"], draft["stage"]
@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--results-dir", default="benchmarks/results")
         q.add_argument("--data", help="Multi30K root (default: ../shared/data/multi30k, $DECADE_MULTI30K)")
     r.add_argument("--config", help="agent config (default: configs/agent_multi30k_<src>_<tgt>.yaml)")
+    r.add_argument("--drafts-from", metavar="RECORDS.jsonl",
+                   help="inference_compute records to take the draft from (default: <results>/inference_<pair>.jsonl)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value)")
     r.add_argument("--device", help="torch device of the models (e.g. cuda)")
     r.add_argument("--limit", type=int, default=0, help="first N lines of each split (smoke runs; 0: all)")
