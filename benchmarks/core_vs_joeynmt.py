@@ -224,6 +224,10 @@ def _tree_rss(pid: int) -> int | None:
     return total
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_process(cmd: list[str], log_path: Path, env: dict[str, str], *, stdin_path: Path | None = None,
                 stdout_path: Path | None = None, start_marker: str | None = None, stop_after_s: float | None = None, timeout_s: float = 6 * 3600,
                 poll_s: float = 0.5) -> ProcessRun:
@@ -235,8 +239,11 @@ def run_process(cmd: list[str], log_path: Path, env: dict[str, str], *, stdin_pa
     stdout = open(stdout_path, "wb") if stdout_path else None
     with open(log_path, "wb") as log, open(log_path, "rb") as reader:
         start = time.perf_counter()
+        # The child gets SIGINT's default action back: a benchmark started with `nohup ... &` runs with
+        # SIGINT ignored, the child would inherit that, and Python then never raises KeyboardInterrupt
+        # (seen here: the timed stop did nothing and the child ran to its end).
         proc = subprocess.Popen(cmd, stdout=stdout or log, stderr=log if stdout else subprocess.STDOUT, stdin=stdin,
-                                env=env, cwd=REPO)
+                                env=env, cwd=REPO, preexec_fn=_default_sigint)
         peak_tree, marker_at, stopped_at, tail, pid = 0, None, None, "", 0
         try:
             while True:

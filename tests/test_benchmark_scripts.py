@@ -6,6 +6,7 @@ Nothing here trains on Multi30K or needs JoeyNMT installed; the benchmark itself
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 
@@ -210,6 +211,17 @@ def test_run_process_interrupts_after_the_marker_and_measures_memory(tmp_path):
     assert run.stopped_after_s == pytest.approx(0.3, abs=0.3) and run.wall_s < 10
     assert run.peak_rss_mb > 1
     assert (tmp_path / "out").read_text() == "ready\nto stdout only\n"
+
+
+def test_run_process_interrupts_a_child_even_when_the_parent_ignores_sigint(tmp_path):
+    # `nohup python benchmarks/core_vs_joeynmt.py ... &` starts with SIGINT ignored; the child must not inherit that.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run = bench.run_process([sys.executable, "-c", CHILD], tmp_path / "log", bench.child_env(1, decade=False),
+                                stdout_path=tmp_path / "out", start_marker="marker: START", stop_after_s=0.3, poll_s=0.05)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert run.wall_s < 10 and "saved" in (tmp_path / "log").read_text()
     assert "saved" in (tmp_path / "log").read_text()
 
 
