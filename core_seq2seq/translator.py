@@ -101,9 +101,16 @@ class LSTMTranslator:
         for d in dirs:
             if not (d / "config.json").exists():
                 raise FileNotFoundError(f"{d}: not a model directory (no config.json)")
+        for d in dirs:
+            if not (d / "tokenizer.json").exists():
+                raise FileNotFoundError(f"{d}: no tokenizer.json beside the model")
+        vocab = (dirs[0] / "tokenizer.json").read_bytes()
+        for d in dirs[1:]:
+            if (d / "tokenizer.json").read_bytes() != vocab:
+                # An ensemble averages per-token log-probs, so its members must share one vocabulary;
+                # models with their own tokenizers can still be combined as scorers (inference_compute.MeanScorer).
+                raise ValueError(f"{d}: its tokenizer differs from {dirs[0]}'s; an ensemble needs one shared tokenizer")
         models = [AutoModelForCausalLM.from_pretrained(d) for d in dirs]
-        if not (dirs[0] / "tokenizer.json").exists():
-            raise FileNotFoundError(f"{dirs[0]}: no tokenizer.json beside the model")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(dirs[0])
         meta_path = dirs[0] / "decade_meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}

@@ -62,7 +62,13 @@ class ComputeMeter:
     """
 
     def __init__(self, translators: Mapping[str, Any], n_sentences: int | None = None, **extra: Any):
-        self.translators = {k: t for k, t in translators.items() if t is not None}
+        self.translators: dict[str, Any] = {}
+        for k, t in translators.items():
+            members = getattr(t, "members", None)  # a MeanScorer: charge each member separately
+            if members is not None:
+                self.translators.update({f"{k}[{i}]": m for i, m in enumerate(members)})
+            elif t is not None:
+                self.translators[k] = t
         self.n_sentences = n_sentences
         self.extra = extra
         self.result: dict[str, Any] = {}

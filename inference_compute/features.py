@@ -31,6 +31,35 @@ from core_seq2seq.translator import Candidate
 from .lm import TargetLM
 
 
+class MeanScorer:
+    """Several source->target Translators, each with its own tokenizer, scoring as one: the mean of
+    their log-probabilities and of their token counts. (An ``LSTMTranslator`` ensemble needs one
+    shared vocabulary; for models that share it the two give the same ``alt`` score.)"""
+
+    def __init__(self, members: Sequence[Any]):
+        if not members:
+            raise ValueError("MeanScorer needs at least one translator")
+        self.members = list(members)
+
+    def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
+        scored = [m.score(sources, targets) for m in self.members]
+        n = len(scored)
+        return [(sum(s[i][0] for s in scored) / n, round(sum(s[i][1] for s in scored) / n))
+                for i in range(len(sources))]
+
+
+def load_scorer(paths: str | Sequence[str] | None, device: str = "cpu") -> Any | None:
+    """One model directory as a Translator; several as a ``MeanScorer`` (each keeps its tokenizer)."""
+    from core_seq2seq.translator import LSTMTranslator
+
+    if not paths:
+        return None
+    if isinstance(paths, str):
+        return LSTMTranslator.load(paths, device=device)
+    members = [LSTMTranslator.load(p, device=device) for p in paths]
+    return members[0] if len(members) == 1 else MeanScorer(members)
+
+
 def reverse_words(text: str) -> str:
     """The word-reversed text a right-to-left model is trained on and scores."""
     return " ".join(reversed(text.split()))
@@ -68,7 +97,7 @@ def compute_features(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
     ``logprob`` and ``length`` (the model that generated it: no extra compute). ``reverse``: a
     target->source Translator (noisy channel). ``lm``: a ``TargetLM`` (or a Translator, wrapped with
     the placeholder source). ``r2l``: a Translator trained on word-reversed targets. ``alt``: another
-    source->target Translator (an ensemble Translator scores with its members' mean).
+    source->target Translator, or a ``MeanScorer`` of several (their mean).
     """
     srcs, cands, counts = _flatten(sources, nbest)
     texts = [c.text for c in cands]

@@ -27,7 +27,7 @@ from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_te
 from .candidates import CandidateSpec, MethodSpec
 from .candidates import pool as pool_candidates  # (a Pool below is a grid point)
 from .compute import add_compute, record_compute
-from .features import compute_features, length_ratio
+from .features import compute_features, length_ratio, load_scorer
 from .generate import generate_nbest_file, job_key
 from .mbr import MbrConfig, expected_from_matrix, model_weights, reference_weights, utility_matrix
 from .rerank import argmax, linear_scores, load_weights, save_weights, select
@@ -244,7 +244,7 @@ class Sweep:
         self.forward = _load_translator(m.forward, m.device)
         self.reverse = _load_translator(m.reverse, m.device)
         self.r2l = _load_translator(m.r2l, m.device)
-        self.alt = _load_translator(m.alt, m.device)
+        self.alt = load_scorer(m.alt, m.device)  # several: the mean of their scores, each with its own tokenizer
         self.lm = None
         if m.lm:
             from .lm import TargetLM

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -121,6 +122,19 @@ def test_ensemble_of_one_model_twice_equals_the_model(toy_en_de):
     assert [c[0].text for c in twice.translate(SOURCES, settings)] == \
         [c[0].text for c in toy_en_de.translate(SOURCES, settings)]
     assert twice.counter.decoder_calls > 0
+
+
+def test_ensemble_of_models_with_different_tokenizers_is_refused(toy_models_dir, tmp_path):
+    import json
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(toy_models_dir / "en_de/best", other)
+    tok = json.loads((other / "tokenizer.json").read_text())
+    tok["model"]["vocab"]["zzzz"] = len(tok["model"]["vocab"])  # one more subword: another vocabulary
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ValueError, match="other: its tokenizer differs"):
+        LSTMTranslator.load([toy_models_dir / "en_de/best", other])
 
 
 def test_teacher_forced_forward_equals_stepwise_decoding(toy_en_de):

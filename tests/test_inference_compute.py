@@ -146,6 +146,26 @@ def test_alt_feature_is_the_second_models_log_probability(toy_en_de):
             assert f["alt_per_token"] == pytest.approx(f["alt"] / c.length)
 
 
+def test_alt_of_several_models_is_their_mean_and_charges_each(toy_en_de, toy_de_en):
+    """Models with their own tokenizers combine as a MeanScorer: the mean of their scores, each
+    member's compute counted."""
+    from inference_compute.features import MeanScorer
+
+    nbest = generate_candidates(toy_en_de, SOURCES[:3], beam_spec(3))
+    srcs = [s for s, cs in zip(SOURCES[:3], nbest) for _ in cs]
+    texts = [c.text for cs in nbest for c in cs]
+    a, b = toy_en_de.score(srcs, texts), toy_de_en.score(srcs, texts)
+    assert [x[0] for x in a] != pytest.approx([x[0] for x in b])  # two different opinions
+    mean = MeanScorer([toy_en_de, toy_de_en])
+    with ComputeMeter({"alt": mean}) as meter:
+        feats = compute_features(SOURCES[:3], nbest, None, alt=mean)
+    flat = [f for fs in feats for f in fs]
+    for f, x, y in zip(flat, a, b):
+        assert f["alt"] == pytest.approx((x[0] + y[0]) / 2, abs=1e-4)
+    assert set(meter.result["per_model"]) == {"alt[0]", "alt[1]"}
+    assert all(d["decoder_calls"] > 0 for d in meter.result["per_model"].values())
+
+
 def test_rerank_names_a_missing_feature():
     with pytest.raises(ValueError, match="no feature 'rev'"):
         select([[{"fwd": -1.0}]], {"fwd": 1.0, "rev": 0.5})
