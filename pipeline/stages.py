@@ -2,8 +2,10 @@
 
 A finished stage leaves ``<run>/<name>/stage.json`` with its key, outputs and timing. A rerun with the
 same key skips it; a different key (changed config or changed inputs) reruns it; ``force`` reruns it.
-A stage killed midway has no ``stage.json`` and reruns, resuming whatever its own step supports
-(training resumes from ``last/``, back-translation and n-best generation skip finished shards).
+A stage whose inputs name files of another stage that finished after it (say, one rerun with
+``--force``) is stale and reruns too, as in ``make``. A stage that starts running first removes its
+``stage.json``, so a stage killed midway never has one and reruns, resuming whatever its own step
+supports (training resumes from ``last/``, back-translation and n-best generation skip finished shards).
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _finished_ns(record: dict[str, Any]) -> int:
+    """When a stage finished, in ns (markers written before ``finished_ns`` existed: their second)."""
+    if "finished_ns" in record:
+        return int(record["finished_ns"])
+    try:
+        return int(time.mktime(time.strptime(record["finished"], "%Y-%m-%dT%H:%M:%S%z")) * 1e9)
+    except (KeyError, ValueError):
+        return 0
+
+
 @dataclass
 class StageRunner:
     run_dir: Path
@@ -37,22 +49,39 @@ class StageRunner:
         key = stable_hash({"config": config_slice, "inputs": inputs})
         if marker.exists() and name not in self.force:
             done = json.loads(marker.read_text())
-            if done.get("key") == key:
+            newer = self.rebuilt_since(inputs, _finished_ns(done))
+            if done.get("key") == key and not newer:
                 self.log(f"[{name}] cached ({done['seconds']:.0f}s when run)")
                 self.timings[name] = float(done["seconds"])
                 self.cached.add(name)
                 return done["outputs"]
-            self.log(f"[{name}] config or inputs changed: rerunning")
+            self.log(f"[{name}] " + (f"{', '.join(newer)} finished after it: rerunning" if done.get("key") == key
+                                     else "config or inputs changed: rerunning"))
         stage_dir.mkdir(parents=True, exist_ok=True)
+        # No marker while the work runs: a kill now must not leave the old marker over new, half-written files.
+        marker.unlink(missing_ok=True)
         self.log(f"[{name}] running")
         start = time.perf_counter()
         outputs = work(stage_dir)
         seconds = time.perf_counter() - start
         self.timings[name] = seconds
         record = {"stage": name, "key": key, "config": config_slice, "inputs": inputs, "outputs": outputs,
-                  "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                  "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished_ns": time.time_ns()}
         tmp = marker.with_name("stage.json.tmp")
         tmp.write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, marker)
         self.log(f"[{name}] done in {seconds:.0f}s")
         return outputs
+
+    def rebuilt_since(self, inputs: dict[str, Any], finished_ns: int) -> list[str]:
+        """Stages of this run whose outputs ``inputs`` name (as paths inside their directories) and
+        that finished after ``finished_ns``."""
+        texts = json.dumps(inputs, default=str)
+        out = []
+        for marker in sorted(self.run_dir.glob("*/stage.json")):
+            stage = marker.parent.name
+            if f"{self.run_dir / stage}/" not in texts:
+                continue
+            if _finished_ns(json.loads(marker.read_text())) > finished_ns:
+                out.append(stage)
+        return out

@@ -16,6 +16,7 @@ import yaml
 from core_seq2seq.config import ConfigError
 from pipeline.cli import main as decade_main
 from pipeline.ladder import load_pipeline_config
+from pipeline.stages import StageRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 # Exact equality after a resumed training needs MKL's reproducible mode (see test_core_training.py).
@@ -113,3 +114,42 @@ def test_decade_forwards_stage_commands(capsys):
     assert "BLEU" in capsys.readouterr().out
     assert decade_main(["train", str(fixtures / "missing.yaml")]) == 2
     assert "missing.yaml: config file not found" in capsys.readouterr().err
+
+
+def _two_stages(run_dir: Path, force: set[str] = frozenset(), fail: str = "") -> tuple[list[str], StageRunner]:
+    """An upstream stage writing a file and a downstream stage reading it; returns the log."""
+    log: list[str] = []
+    runner = StageRunner(run_dir, set(force), log.append)
+
+    def up(stage_dir: Path) -> dict:
+        if fail == "up":
+            raise KeyboardInterrupt  # killed midway
+        (stage_dir / "out.txt").write_text("x")
+        return {"path": str(stage_dir / "out.txt")}
+
+    made = runner.run("up", {"n": 1}, {}, up)
+    runner.run("down", {"n": 2}, {"made": made["path"]}, lambda d: {"copied": Path(made["path"]).read_text()})
+    return log, runner
+
+
+@pytest.mark.parametrize("force, expect_up, expect_down", [
+    (set(), "cached", "cached"),                      # nothing changed: nothing reruns
+    ({"down"}, "cached", "running"),                  # forcing the last stage reruns it alone
+    ({"up"}, "running", "finished after it"),         # a forced upstream makes its consumer stale (make's rule)
+])
+def test_stage_runner_reruns_what_is_forced_or_stale(tmp_path, force, expect_up, expect_down):
+    _two_stages(tmp_path)
+    log, _ = _two_stages(tmp_path, force)
+    assert any(line.startswith("[up]") and expect_up in line for line in log), log
+    assert any(line.startswith("[down]") and expect_down in line for line in log), log
+    again, runner = _two_stages(tmp_path)
+    assert runner.cached == {"up", "down"}, again
+
+
+def test_a_forced_stage_killed_midway_is_not_left_marked_finished(tmp_path):
+    _two_stages(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        _two_stages(tmp_path, {"up"}, fail="up")
+    assert not (tmp_path / "up/stage.json").exists()
+    log, _ = _two_stages(tmp_path)
+    assert "[up] running" in log and any(line.startswith("[down]") and "rerunning" in line for line in log), log
