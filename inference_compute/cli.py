@@ -1,4 +1,4 @@
-"""``python -m inference_compute nbest|rerank|tune|mbr|sweep|lm --config FILE.yaml [--set key=value ...]``
+"""``python -m inference_compute nbest|rerank|tune|mbr|sweep|lm|r2l --config FILE.yaml [--set key=value ...]``
 
 Each command reads its own section of the YAML file (the command's name, or ``--section``), so one
 file can hold a whole workflow (``configs/inference_toy.yaml``). Every output is written atomically
@@ -246,6 +246,38 @@ def cmd_sweep(cfg: SweepConfig, log) -> None:
     log(f"best on {cfg.tune_split}: {summary['best_on_val']}")
 
 
+@dataclass
+class R2lCommand:
+    train_src: str = ""  # parallel training data, source side (.gz allowed)
+    train_tgt: str = ""  # its target side, line-aligned; its words are reversed
+    val_src: str = ""  # validation source (early stopping on reversed-target BLEU)
+    val_tgt: str = ""  # validation target, line-aligned
+    src_lang: str = "en"  # source language
+    tgt_lang: str = "de"  # target language
+    out_dir: str = ""  # writes train.tsv, val.tsv, r2l_train.yaml, corpus_stats.json here; the run goes to OUT_DIR/run
+    model: dict[str, Any] = field(default_factory=dict)  # core_seq2seq model section overrides
+    train: dict[str, Any] = field(default_factory=dict)  # core_seq2seq train section overrides
+    tokenizer: dict[str, Any] = field(default_factory=dict)  # core_seq2seq tokenizer section overrides
+
+
+def cmd_r2l(cfg: R2lCommand, log) -> None:
+    from evals.textio import read_lines
+
+    from .r2l import build_r2l_corpus
+
+    for key in ("train_src", "train_tgt", "val_src", "val_tgt", "out_dir"):
+        if not getattr(cfg, key):
+            raise ValueError(f"r2l.{key} is required")
+    names = {k: getattr(cfg, k) for k in ("train_src", "train_tgt", "val_src", "val_tgt")}
+    sections = {k: v for k, v in (("model", cfg.model), ("train", cfg.train), ("tokenizer", cfg.tokenizer)) if v}
+    build_r2l_corpus(cfg.out_dir, (read_lines(cfg.train_src), read_lines(cfg.train_tgt)),
+                     (read_lines(cfg.val_src), read_lines(cfg.val_tgt)), cfg.src_lang, cfg.tgt_lang, names, **sections)
+    _write_config(Path(cfg.out_dir) / "r2l", cfg, "r2l")
+    stats = json.loads((Path(cfg.out_dir) / "corpus_stats.json").read_text())
+    log(f"right-to-left corpus in {cfg.out_dir}: {json.dumps(stats)}; train with: "
+        f"python -m core_seq2seq train {cfg.out_dir}/r2l_train.yaml (then use {cfg.out_dir}/run/best)")
+
+
 def cmd_lm(cfg: LmCommand, log) -> None:
     from evals.textio import read_lines
 
@@ -263,7 +295,7 @@ def cmd_lm(cfg: LmCommand, log) -> None:
 
 COMMANDS = {"nbest": (NbestCommand, cmd_nbest), "rerank": (RerankCommand, cmd_rerank),
             "tune": (TuneCommand, cmd_tune), "mbr": (MbrCommand, cmd_mbr), "sweep": (SweepConfig, cmd_sweep),
-            "lm": (LmCommand, cmd_lm)}
+            "lm": (LmCommand, cmd_lm), "r2l": (R2lCommand, cmd_r2l)}
 
 
 def build_parser(prog: str = "python -m inference_compute") -> argparse.ArgumentParser:
@@ -273,7 +305,8 @@ def build_parser(prog: str = "python -m inference_compute") -> argparse.Argument
     helps = {"nbest": "generate candidates (beams, samples, unions) to an n-best file",
              "rerank": "select with frozen reranker weights", "tune": "tune reranker weights on val (corpus BLEU)",
              "mbr": "MBR selection over an n-best file", "sweep": "the quality-for-compute grid on val and test",
-             "lm": "write a target-LM training corpus and config (placeholder source)"}
+             "lm": "write a target-LM training corpus and config (placeholder source)",
+             "r2l": "write a right-to-left training corpus (word-reversed targets) and config"}
     for name in COMMANDS:
         p = sub.add_parser(name, help=helps[name])
         p.add_argument("--config", required=True, help="YAML file with a section named after the command")

@@ -494,3 +494,30 @@ def test_lm_pairs_normalise_filter_and_count(lines, exclude, kept, stats):
     assert pairs == [(".", t) for t in kept]
     assert counts["read"] == len(lines) and counts["kept"] == len(kept)
     assert {k: counts[k] for k in stats} == stats
+
+
+# ---- the right-to-left model helper --------------------------------------------------------------
+
+def test_r2l_corpus_reverses_target_words_and_trains_through_core(tmp_path):
+    from core_seq2seq.training import experiment_from_dict, load_corpora
+    from inference_compute.r2l import build_r2l_corpus
+
+    cfg = build_r2l_corpus(tmp_path, (["a dog runs .", "", "a cat"], ["ein Hund läuft .", "x", "eine  Katze"]),
+                           (["a ball"], ["ein Ball"]), "en", "de", train={"max_steps": 1})
+    train, val, _ = load_corpora(experiment_from_dict(cfg).data)  # what core_seq2seq's training would read
+    assert train.src == ["a dog runs .", "a cat"] and train.tgt == [". läuft Hund ein", "Katze eine"]
+    assert val.tgt == ["Ball ein"] and cfg["train"] == {"max_steps": 1}
+    assert json.loads((tmp_path / "corpus_stats.json").read_text())["train"] == {"read": 3, "empty": 1, "kept": 2}
+
+
+def test_r2l_command_names_misaligned_files(tmp_path, capsys):
+    from inference_compute.cli import main
+
+    (tmp_path / "s.txt").write_text("a\nb\n")
+    (tmp_path / "t.txt").write_text("x\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"r2l:\n  train_src: {tmp_path}/s.txt\n  train_tgt: {tmp_path}/t.txt\n  val_src: {tmp_path}/s.txt\n"
+                   f"  val_tgt: {tmp_path}/s.txt\n  out_dir: {tmp_path}/out\n")
+    assert main(["r2l", "--config", str(cfg)]) != 0
+    err = capsys.readouterr().err
+    assert "s.txt has 2 lines but" in err and "t.txt has 1" in err
