@@ -521,3 +521,20 @@ def test_r2l_command_names_misaligned_files(tmp_path, capsys):
     assert main(["r2l", "--config", str(cfg)]) != 0
     err = capsys.readouterr().err
     assert "s.txt has 2 lines but" in err and "t.txt has 1" in err
+
+
+@pytest.mark.parametrize("path", ["configs/inference_multi30k.yaml", "configs/inference_multi30k_de_en.yaml",
+                                  "configs/inference_toy.yaml"])
+def test_shipped_inference_configs_load(path):
+    """Every section of a shipped config loads into its command's config (no misspelt key)."""
+    from pathlib import Path
+
+    import yaml
+
+    from inference_compute.cli import COMMANDS, load_section
+
+    full = Path(__file__).parents[1] / path
+    sections = yaml.safe_load(full.read_text())
+    assert sections and set(sections) <= set(COMMANDS)
+    for name in sections:
+        assert load_section(COMMANDS[name][0], str(full), name) is not None
