@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def _finished_ns(record: dict[str, Any]) -> int:
     if "finished_ns" in record:
         return int(record["finished_ns"])
     try:
-        return int(time.mktime(time.strptime(record["finished"], "%Y-%m-%dT%H:%M:%S%z")) * 1e9)
+        return int(datetime.strptime(record["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp() * 1e9)
     except (KeyError, ValueError):
         return 0
 

@@ -538,3 +538,14 @@ def test_shipped_inference_configs_load(path):
     assert sections and set(sections) <= set(COMMANDS)
     for name in sections:
         assert load_section(COMMANDS[name][0], str(full), name) is not None
+
+
+def test_load_scorer_gives_one_translator_or_a_mean_of_several(toy_models_dir):
+    from core_seq2seq.translator import LSTMTranslator
+    from inference_compute.features import MeanScorer, load_scorer
+
+    one, two = str(toy_models_dir / "en_de/best"), str(toy_models_dir / "de_en/best")
+    assert load_scorer(None) is None
+    assert isinstance(load_scorer(one), LSTMTranslator) and isinstance(load_scorer([one]), LSTMTranslator)
+    mean = load_scorer([one, two])
+    assert isinstance(mean, MeanScorer) and len(mean.members) == 2

@@ -153,3 +153,15 @@ def test_a_forced_stage_killed_midway_is_not_left_marked_finished(tmp_path):
     assert not (tmp_path / "up/stage.json").exists()
     log, _ = _two_stages(tmp_path)
     assert "[up] running" in log and any(line.startswith("[down]") and "rerunning" in line for line in log), log
+
+
+@pytest.mark.parametrize("record, ns", [
+    ({"finished_ns": 5, "finished": "2026-11-23T19:12:55+0000"}, 5),
+    ({"finished": "2026-11-23T19:12:55+0000"}, 1795461175 * 10**9),  # markers from before finished_ns
+    ({"finished": "2026-11-23T20:12:55+0100"}, 1795461175 * 10**9),  # the offset is honoured
+    ({}, 0),
+])
+def test_stage_finish_time_reads_old_and_new_markers(record, ns):
+    from pipeline.stages import _finished_ns
+
+    assert _finished_ns(record) == ns
