@@ -258,7 +258,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override each training's time budget in minutes (smoke tests; 0: the config's)")
     p.add_argument("--real-ratio", type=float, default=1.0,
                    help="upsample the real pairs to about this real:synthetic ratio (0: no upsampling)")
-    p.add_argument("--max-steps", type=int, default=0, help="override each training's max_steps (smoke tests)")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="override each training's max_steps (smoke tests; equal-step budgets)")
+    p.add_argument("--train-baseline", action="store_true",
+                   help="train the baseline in <work-dir>/<pair>/baseline/model with the same overrides as the "
+                        "variants (a longer budget than the given model's) instead of using --model-<a>-<b>")
     p.add_argument("--shard-size", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="cpu")
@@ -282,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         for variant in ordered:
             log(f"{pair}: {variant}")
             if variant == "baseline":
-                systems[variant] = (models[pair], {"real_pairs": train_pairs(models[pair]), "synthetic_pairs": 0,
-                                                   "monolingual_lines": 0})
+                baseline = models[pair]
+                if args.train_baseline:  # the baseline trained here, with the variants' overrides (same budget)
+                    baseline = train_step(bench.experiment(a, b)[1], bench.work / pair / "baseline/model", [], log)
+                systems[variant] = (baseline, {"real_pairs": train_pairs(baseline), "synthetic_pairs": 0,
+                                               "monolingual_lines": 0})
             else:
                 systems[variant] = build_variant(bench, a, b, variant, models)
         out = score_pair(bench, a, b, systems)

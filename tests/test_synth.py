@@ -442,3 +442,28 @@ def test_benchmark_script_defaults():
     assert (args.model_en_de, args.model_de_en) == ("runs/multi30k_en_de/best", "runs/multi30k_de_en/best")
     assert args.variants == list(bench.VARIANTS) and args.pairs == ["en-de", "de-en"]
     assert set(bench.FIRST_ROUND) | {"baseline", "iter2"} == set(bench.VARIANTS)
+
+
+def test_benchmark_trains_its_baseline_at_the_variants_budget(tmp_path):
+    """--train-baseline: the baseline is trained in the work dir with the same step budget as the
+    BT variant, and both are scored with significance against it (toy task, tiny budget)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bt_multi30k", REPO / "benchmarks/bt_multi30k.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    work = tmp_path / "bt"
+    assert bench.main(["--toy", "--work-dir", str(work), "--pairs", "en-de", "--variants", "baseline", "beam_tagged",
+                       "--train-baseline", "--max-steps", "20", "--mono-lines", "200", "--quiet"]) == 0
+    steps = {}
+    for variant in ("baseline", "beam_tagged"):
+        stops = [json.loads(line) for line in (work / f"en-de/{variant}/model/train_log.jsonl").read_text().splitlines()
+                 if '"event": "stop"' in line]
+        steps[variant] = stops[-1]["step"]
+    assert steps == {"baseline": 20, "beam_tagged": 20}
+    records = [json.loads(line) for line in (work / "results/bt_en_de.jsonl").read_text().splitlines()]
+    systems = {r["system"]: r for r in records}
+    assert set(systems) == {"en-de.baseline", "en-de.beam_tagged"}
+    assert systems["en-de.baseline"]["extra"]["model"].startswith(str(work / "en-de/baseline/model"))
+    assert systems["en-de.beam_tagged"]["p_vs_baseline"] is not None
