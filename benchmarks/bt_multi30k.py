@@ -23,7 +23,7 @@ Commands (from the repository root)::
     python benchmarks/bt_multi30k.py                                   # the full experiment (many CPU hours)
     python benchmarks/bt_multi30k.py --pairs en-de --variants beam     # one cell
     python benchmarks/bt_multi30k.py --toy --work-dir /tmp/bt_toy      # smoke test on the toy task (~2 min)
-    bash benchmarks/bt_budget_de_en.sh      # baseline and BT both at 2x and 3x the budget (--train-baseline)
+    bash benchmarks/bt_budget.sh de-en 3055      # baseline and BT both at 2x and 3x the budget (--train-baseline)
 
 Reverse models come from the command line (defaults runs/multi30k_de_en/best and
 runs/multi30k_en_de/best, made by configs/multi30k_{de_en,en_de}_train.yaml); the baseline of one
