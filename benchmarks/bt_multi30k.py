@@ -149,7 +149,8 @@ def build_variant(bench: Bench, a: str, b: str, variant: str, models: dict[str, 
         method, tag, filtered = FIRST_ROUND[variant]
         bt_model, bt_dir = models[reverse], bench.work / pair / f"bt.{method}"  # shared by variants of one method
     synthetic = translation_step(bench.mono(b), bt_model, bt_dir, bench.generation(method), "back",
-                                 device=bench.args.device, progress=not bench.args.quiet, log=log)
+                                 device=bench.args.device, progress=not bench.args.quiet, log=log,
+                                 replay_from=bt_dir.with_name("bt.beam"))  # noised beam: no second beam decode
     files = [synthetic]
     if filtered:
         fcfg = from_dict(LoopFilterConfig, {"selection": {"keep_fraction": 0.8, "max_length_ratio": 2.5},

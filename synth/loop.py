@@ -31,7 +31,7 @@ from pathlib import Path
 
 from core_seq2seq.config import from_dict, load_yaml
 
-from .backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+from .backtranslate import BacktranslateConfig, GenerationConfig, ReplayTranslator, backtranslate, replayable
 from .filter import FilterConfig, ScoringConfig, SelectionConfig, filter_pairs
 from .io import SynthError, read_json, write_json, write_yaml
 from .mix import META as MIX_META
@@ -119,14 +119,21 @@ def val_scores(model_dir: str | Path) -> dict:
 
 def translation_step(mono: str | Path, model_dir: str | Path, out_dir: str | Path, gen: GenerationConfig,
                      mode: str = "back", max_lines: int = 0, device: str = "cpu", progress: bool = True,
-                     log: Callable[[str], None] = print) -> Path:
-    """Back- (or forward-) translate ``mono`` with ``model_dir``; resumable; returns synthetic.jsonl."""
+                     log: Callable[[str], None] = print, replay_from: str | Path | None = None) -> Path:
+    """Back- (or forward-) translate ``mono`` with ``model_dir``; resumable; returns synthetic.jsonl.
+
+    ``replay_from``: a finished beam run of the same model; noised beam then reuses its outputs
+    (``ReplayTranslator``) instead of decoding again."""
     cfg = BacktranslateConfig(input=str(mono), output_dir=str(out_dir), model=str(model_dir), mode=mode,
                               max_lines=max_lines, device=device, progress=progress, generation=gen)
     merged = Path(out_dir) / "synthetic.jsonl"
     if merged.exists() and (Path(out_dir) / "synthetic.json").exists():
         return merged
-    return backtranslate(cfg, log=log)
+    translator = None
+    if replay_from is not None and replayable(replay_from, gen, str(model_dir), mode):
+        log(f"{gen.method}: replaying the beam outputs of {replay_from} (no new decode)")
+        translator = ReplayTranslator(Path(replay_from) / "synthetic.jsonl", mode)
+    return backtranslate(cfg, translator=translator, model_name=str(model_dir), log=log)
 
 
 def filter_step(synthetic: list[Path], out: Path, forward_model: Path, reverse_model: Path, fcfg: LoopFilterConfig,

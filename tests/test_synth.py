@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core_seq2seq.data import DataError, read_multi30k
-from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+from synth.backtranslate import BacktranslateConfig, GenerationConfig, ReplayTranslator, backtranslate
 from synth.io import SynthError, read_jsonl
 from synth.shards import ShardPlan, merge_shards, shard_file, shard_seed, sidecar_file
 
@@ -180,6 +180,32 @@ def test_killed_backtranslation_resumes_without_duplicates_or_gaps(tmp_path, toy
     with pytest.raises(SynthError, match="different input or config"):
         backtranslate(_bt_config(tmp_path, "killed", mono, method="greedy"), translator=toy_de_en,
                       model_name="toy", log=quiet)
+
+
+def test_noised_beam_replays_a_finished_beam_run(tmp_path, toy_models_dir, toy_de_en):
+    """Noised beam from a finished beam run (no second decode) equals a fresh noised-beam decode."""
+    from core_seq2seq.toy import toy_corpus
+    from synth.loop import translation_step
+
+    _, de = toy_corpus(150, seed=13)
+    mono = _write(tmp_path / "mono.de", de)
+    model = toy_models_dir / "de_en/best"
+    quiet = lambda m: None  # noqa: E731
+    gen = lambda method, beam=3: GenerationConfig(method=method, beam_size=beam, shard_size=100, seed=7)  # noqa: E731
+    translation_step(mono, model, tmp_path / "bt.beam", gen("beam"), progress=False, log=quiet)
+    said: list[str] = []
+    replayed = translation_step(mono, model, tmp_path / "bt.noised_beam", gen("noised_beam"), progress=False,
+                                log=said.append, replay_from=tmp_path / "bt.beam")
+    assert any("replaying" in m for m in said)
+    fresh = translation_step(mono, model, tmp_path / "fresh", gen("noised_beam"), progress=False, log=quiet)
+    assert read_jsonl(replayed) == read_jsonl(fresh)
+    # Other beam settings, or another model, are decoded afresh, never replayed.
+    said.clear()
+    translation_step(mono, model, tmp_path / "other", gen("noised_beam", beam=2), progress=False,
+                     log=said.append, replay_from=tmp_path / "bt.beam")
+    assert not any("replaying" in m for m in said)
+    with pytest.raises(SynthError, match="no translation of input line"):
+        ReplayTranslator(tmp_path / "bt.beam/synthetic.jsonl").translate(["a line it never saw"])
 
 
 def test_merge_detects_duplicates_and_gaps(tmp_path):
