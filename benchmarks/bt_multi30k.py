@@ -192,6 +192,32 @@ def decode(bench: Bench, model: Path, a: str, b: str, system: str, test_set: str
     return hyps, compute, hyp_path
 
 
+def choose_checkpoint(bench: Bench, best: Path, a: str, b: str, system: str) -> tuple[Path, dict]:
+    """``--average N``: the run's best checkpoint or the mean of its last N checkpoints, whichever
+    scores the higher beam-5 BLEU on val (each system chooses for itself; test is never read)."""
+    import sacrebleu
+
+    from core_seq2seq.training import average_checkpoints
+
+    ckpts = sorted(best.parent.glob("ckpt-*[0-9]"))[-bench.args.average:]
+    if len(ckpts) < 2:
+        return best, {"checkpoint": "best", "checkpoint_note": f"fewer than 2 checkpoints in {best.parent}"}
+    averaged = best.parent / f"averaged_last{bench.args.average}"
+    meta = averaged / "decade_meta.json"
+    if not meta.exists() or read_json(meta).get("averaged_from") != [str(c) for c in ckpts]:
+        average_checkpoints(ckpts, averaged)
+    val, _ = read_multi30k("val", a, b, bench.root)
+    options = {"best": best, f"average_last{bench.args.average}": averaged}
+    bleu = {}
+    for name, path in options.items():
+        hyps, _, _ = decode(bench, path, a, b, f"{system}.{name}", "val")
+        bleu[name] = round(sacrebleu.corpus_bleu(hyps, [val.tgt]).score, 2)
+    chosen = max(bleu, key=lambda k: (bleu[k], k == "best"))  # a tie keeps the best checkpoint
+    log(f"{a}-{b} {system}: val BLEU {bleu}; chosen: {chosen}")
+    return options[chosen], {"checkpoint": chosen, "checkpoint_val_bleu": bleu,
+                             "averaged_from": [str(c) for c in ckpts]}
+
+
 def score_pair(bench: Bench, a: str, b: str, systems: dict[str, tuple[Path, dict]]) -> Path:
     """Records for every finished system of a->b on every test set, with significance vs the baseline."""
     exp_path, exp = bench.experiment(a, b)
@@ -265,6 +291,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-baseline", action="store_true",
                    help="train the baseline in <work-dir>/<pair>/baseline/model with the same overrides as the "
                         "variants (a longer budget than the given model's) instead of using --model-<a>-<b>")
+    p.add_argument("--average", type=int, default=0, metavar="N",
+                   help="per system, use the mean of the run's last N checkpoints instead of its best one "
+                        "when that scores higher on val (beam 5); 0: the best checkpoint")
     p.add_argument("--shard-size", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="cpu")
@@ -295,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                                                "monolingual_lines": 0})
             else:
                 systems[variant] = build_variant(bench, a, b, variant, models)
+        if args.average:
+            for system, (model, prov) in list(systems.items()):
+                chosen, how = choose_checkpoint(bench, model, a, b, system)
+                systems[system] = (chosen, {**prov, **how})
         out = score_pair(bench, a, b, systems)
         log(f"{pair}: records -> {out}\n{summary(out)}")
     return 0

@@ -493,3 +493,17 @@ def test_benchmark_trains_its_baseline_at_the_variants_budget(tmp_path):
     assert set(systems) == {"en-de.baseline", "en-de.beam_tagged"}
     assert systems["en-de.baseline"]["extra"]["model"].startswith(str(work / "en-de/baseline/model"))
     assert systems["en-de.beam_tagged"]["p_vs_baseline"] is not None
+    # Resumed to 40 steps with --average 2: each system picks, on val, its best checkpoint or the
+    # mean of its last two (steps 20 and 40), and its records say which and why.
+    for variant in ("baseline", "beam_tagged"):
+        (work / f"en-de/{variant}/model/synth_trained.json").unlink()
+    assert bench.main(["--toy", "--work-dir", str(work), "--pairs", "en-de", "--variants", "baseline", "beam_tagged",
+                       "--train-baseline", "--max-steps", "40", "--mono-lines", "200", "--quiet", "--average", "2"]) == 0
+    records = [json.loads(line) for line in (work / "results/bt_en_de.jsonl").read_text().splitlines()]
+    assert {r["system"] for r in records} == {"en-de.baseline", "en-de.beam_tagged"}
+    for r in records:
+        prov = r["provenance"]
+        assert [Path(c).name for c in prov["averaged_from"]] == ["ckpt-0000020", "ckpt-0000040"]
+        assert set(prov["checkpoint_val_bleu"]) == {"best", "average_last2"}
+        assert prov["checkpoint_val_bleu"][prov["checkpoint"]] == max(prov["checkpoint_val_bleu"].values())
+        assert r["extra"]["model"].endswith("averaged_last2") == (prov["checkpoint"] == "average_last2")
