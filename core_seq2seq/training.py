@@ -99,6 +99,8 @@ class TrainConfig:
     eval_max_sentences: int = 0  # validate BLEU on the first N val sentences (0: all)
     patience: int = 0  # stop after this many validations without a BLEU gain (0: never)
     keep_checkpoints: int = 5  # recent ckpt-<step> dirs kept for averaging
+    init_from: str = ""  # a model dir (another run's best/): start from its weights and tokenizer with a fresh
+    #                      optimizer and schedule (fine-tuning); its model sizes replace model:. "": from scratch
     log_every_steps: int = 50
     num_threads: int = 0  # torch CPU threads (0: torch's default)
     progress: bool = True  # tqdm progress bar
@@ -325,6 +327,14 @@ def prepare_run(cfg: ExperimentConfig) -> tuple[Path, PreTrainedTokenizerFast, P
     tok_dir = run / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
+    elif cfg.train.init_from:  # fine-tuning keeps the vocabulary its weights were trained with
+        init = Path(cfg.train.init_from)
+        if not (init / "config.json").exists() or not (init / "tokenizer.json").exists():
+            raise ValueError(f"train.init_from: {init} is not a saved model directory (no config.json/tokenizer.json)")
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(init)
+        tmp = run / "tokenizer.tmp"
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, tok_dir)
     else:
         tokenizer = train_tokenizer(train.src + train.tgt, cfg.tokenizer.vocab_size, cfg.tokenizer.kind,
                                     cfg.tokenizer.min_frequency)
@@ -365,7 +375,14 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
     if not last.exists() and (run / "last.old").exists():
         last = run / "last.old"  # killed between the two renames of a checkpoint swap
     resuming = (last / "training_state.pt").exists()
-    model = LSTMTranslatorForCausalLM.from_pretrained(last) if resuming else build_model(cfg.model, tokenizer)
+    if resuming:
+        model = LSTMTranslatorForCausalLM.from_pretrained(last)
+    elif tc.init_from:
+        model = LSTMTranslatorForCausalLM.from_pretrained(tc.init_from)
+        if accelerator.is_main_process:
+            log(f"init: weights and tokenizer from {tc.init_from}")
+    else:
+        model = build_model(cfg.model, tokenizer)
     params = [p for p in model.parameters()]
     if tc.optimizer == "adam":
         optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)

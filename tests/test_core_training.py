@@ -80,6 +80,27 @@ def test_average_checkpoints(tmp_path):
     assert translator.translate(["The dog sees a cat."], DecodeSettings(method="greedy"))[0][0].text is not None
 
 
+def test_init_from_starts_from_another_runs_weights_and_tokenizer(tmp_path):
+    """train.init_from (fine-tuning): the new run starts from the given weights, keeps their
+    tokenizer (even with other data and another vocabulary size asked), and trains on."""
+    src = tmp_path / "src"
+    train(experiment_from_dict(_small(src, 10)), log=lambda m: None)
+    cfg = _small(tmp_path / "ft", 2, lr=1e-9, schedule="constant", warmup_steps=1, init_from=str(src / "best"))
+    cfg["tokenizer"]["vocab_size"] = 150
+    cfg["data"]["toy_train_pairs"] = 300
+    said: list[str] = []
+    train(experiment_from_dict(cfg), log=said.append)
+    assert any("init: weights and tokenizer from" in m for m in said)
+    assert (tmp_path / "ft/tokenizer/tokenizer.json").read_text() == (src / "best/tokenizer.json").read_text()
+    a, b = load_file(src / "best/model.safetensors"), _weights(tmp_path / "ft")
+    assert a.keys() == b.keys()
+    for k in a:  # two steps at lr 1e-9 leave the weights where they started
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    bad = _small(tmp_path / "bad", 2, init_from=str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="nowhere.*not a saved model directory"):
+        train(experiment_from_dict(bad), log=lambda m: None)
+
+
 def test_schedules_and_batches():
     cfg = TrainConfig(lr=1.0, warmup_steps=100)
     assert get_lr(50, cfg, 10) == pytest.approx(0.5) and get_lr(400, cfg, 10) == pytest.approx(0.5)
