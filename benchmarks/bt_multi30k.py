@@ -291,6 +291,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-baseline", action="store_true",
                    help="train the baseline in <work-dir>/<pair>/baseline/model with the same overrides as the "
                         "variants (a longer budget than the given model's) instead of using --model-<a>-<b>")
+    p.add_argument("--also-score", nargs="+", default=[], metavar="NAME=MODEL_DIR",
+                   help="score these trained models too, as systems NAME, against the baseline")
     p.add_argument("--average", type=int, default=0, metavar="N",
                    help="per system, use the mean of the run's last N checkpoints instead of its best one "
                         "when that scores higher on val (beam 5); 0: the best checkpoint")
@@ -324,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
                                                "monolingual_lines": 0})
             else:
                 systems[variant] = build_variant(bench, a, b, variant, models)
+        for item in args.also_score:  # trained elsewhere (e.g. BT then fine-tuning): scored beside the rest
+            name, _, model_dir = item.partition("=")
+            model = Path(model_dir)
+            if not name or not (model / "config.json").exists():
+                raise SystemExit(f"error: --also-score {item!r}: expected NAME=MODEL_DIR with a saved model")
+            run_cfg = model.parent / "config.yaml"
+            systems[name] = (model, {"trained_elsewhere": str(model),
+                                     "run_config": str(run_cfg) if run_cfg.exists() else None})
         if args.average:
             for system, (model, prov) in list(systems.items()):
                 chosen, how = choose_checkpoint(bench, model, a, b, system)

@@ -498,10 +498,15 @@ def test_benchmark_trains_its_baseline_at_the_variants_budget(tmp_path):
     for variant in ("baseline", "beam_tagged"):
         (work / f"en-de/{variant}/model/synth_trained.json").unlink()
     assert bench.main(["--toy", "--work-dir", str(work), "--pairs", "en-de", "--variants", "baseline", "beam_tagged",
-                       "--train-baseline", "--max-steps", "40", "--mono-lines", "200", "--quiet", "--average", "2"]) == 0
+                       "--train-baseline", "--max-steps", "40", "--mono-lines", "200", "--quiet", "--average", "2",
+                       "--also-score", f"other={work / 'en-de/beam_tagged/model/ckpt-0000020'}"]) == 0
     records = [json.loads(line) for line in (work / "results/bt_en_de.jsonl").read_text().splitlines()]
-    assert {r["system"] for r in records} == {"en-de.baseline", "en-de.beam_tagged"}
+    assert {r["system"] for r in records} == {"en-de.baseline", "en-de.beam_tagged", "en-de.other"}
+    other = next(r for r in records if r["system"] == "en-de.other")
+    assert other["provenance"]["trained_elsewhere"].endswith("ckpt-0000020") and other["p_vs_baseline"] is not None
     for r in records:
+        if r["system"] == "en-de.other":
+            continue
         prov = r["provenance"]
         assert [Path(c).name for c in prov["averaged_from"]] == ["ckpt-0000020", "ckpt-0000040"]
         assert set(prov["checkpoint_val_bleu"]) == {"best", "average_last2"}
