@@ -3,7 +3,7 @@
 # 2x and 3x the steps of issue 2's 58-minute budget (2,000 target tokens a step).
 #
 #   bash benchmarks/bt_budget.sh de-en 3055     # measured: benchmarks/results/bt_de_en_{6110,9165}_steps/
-#   bash benchmarks/bt_budget.sh en-de 2995     # started, not finished (see README)
+#   bash benchmarks/bt_budget.sh en-de 2995     # measured: benchmarks/results/bt_en_de_{5990,8985}_steps/
 #
 # Each longer run resumes the shorter run's copy. That equals training from scratch for the longer
 # budget: the learning-rate schedule (inverse_sqrt) does not depend on max_steps, and resume is exact.
