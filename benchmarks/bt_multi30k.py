@@ -195,9 +195,8 @@ def decode(bench: Bench, model: Path, a: str, b: str, system: str, test_set: str
 def choose_checkpoint(bench: Bench, best: Path, a: str, b: str, system: str) -> tuple[Path, dict]:
     """``--average N``: the run's best checkpoint or the mean of its last N checkpoints, whichever
     scores the higher beam-5 BLEU on val (each system chooses for itself; test is never read)."""
-    import sacrebleu
-
     from core_seq2seq.training import average_checkpoints
+    from evals.metrics import new_metric
 
     ckpts = sorted(best.parent.glob("ckpt-*[0-9]"))[-bench.args.average:]
     if len(ckpts) < 2:
@@ -211,7 +210,7 @@ def choose_checkpoint(bench: Bench, best: Path, a: str, b: str, system: str) -> 
     bleu = {}
     for name, path in options.items():
         hyps, _, _ = decode(bench, path, a, b, f"{system}.{name}", "val")
-        bleu[name] = round(sacrebleu.corpus_bleu(hyps, [val.tgt]).score, 2)
+        bleu[name] = round(new_metric("bleu").corpus_score(hyps, [val.tgt]).score, 2)
     chosen = max(bleu, key=lambda k: (bleu[k], k == "best"))  # a tie keeps the best checkpoint
     log(f"{a}-{b} {system}: val BLEU {bleu}; chosen: {chosen}")
     return options[chosen], {"checkpoint": chosen, "checkpoint_val_bleu": bleu,

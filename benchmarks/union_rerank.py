@@ -43,21 +43,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/union_rerank_de_en_val.json")
     args = p.parse_args(argv)
 
-    import sacrebleu
     import torch
 
     from core_seq2seq.translator import Candidate, DecodeSettings, LSTMTranslator
+    from evals.metrics import new_metric, signature_of
     from evals.textio import atomic_write_text, read_lines
     from inference_compute.features import compute_features, length_ratio, reverse_words
     from inference_compute.lm import TargetLM
     from inference_compute.nbest import read_nbest
     from inference_compute.rerank import argmax, linear_scores, load_weights
 
+    sweep = Path(args.sweep_dir)
+    needed = [sweep / "features/val" / f"{args.pool}.json", sweep / "nbest/val" / f"{args.pool}.nbest", Path(args.weights),
+              Path(args.src), Path(args.ref)]
+    missing = [str(x) for x in needed if not x.exists()]
+    if missing:  # the sweep must have run first; say so instead of a traceback
+        raise SystemExit(f"error: missing {', '.join(missing)}; run benchmarks/inference_sweep.py with the de-en "
+                         "config first (see this script's docstring)")
     torch.set_num_threads(args.threads)
     split = "val"
     src, ref = read_lines(args.src), read_lines(args.ref)
     weights = load_weights(args.weights)
-    sweep = Path(args.sweep_dir)
     cached = json.loads((sweep / "features" / split / f"{args.pool}.json").read_text())
     base_feats = [[dict(zip(cached["names"], row)) for row in rows] for rows in cached["values"]]
     base_texts = [[c.text for c in cs] for cs in read_nbest(sweep / "nbest" / split / f"{args.pool}.nbest")]
@@ -65,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {sweep}: {len(base_texts)} n-best lists for {len(src)} source lines")
 
     def bleu(hyps: list[str]) -> dict:
-        b = sacrebleu.metrics.BLEU()
-        return {"bleu": round(b.corpus_score(hyps, [ref]).score, 2), "signature": str(b.get_signature())}
+        b = new_metric("bleu")
+        score = b.corpus_score(hyps, [ref]).score
+        return {"bleu": round(score, 2), "signature": signature_of(b)}
 
     def rerank(feats: list[list[dict]], texts: list[list[str]]) -> list[str]:
         return [ts[argmax(row)] for ts, row in zip(texts, linear_scores(feats, weights))]

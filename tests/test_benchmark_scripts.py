@@ -275,3 +275,14 @@ def test_summary_ratios_are_decade_over_joeynmt_and_goals_follow_them():
     # A run too short or too slow to log a timed window has no rate: no ratio and no verdict, not a crash.
     short = bench.summarise(args, [], _phases(decade_tps=None), matmul, {}, [])
     assert short["train_tokens_per_s_ratio"] is None and short["goals"]["train_tokens_per_s_ratio_at_least_3"] is None
+
+
+def test_union_rerank_names_what_is_missing(tmp_path, capsys):
+    """benchmarks/union_rerank.py needs a finished inference sweep; without one it says which files."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("union_rerank", Path(__file__).resolve().parents[1] / "benchmarks/union_rerank.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit, match=r"missing .*nowhere/features/val/beam64.json"):
+        mod.main(["--sweep-dir", str(tmp_path / "nowhere")])
