@@ -24,8 +24,8 @@ Bonuses distort the search's totals, so the chosen hypothesis is rescored with t
 
 Batching: the hook gets no sentence index, and search drops finished sentences from the batch, so
 a row's sentence is not known from its position. ``_TaggingEnsemble`` carries each row's sentence
-id through the decoder states (``EncoderState.select`` is how search reorders, expands and drops
-rows) and exposes it to the hook, so one batched beam search serves many sentences, each under
+id through the decoder states (``EncoderState.select_rows`` is how search reorders, expands and
+drops rows) and exposes it to the hook, so one batched beam search serves many sentences, each under
 its own constraints. A test holds it equal to decoding each sentence alone.
 """
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -169,8 +169,8 @@ class _TaggedState(EncoderState):
 
     sid: torch.Tensor | None = None
 
-    def select(self, index: torch.Tensor) -> "_TaggedState":
-        return _TaggedState(*(t.index_select(0, index) for t in self.astuple()), sid=self.sid.index_select(0, index))
+    def select_rows(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> "_TaggedState":
+        return replace(super().select_rows(rows, sentences), sid=self.sid.index_select(0, rows))
 
 
 def _tag(state: EncoderState, sid: torch.Tensor) -> _TaggedState:

@@ -11,6 +11,8 @@ from evals.textio import run_cli
 
 from .config import ConfigError, apply_overrides, from_dict, load_yaml
 
+FILE_BLOCK_BATCHES = 50  # translate: a file is read, sorted and decoded this many batches at a time
+
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .training import ExperimentConfig, train
@@ -55,9 +57,14 @@ def _cmd_translate(args: argparse.Namespace) -> None:
         out.flush()
         chunk.clear()
 
-    for line in lines:  # stdin is translated batch by batch as it arrives
+    # stdin is translated batch by batch as it arrives (line by line at a terminal). A file goes in
+    # blocks of FILE_BLOCK_BATCHES batches: translate() sorts each block by length, so batches pad
+    # little and do not dwindle to a few long sentences (beam 5 on test_2016_flickr: 1.4x faster
+    # than batch-sized chunks in file order, benchmarks/results/core_vs_joeynmt.json).
+    block = (1 if sys.stdin.isatty() else settings.batch_size) if streaming else FILE_BLOCK_BATCHES * settings.batch_size
+    for line in lines:
         chunk.append(line.rstrip("\n"))
-        if len(chunk) >= (1 if streaming and sys.stdin.isatty() else settings.batch_size):
+        if len(chunk) >= block:
             flush()
     if chunk:
         flush()

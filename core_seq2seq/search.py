@@ -74,6 +74,12 @@ class Ensemble:
     def select(states: list[EncoderState], index: torch.Tensor) -> list[EncoderState]:
         return [s.select(index) for s in states]
 
+    @staticmethod
+    def select_rows(states: list[EncoderState], rows: torch.Tensor,
+                    sentences: torch.Tensor | None = None) -> list[EncoderState]:
+        """Decoder rows only (beam reordering); source rows too where ``sentences`` is given."""
+        return [s.select_rows(rows, sentences) for s in states]
+
 
 def _first_step_bos(bos: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
     if isinstance(bos, torch.Tensor):
@@ -120,7 +126,7 @@ def beam_search(ensemble: Ensemble, src: torch.Tensor, src_lengths: torch.Tensor
         raise ValueError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest}")
     B, K, dev = src.size(0), beam_size, src.device
     rows = torch.arange(B, device=dev).repeat_interleave(K)  # (B*K,) sentence of each beam row
-    states = Ensemble.select(ensemble.start(src, src_lengths), rows)
+    states = Ensemble.select_rows(ensemble.start(src, src_lengths), rows)  # source rows stay (B, ...)
     tokens = _first_step_bos(bos, B, dev).repeat_interleave(K)
     scores = torch.zeros(B, K, device=dev)
     scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand
@@ -137,14 +143,14 @@ def beam_search(ensemble: Ensemble, src: torch.Tensor, src_lengths: torch.Tensor
         _collect_finished(finished, active, prefixes, top_scores, origin, top_tokens, eos, last, K, t, length_penalty)
         scores, beam_rows, tokens = _prune(top_scores, origin, top_tokens, eos, K)  # (n, K), (n*K,), (n*K,)
         prefixes = torch.cat([prefixes[beam_rows], tokens.unsqueeze(1)], dim=1)
-        states = Ensemble.select(states, beam_rows)
+        states = Ensemble.select_rows(states, beam_rows)
         done = torch.tensor([len(finished[int(s)]) >= K for s in active.tolist()], device=dev) | last
         if done.any():
             keep = (~done).nonzero().flatten()
             keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=dev)).flatten()
             active, scores = active[keep], scores[keep]
             tokens, prefixes = tokens[keep_rows], prefixes[keep_rows]
-            states = Ensemble.select(states, keep_rows)
+            states = Ensemble.select_rows(states, keep_rows, keep)
         t += 1
     return _finish(finished, nbest)
 
