@@ -156,8 +156,8 @@ class LSTMTranslatorModel(PreTrainedModel):
         """Right-padded embeddings (B, S, E) -> outputs (B, S, C) and the top layer's final states (B, C).
 
         Why not ``self.encoder(pack_padded_sequence(...))``: a PackedSequence takes torch's native
-        step-by-step LSTM, while a plain tensor takes oneDNN's fused one, 2.2x faster forward+backward
-        at JoeyNMT's sizes (2x512 bidirectional, 280 x 15 tokens; /tmp microbenchmark, 2026-11-24).
+        step-by-step LSTM, while a plain tensor takes oneDNN's fused one: forward+backward of this
+        function is 1.9-2.2x faster at JoeyNMT's sizes (``python benchmarks/encoder_paths.py``).
         Right padding cannot reach a forward direction's real positions; a backward direction instead
         reads each row reversed within its length. The weights are ``self.encoder``'s own, one layer and
         direction at a time, so checkpoints are unchanged.

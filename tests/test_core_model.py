@@ -179,3 +179,25 @@ def test_reverse_source_changes_encoding_not_shapes():
     rev_src = torch.tensor([[7, 6, 5, 0], [9, 8, 0, 0]])
     ea, eb = a.encode(src, lengths), b.encode(rev_src, lengths)
     assert torch.allclose(ea.h, eb.h, atol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional, layers", [(True, 2), (True, 1), (False, 2)])
+def test_encoder_on_padded_tensors_equals_nn_lstm_on_packed_sequences(bidirectional, layers):
+    """``_run_encoder`` (oneDNN on padded tensors, backward direction reversed within each length)
+    must give what nn.LSTM gives on a PackedSequence: outputs at real positions and final states."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    config = LSTMTranslatorConfig(vocab_size=50, embed_size=8, encoder_hidden_size=6, decoder_hidden_size=6,
+                                  encoder_layers=layers, decoder_layers=1, bidirectional_encoder=bidirectional)
+    model = LSTMTranslatorForCausalLM(config).model.eval()
+    lengths = torch.tensor([7, 3, 1, 5, 7])
+    emb = torch.randn(5, 7, 8)
+    out, final = model._run_encoder(emb, lengths)
+    packed_out, (h_n, _) = model.encoder(pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False))
+    ref, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=7)
+    real = (torch.arange(7) < lengths.unsqueeze(1)).unsqueeze(-1)
+    torch.testing.assert_close(out * real, ref, rtol=1e-5, atol=1e-6)
+    directions = 2 if bidirectional else 1
+    ref_final = h_n.view(layers, directions, 5, 6)[-1].transpose(0, 1).reshape(5, -1)
+    torch.testing.assert_close(final, ref_final, rtol=1e-5, atol=1e-6)
