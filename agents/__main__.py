@@ -4,6 +4,7 @@
   explain  TRACE --id N                                                     one sentence's trace, readable
   lexicon  --config C                                                       build the lexicon (lexicon.path)
   tune     --config C --src F --ref F [--drafts F] --out TUNED.json         thresholds chosen on val
+  refiner-data --src F --ref F --drafts D [D ...] --out-src F --out-tgt F  training pairs for the refiner
   report   --trace T --ref F --pair en-de --test-set NAME --hyp-out F --results R.jsonl [--tok-ref F] [--config C]
 
 Bad input (a config key, a file line, a trace line) prints ``error: FILE[:LINE]: ...`` and exits 2.
@@ -103,6 +104,13 @@ def cmd_tune(args) -> None:
     _log(f"tuned thresholds -> {args.out}")
 
 
+def cmd_refiner_data(args) -> None:
+    from .refiner import write_refiner_corpus
+
+    n = write_refiner_corpus(args.src, args.ref, args.drafts, args.out_src, args.out_tgt)
+    _log(f"{n} refiner pairs -> {args.out_src}, {args.out_tgt}")
+
+
 def cmd_report(args) -> None:
     from evals.records import append_records
 
@@ -163,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--drafts")
     t.add_argument("--out", required=True)
     t.set_defaults(fn=cmd_tune)
+    rd = sub.add_parser("refiner-data", help="write '<source> ||| <draft>' -> reference pairs for the refiner")
+    rd.add_argument("--src", required=True, help="source sentences (.gz allowed)")
+    rd.add_argument("--ref", required=True, help="references, line-aligned")
+    rd.add_argument("--drafts", nargs="+", required=True, help="draft files, line-aligned (each adds one pair per line)")
+    rd.add_argument("--out-src", required=True)
+    rd.add_argument("--out-tgt", required=True)
+    rd.set_defaults(fn=cmd_refiner_data)
     r = sub.add_parser("report", help="draft vs final scores, fix/harm rates, cost; result records")
     r.add_argument("--trace", required=True)
     r.add_argument("--ref", required=True)

@@ -20,6 +20,7 @@ from .tools import ToolsConfig
 class ModelsConfig:
     forward: list[str] = field(default_factory=list)  # model dir(s) src->tgt (several: an ensemble)
     reverse: str = ""  # model dir tgt->src: round trip and noisy channel ("" : those signals off)
+    refiner: str = ""  # model dir "src ||| draft"->tgt (agents.refiner): refiner_margin and refine ("" : off)
     src_lang: str = "en"
     tgt_lang: str = "de"
     device: str = "cpu"
@@ -50,6 +51,7 @@ class TuneConfig:
     max_harm_to_fix: float = 0.5  # a setting may harm at most this many sentences per sentence it fixes
     max_score_drop: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 1e9])  # tried values
     min_score_gain: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.25])  # tried values
+    refiner_weight: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])  # tried values (with a refiner)
 
     def __post_init__(self) -> None:
         if self.objective not in ("bleu", "chrf"):

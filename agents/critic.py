@@ -16,7 +16,12 @@ repeated_ngrams     high  extra occurrences of repeated word bigrams (and stutte
 copied_source       high  source words left untranslated in the hyp although the lexicon translates them
 low_confidence      low   the lowest forward log-prob of any hypothesis token (``</s>`` included)
 uncovered_source    high  reliably-translated source words with no lexicon counterpart in the hyp
+refiner_margin      high  how much more the learned refiner (``agents.refiner``) prefers its own
+                          rewrite of the draft than the hyp, per target token
 ==================  ====  =====================================================================
+
+The last signal needs a refiner model (``models.refiner``); the others need at most the forward
+and reverse models and the lexicon.
 """
 
 from __future__ import annotations
@@ -50,13 +55,15 @@ SIGNALS: dict[str, Signal] = {
     "copied_source": Signal("high", "text", "source words copied untranslated"),
     "low_confidence": Signal("low", "forward", "lowest forward token log-prob"),
     "uncovered_source": Signal("high", "text", "source words with no lexicon counterpart"),
+    "refiner_margin": Signal("high", "refiner", "refiner log p(own rewrite) - log p(hyp) per token"),
 }
+WITHOUT_REFINER = [s for s, sig in SIGNALS.items() if sig.needs != "refiner"]
 
 # Untuned starting points: the word signals flag any occurrence; the model-based ones are off until
 # ``agents.tune`` sets them from val (their scale depends on the model).
 DEFAULT_THRESHOLDS: dict[str, float | None] = {
     "round_trip": None, "noisy_channel": None, "length_ratio": 0.7, "repeated_ngrams": 0.0,
-    "copied_source": 0.0, "low_confidence": None, "uncovered_source": 0.0,
+    "copied_source": 0.0, "low_confidence": None, "uncovered_source": 0.0, "refiner_margin": None,
 }
 
 
@@ -64,7 +71,7 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
 class CriticConfig:
     """Every field is a YAML key of the ``critic:`` section."""
 
-    signals: list[str] = field(default_factory=lambda: list(SIGNALS))  # signals measured
+    signals: list[str] = field(default_factory=lambda: list(WITHOUT_REFINER))  # signals measured
     thresholds: dict[str, float | None] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     round_trip_beam: int = 1  # beam of the back-translation (1: greedy)
     max_ngram: int = 4  # longest repeated n-gram reported as evidence
@@ -102,10 +109,14 @@ class Measurement:
     fwd_norm: float  # forward log p(hyp </s> | src) per target token
     fwd_len: int  # target tokens, </s> included
     rev_norm: float | None  # reverse log p(src </s> | hyp) per source token (None without a reverse model)
+    ref_norm: float | None = None  # refiner log p(hyp </s> | src ||| draft) per token (None without a refiner)
 
     def to_json(self) -> dict:
-        return {"values": {k: _round(v) for k, v in self.values.items()}, "evidence": self.evidence,
-                "fwd_norm": _round(self.fwd_norm), "fwd_len": self.fwd_len, "rev_norm": _round(self.rev_norm)}
+        out = {"values": {k: _round(v) for k, v in self.values.items()}, "evidence": self.evidence,
+               "fwd_norm": _round(self.fwd_norm), "fwd_len": self.fwd_len, "rev_norm": _round(self.rev_norm)}
+        if self.ref_norm is not None:
+            out["ref_norm"] = _round(self.ref_norm)
+        return out
 
 
 def _round(v: float | None, digits: int = 4) -> float | None:
@@ -261,10 +272,19 @@ def judge(m: Measurement, thresholds: dict[str, float | None]) -> list[str]:
     return [name for name in SIGNALS if name in m.values and flagged(name, m.values[name], thresholds.get(name))]
 
 
-def selection_score(fwd_norm: float, rev_norm: float | None, reverse_weight: float) -> float:
+def selection_score(fwd_norm: float, rev_norm: float | None, reverse_weight: float, ref_norm: float | None = None,
+                    refiner_weight: float = 0.0) -> float:
     """A reference-free quality estimate to compare candidates: forward plus weighted reverse per-token
-    log-prob (noisy-channel reranking, Yee et al. 2019, without the language model)."""
-    return fwd_norm + (reverse_weight * rev_norm if rev_norm is not None else 0.0)
+    log-prob (noisy-channel reranking, Yee et al. 2019, without the language model), plus the
+    weighted refiner log-prob per token when there is a refiner."""
+    return (fwd_norm + (reverse_weight * rev_norm if rev_norm is not None else 0.0)
+            + (refiner_weight * ref_norm if ref_norm is not None and refiner_weight else 0.0))
+
+
+def refiner_margin(own_best_norm: float, hyp_norm: float) -> Finding:
+    """How much more (per token) the refiner likes its own best rewrite of the draft than the hyp:
+    0 when the hyp is the refiner's choice, large when the refiner would write something else."""
+    return Finding(own_best_norm - hyp_norm)
 
 
 # ---- model scores ---------------------------------------------------------------------------
@@ -309,29 +329,38 @@ def source_tensor(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tens
 class Critic:
     """Measures the signals of (source, hypothesis) pairs, batched; judges them against thresholds."""
 
-    def __init__(self, forward: Translator, reverse: Translator | None, lexicon: Lexicon | None, cfg: CriticConfig):
+    def __init__(self, forward: Translator, reverse: Translator | None, lexicon: Lexicon | None, cfg: CriticConfig,
+                 refiner=None):
         needs = {SIGNALS[s].needs for s in cfg.signals}
         if reverse is None and needs & {"reverse", "round_trip"}:
             raise ValueError("critic: round_trip and noisy_channel need a reverse model (models.reverse)")
+        if refiner is None and "refiner" in needs:
+            raise ValueError("critic: refiner_margin needs a refiner model (models.refiner)")
         if lexicon is None and {"length_ratio", "copied_source", "uncovered_source"} & set(cfg.signals):
             raise ValueError("critic: the word signals need a lexicon (lexicon.path)")
         self.forward, self.reverse, self.lexicon, self.cfg = forward, reverse, lexicon, cfg
+        self.refiner = refiner  # an agents.refiner.RefinerView, or None
         self.thresholds = dict(cfg.thresholds)
-        self.cache: dict[tuple[str, str], Measurement] | None = None  # set by tuning: measure each pair once
+        self.cache: dict[tuple[str, str, str], Measurement] | None = None  # set by tuning: measure each once
 
     def judge(self, m: Measurement) -> list[str]:
         return judge(m, {k: v for k, v in self.thresholds.items() if k in self.cfg.signals})
 
-    def measure(self, sources: Sequence[str], hyps: Sequence[str]) -> list[Measurement]:
+    def measure(self, sources: Sequence[str], hyps: Sequence[str], drafts: Sequence[str] | None = None
+                ) -> list[Measurement]:
+        """Measure each (source, hyp); ``drafts`` (the sentence's draft, default the hyp itself) is the
+        context the refiner reads."""
+        drafts = list(hyps) if drafts is None else list(drafts)
         if self.cache is None:
-            return self._measure(sources, hyps)
-        todo = sorted({(s, h) for s, h in zip(sources, hyps) if (s, h) not in self.cache})
+            return self._measure(sources, hyps, drafts)
+        keys = list(zip(sources, hyps, drafts))
+        todo = sorted({k for k in keys if k not in self.cache})
         if todo:
-            for pair, m in zip(todo, self._measure([s for s, _ in todo], [h for _, h in todo])):
-                self.cache[pair] = m
-        return [self.cache[(s, h)] for s, h in zip(sources, hyps)]
+            for key, m in zip(todo, self._measure(*map(list, zip(*todo)))):
+                self.cache[key] = m
+        return [self.cache[k] for k in keys]
 
-    def _measure(self, sources: Sequence[str], hyps: Sequence[str]) -> list[Measurement]:
+    def _measure(self, sources: Sequence[str], hyps: Sequence[str], drafts: Sequence[str]) -> list[Measurement]:
         cfg, on = self.cfg, set(self.cfg.signals)
         n = len(sources)
         if n == 0:
@@ -347,6 +376,12 @@ class Critic:
             settings = DecodeSettings(method="greedy" if cfg.round_trip_beam <= 1 else "beam",
                                       beam_size=max(cfg.round_trip_beam, 1), batch_size=cfg.batch_size)
             back = [c[0].text if c else "" for c in self.reverse.translate(list(hyps), settings)]
+        ref = margins = None
+        if self.refiner is not None:
+            own = [cs[0].text if cs else "" for cs in self.refiner.nbest(sources, drafts)]
+            both = self.refiner.score(list(sources) * 2, list(drafts) * 2, list(hyps) + own)
+            ref = both[:n]
+            margins = [refiner_margin(b, h) if o else Finding(None) for b, h, o in zip(both[n:], ref, own)]
         pieces = None
         if "low_confidence" in on and tok_lp is not None:
             tok = self.forward.tokenizer
@@ -372,11 +407,14 @@ class Critic:
                 found["uncovered_source"] = uncovered_source(src, hyp, self.lexicon, cfg.cover_min_strength,
                                                              cfg.cover_alt_min, cfg.stem_min, cfg.require_rel,
                                                              cfg.copy_identity_max)
+            if "refiner_margin" in on:
+                found["refiner_margin"] = margins[i]
             out.append(Measurement(
                 values={k: f.value for k, f in found.items()},
                 evidence={k: list(f.evidence) for k, f in found.items() if f.evidence},
                 fwd_norm=totals[i][0] / max(totals[i][1], 1),
                 fwd_len=totals[i][1],
                 rev_norm=rev[i][0] / max(rev[i][1], 1) if rev is not None else None,
+                ref_norm=ref[i] if ref is not None else None,
             ))
         return out

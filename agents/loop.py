@@ -130,7 +130,7 @@ def run_agent(ids: Sequence[int], sources: Sequence[str], drafts: Sequence[Seque
               draft_costs: Sequence[Cost] | None = None) -> list[SentenceState]:
     """Run the agent on a batch. ``drafts[i]`` is the draft pool of sentence i, best first
     (``(text, forward logprob, length)``; the first entry is the draft)."""
-    meter = Meter([critic.forward, critic.reverse, toolbox.forward, toolbox.reverse])
+    meter = Meter([critic.forward, critic.reverse, toolbox.forward, toolbox.reverse, critic.refiner])
     states = []
     for k, (i, src, pool) in enumerate(zip(ids, sources, drafts)):
         s = SentenceState(int(i), src, pool[0][0])
@@ -140,11 +140,12 @@ def run_agent(ids: Sequence[int], sources: Sequence[str], drafts: Sequence[Seque
         states.append(s)
 
     with meter.measure() as cost:
-        ms = critic.measure([s.source for s in states], [s.draft for s in states])
+        ms = critic.measure([s.source for s in states], [s.draft for s in states], [s.draft for s in states])
     for s, m in zip(states, ms):
         s.current, s.measurement, s.flags = s.draft, m, critic.judge(m)
         s.add_pool([(s.draft, m.fwd_norm * m.fwd_len, m.fwd_len)])  # drafts read from a file come unscored
-        s.score = selection_score(m.fwd_norm, m.rev_norm, selection.reverse_weight)
+        s.score = selection_score(m.fwd_norm, m.rev_norm, selection.reverse_weight, m.ref_norm,
+                                  selection.refiner_weight)
         s.seen.add(s.draft)
         s.cost.add(cost, 1 / len(states))
         s.steps.append(_step_record(0, "draft", "", {}, s.draft, m, s.flags, s.score, True, "the draft",
@@ -176,7 +177,8 @@ def run_agent(ids: Sequence[int], sources: Sequence[str], drafts: Sequence[Seque
                 proposals.append((s, tool, reason, p, _share(cost, len(group))))
         to_measure = [(s, p) for s, _, _, p, _ in proposals if p.text is not None]
         with meter.measure() as cost:
-            ms = critic.measure([s.source for s, _ in to_measure], [p.text for _, p in to_measure])
+            ms = critic.measure([s.source for s, _ in to_measure], [p.text for _, p in to_measure],
+                                [s.draft for s, _ in to_measure])
         measured = {id(p): m for (_, p), m in zip(to_measure, ms)}
         for s, tool, reason, p, tool_cost in proposals:
             step_cost = Cost()
@@ -190,7 +192,8 @@ def run_agent(ids: Sequence[int], sources: Sequence[str], drafts: Sequence[Seque
             step_cost.add(share)
             m = measured[id(p)]
             flags = critic.judge(m)
-            score = selection_score(m.fwd_norm, m.rev_norm, selection.reverse_weight)
+            score = selection_score(m.fwd_norm, m.rev_norm, selection.reverse_weight, m.ref_norm,
+                                    selection.refiner_weight)
             keep, why = keep_proposal(len(flags), score, len(s.flags), s.score, selection)
             s.seen.add(p.text)
             s.steps.append(_step_record(step, tool, reason, p.args, p.text, m, flags, score, keep, why, step_cost))

@@ -18,7 +18,7 @@ from .critic import SIGNALS
 from .tools import TOOLS
 
 DEFAULT_PRIORITY = ["repeated_ngrams", "copied_source", "uncovered_source", "length_ratio", "low_confidence",
-                    "noisy_channel", "round_trip"]
+                    "noisy_channel", "round_trip", "refiner_margin"]
 DEFAULT_ACTIONS: dict[str, list[str]] = {
     # Word-level errors with evidence: fix them where they are, then fall back to a wider search.
     "repeated_ngrams": ["constrained", "wider_beam", "sample_rerank"],
@@ -29,6 +29,8 @@ DEFAULT_ACTIONS: dict[str, list[str]] = {
     "low_confidence": ["wider_beam", "sample_rerank", "mbr"],
     "noisy_channel": ["sample_rerank", "wider_beam", "mbr"],
     "round_trip": ["sample_rerank", "wider_beam", "mbr"],
+    # The learned refiner would write something else: take its rewrite, or the consensus.
+    "refiner_margin": ["refine", "mbr"],
 }
 
 
@@ -63,6 +65,7 @@ class SelectionConfig:
     reverse_weight: float = 1.0  # selection score = forward + reverse_weight * reverse log-prob per token
     min_score_gain: float = 0.0  # as many flags: keep the proposal only if its score is higher by more than this
     max_score_drop: float = 1.0  # fewer flags: keep it unless its score is lower by more than this
+    refiner_weight: float = 0.0  # selection score += refiner_weight * refiner log-prob per token (with a refiner)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from core_seq2seq.translator import LSTMTranslator, Translator
+from core_seq2seq.translator import DecodeSettings, LSTMTranslator, Translator
 
 from .config import AgentConfig, agent_hash, to_dict
 from .critic import Critic
@@ -13,6 +13,7 @@ from .errors import AgentInputError
 from .lexicon import Lexicon, build_or_load
 from .loop import Cost, Meter, run_agent
 from .policy import Policy, make_policy
+from .refiner import RefinerView
 from .tools import Toolbox
 from .trace import TraceStore
 
@@ -32,11 +33,13 @@ class Agent:
         self.critic.thresholds = dict(self.cfg.critic.thresholds)
         self.policy = make_policy(self.cfg.policy, self.critic.thresholds)
         self.toolbox.reverse_weight = self.cfg.selection.reverse_weight
+        self.toolbox.refiner_weight = self.cfg.selection.refiner_weight
 
 
 def build_agent(cfg: AgentConfig, forward: Translator | None = None, reverse: Translator | None = None,
-                lexicon: Lexicon | None = None, log: Callable[[str], None] = lambda m: None) -> Agent:
-    """Load models and lexicon named by ``cfg`` (or use the ones given: tests pass fixtures)."""
+                lexicon: Lexicon | None = None, log: Callable[[str], None] = lambda m: None,
+                refiner: Translator | None = None) -> Agent:
+    """Load models, refiner and lexicon named by ``cfg`` (or use the ones given: tests pass fixtures)."""
     m = cfg.models
     if forward is None:
         if not m.forward:
@@ -49,9 +52,18 @@ def build_agent(cfg: AgentConfig, forward: Translator | None = None, reverse: Tr
                               f"expected {forward.tgt_lang}->{forward.src_lang}")
     if lexicon is None and (cfg.lexicon.path or cfg.lexicon.src_path):
         lexicon = build_or_load(cfg.lexicon, forward.src_lang, forward.tgt_lang, log)
-    critic = Critic(forward, reverse, lexicon, cfg.critic)
+    if refiner is None and m.refiner:
+        refiner = LSTMTranslator.load(m.refiner, m.src_lang, m.tgt_lang, device=m.device)
+    view = None
+    if refiner is not None:
+        d = cfg.draft.decode
+        view = RefinerView(refiner, DecodeSettings(method="beam", beam_size=cfg.tools.refine.beam_size,
+                                                   nbest=min(cfg.tools.refine.nbest, cfg.tools.refine.beam_size),
+                                                   length_penalty=d.length_penalty, max_len_a=d.max_len_a,
+                                                   max_len_b=d.max_len_b, batch_size=cfg.tools.batch_size))
+    critic = Critic(forward, reverse, lexicon, cfg.critic, view)
     toolbox = Toolbox(forward, reverse, lexicon, cfg.tools, cfg.draft.decode, cfg.selection.reverse_weight,
-                      cfg.policy.seed)
+                      cfg.policy.seed, view, cfg.selection.refiner_weight)
     return Agent(cfg, forward, reverse, lexicon, critic, toolbox, make_policy(cfg.policy, critic.thresholds))
 
 

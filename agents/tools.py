@@ -1,5 +1,6 @@
 """Tools that revise a hypothesis: re-decode wider, sample and rerank, MBR among the candidates so
-far, and constrained re-decoding. (The fifth tool, "accept", is the policy's stop decision.)
+far, constrained re-decoding, and the learned refiner's rewrite of the draft (``agents.refiner``).
+(The last tool, "accept", is the policy's stop decision.)
 
 Each tool proposes at most one new hypothesis per sentence and adds every candidate it produced
 to the sentence's pool (for MBR later); whether a proposal replaces the current hypothesis is the
@@ -46,7 +47,7 @@ from core_seq2seq.translator import Candidate, DecodeSettings, Translator
 from .critic import selection_score, source_tensor
 from .lexicon import Lexicon, words
 
-TOOLS = ("wider_beam", "sample_rerank", "mbr", "constrained")
+TOOLS = ("wider_beam", "sample_rerank", "mbr", "constrained", "refine")
 
 
 @dataclass
@@ -81,6 +82,12 @@ class ConstrainedConfig:
 
 
 @dataclass
+class RefineConfig:
+    beam_size: int = 5  # beam of the refiner's decode of "source ||| draft"
+    nbest: int = 5  # rewrites kept, reranked by the selection score, and added to the pool
+
+
+@dataclass
 class ToolsConfig:
     """Every field is a YAML key of the ``tools:`` section."""
 
@@ -88,6 +95,7 @@ class ToolsConfig:
     sample_rerank: SampleConfig = field(default_factory=SampleConfig)
     mbr: MBRConfig = field(default_factory=MBRConfig)
     constrained: ConstrainedConfig = field(default_factory=ConstrainedConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     batch_size: int = 64  # sentences per batched decode
 
 
@@ -343,10 +351,14 @@ class Toolbox:
     """Binds the tools to the models and config; runs one tool for a group of sentences at once."""
 
     def __init__(self, forward: Translator, reverse: Translator | None, lexicon: Lexicon | None, cfg: ToolsConfig,
-                 base: DecodeSettings, reverse_weight: float = 1.0, seed: int = 1234):
+                 base: DecodeSettings, reverse_weight: float = 1.0, seed: int = 1234, refiner=None,
+                 refiner_weight: float = 0.0):
         self.forward, self.reverse, self.lexicon, self.cfg = forward, reverse, lexicon, cfg
         self.base, self.reverse_weight, self.seed = base, reverse_weight, seed
+        self.refiner, self.refiner_weight = refiner, refiner_weight  # an agents.refiner.RefinerView, or None
         self.available = {"wider_beam", "sample_rerank"}
+        if refiner is not None:
+            self.available.add("refine")
         if hasattr(forward, "models") and hasattr(forward, "tokenizer"):
             self.available.add("constrained")
         if mbr_available():
@@ -391,7 +403,8 @@ class Toolbox:
         return [self.cache[k] for k in keys]
 
     def _cache_key(self, action: str, state, step: int) -> tuple:
-        return (action, step if action == "sample_rerank" else 0, self.reverse_weight, state.source, state.current,
+        return (action, step if action == "sample_rerank" else 0, self.reverse_weight, self.refiner_weight,
+                state.source, state.draft, state.current,
                 tuple(sorted(state.seen)), tuple(sorted(state.pool)) if action == "mbr" else ())
 
     def _run(self, action: str, states: Sequence, step: int) -> list[Proposal]:
@@ -401,6 +414,8 @@ class Toolbox:
             return [self._mbr(s) for s in states]
         if action == "constrained":
             return self._constrained(states)
+        if action == "refine":
+            return self._refine(states)
         raise ValueError(f"unknown tool {action!r}; known: {', '.join(TOOLS)}")
 
     def _generate(self, action: str, states: Sequence, step: int) -> list[Proposal]:
@@ -441,6 +456,30 @@ class Toolbox:
                                 {**c.describe(), "met": satisfied(c, cc[pick].text) if pick is not None else 0,
                                  "beam_size": self.cfg.constrained.beam_size},
                                 [(x.text, x.logprob, x.length) for x in cc]))
+        return out
+
+
+    def _refine(self, states: Sequence) -> list[Proposal]:
+        """The refiner's n-best rewrites of each draft, ranked by the selection score (forward,
+        reverse and refiner per-token log-probs), the best new one proposed."""
+        sources, drafts = [s.source for s in states], [s.draft for s in states]
+        cands = [_dedupe(cs) for cs in self.refiner.nbest(sources, drafts)]
+        flat = [(k, c) for k, cs in enumerate(cands) for c in cs]
+        fwd = self.forward.score([sources[k] for k, _ in flat], [c.text for _, c in flat]) if flat else []
+        rescored = [[] for _ in states]  # the same texts with forward log-probs: pool and MBR weights
+        own = [[] for _ in states]
+        for (k, c), (lp, n) in zip(flat, fwd):
+            rescored[k].append(Candidate(c.text, lp, n, lp / max(n, 1), c.tokens))
+            own[k].append(c.logprob / max(c.length, 1))
+        scores = rerank_scores(rescored, sources, self.reverse, self.reverse_weight)
+        out = []
+        for k, s in enumerate(states):
+            sc = [x + self.refiner_weight * r for x, r in zip(scores[k], own[k])]
+            i = best_new(rescored[k], sc, s.seen)
+            out.append(Proposal(rescored[k][i].text if i is not None else None,
+                                {"nbest": len(rescored[k]), "refiner_rank": i,
+                                 "rank_score": round(sc[i], 4) if i is not None else None},
+                                [(c.text, c.logprob, c.length) for c in rescored[k]]))
         return out
 
 

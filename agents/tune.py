@@ -65,7 +65,7 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
     agent.critic.cache, agent.toolbox.cache = {}, {}
     pools, costs = make_drafts(agent, sources, drafts)
     draft_texts = [p[0][0] for p in pools]
-    measurements = agent.critic.measure(sources, draft_texts)
+    measurements = agent.critic.measure(sources, draft_texts, draft_texts)
     ids = list(range(len(sources)))
     draft_score = corpus_score(draft_texts, refs, tc.objective)
 
@@ -73,6 +73,7 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
         agent.critic.thresholds = thresholds
         policy = make_policy(cfg.policy, thresholds)
         agent.toolbox.reverse_weight = selection.reverse_weight
+        agent.toolbox.refiner_weight = selection.refiner_weight
         states = run_agent(ids, sources, pools, agent.critic, agent.toolbox, policy, selection, cfg.policy.budget, costs)
         finals = [s.current for s in states]
         rates = change_rates(draft_texts, finals, refs)
@@ -112,7 +113,10 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
                         best, thresholds, selection, changed = t, {**thresholds, signal: thr}, sel, True
                         log(f"tune: pass {p + 1}: {what}: {t.score:.2f} (fixed {t.fixed}, harmed {t.harmed})")
                         break
-        for knob, grid in (("max_score_drop", tc.max_score_drop), ("min_score_gain", tc.min_score_gain)):
+        knobs = [("max_score_drop", tc.max_score_drop), ("min_score_gain", tc.min_score_gain)]
+        if agent.critic.refiner is not None:
+            knobs.append(("refiner_weight", tc.refiner_weight))
+        for knob, grid in knobs:
             for v in grid:
                 if v == getattr(selection, knob):
                     continue

@@ -253,7 +253,7 @@ def test_resume_skips_traced_sentences_and_refuses_another_config(toy_en_de, toy
     agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon)
     seen = []
     measure = agent.critic.measure
-    agent.critic.measure = lambda s, h: seen.extend(s) or measure(s, h)
+    agent.critic.measure = lambda s, h, *drafts: seen.extend(s) or measure(s, h, *drafts)
     again, _ = correct(agent, sources, drafts, str(trace))
     assert again == full
     assert not set(seen) & set(sources[:2])  # the first chunk was not redone
@@ -423,3 +423,73 @@ def test_cli_bad_trace_and_config_name_file_and_line(tmp_path, capsys):
     cfg.write_text("critic:\n  treshold: {}\n")
     assert main(["correct", "--config", str(cfg), "--input", str(trace)]) == 2
     assert "bad.yaml: critic.treshold: unknown key; did you mean 'thresholds'" in capsys.readouterr().err
+
+
+# ---- the learned refiner ------------------------------------------------------------------------
+
+class SourceOnlyRefiner:
+    """A stand-in refiner: reads ``source ||| draft`` but translates the source alone with the toy
+    model, so its rewrite of any draft is the forward model's beam output (right on ``clean``)."""
+
+    def __init__(self, translator):
+        self.translator, self.counter = translator, translator.counter
+
+    def _src(self, texts):
+        from agents.refiner import SEPARATOR
+
+        assert all(SEPARATOR in t for t in texts)  # the agent hands it the refiner's input format
+        return [t.split(SEPARATOR)[0] for t in texts]
+
+    def translate(self, texts, settings):
+        return self.translator.translate(self._src(texts), settings)
+
+    def score(self, texts, targets):
+        return self.translator.score(self._src(texts), targets)
+
+
+def test_refiner_margin_flags_planted_errors_and_refine_repairs_them(toy_en_de, toy_de_en, lexicon, clean, tmp_path):
+    cases = [x for kind in sorted(PLANTS) for x in planted(clean, kind, 2)]
+    untouched = clean[-3:]
+    sources = [s for s, _, _ in cases] + [s for s, _ in untouched]
+    drafts = [p for _, _, p in cases] + [r for _, r in untouched]
+    refs = [r for _, r, _ in cases] + [r for _, r in untouched]
+    cfg = agent_cfg(critic={"signals": ["refiner_margin"], "thresholds": {"refiner_margin": 0.01}},
+                    policy={"budget": 2}, selection={"refiner_weight": 1.0})
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon, refiner=SourceOnlyRefiner(toy_en_de))
+    finals, records = correct(agent, sources, drafts, str(tmp_path / "trace.jsonl"))
+    assert finals == refs
+    for r in records:
+        first = r["steps"][0]
+        if r["id"] < len(cases):  # flagged, rewritten by the refiner in one step, then passed
+            assert first["flags"] == ["refiner_margin"] and first["values"]["refiner_margin"] > 0.01
+            assert r["steps"][1]["action"] == "refine" and r["steps"][1]["kept"] and r["decision"]["tool_steps"] == 1
+            assert r["steps"][1]["values"]["refiner_margin"] == pytest.approx(0.0, abs=1e-4)
+        else:  # the draft is the refiner's own choice: nothing to do
+            assert first["flags"] == [] and r["decision"]["tool_steps"] == 0
+        assert "ref_norm" in first
+
+
+def test_refiner_margin_needs_a_refiner(toy_en_de, toy_de_en, lexicon):
+    with pytest.raises(ValueError, match="models.refiner"):
+        build_agent(agent_cfg(critic={"signals": ["refiner_margin"]}), toy_en_de, toy_de_en, lexicon)
+
+
+def test_refiner_corpus_files(tmp_path, capsys):
+    from agents.refiner import SEPARATOR, refiner_source
+
+    (tmp_path / "s.en").write_text("A dog.\nA cat.\n")
+    (tmp_path / "r.de").write_text("Ein Hund.\nEine Katze.\n")
+    (tmp_path / "d1.de").write_text("Ein Hund Hund.\nEine Katze.\n")
+    (tmp_path / "d2.de").write_text("Hund.\nKatze.\n")
+    out = [str(tmp_path / "o.src"), str(tmp_path / "o.tgt")]
+    args = ["refiner-data", "--src", str(tmp_path / "s.en"), "--ref", str(tmp_path / "r.de"), "--drafts",
+            str(tmp_path / "d1.de"), str(tmp_path / "d2.de"), "--out-src", out[0], "--out-tgt", out[1]]
+    assert main(args) == 0
+    src, tgt = Path(out[0]).read_text().splitlines(), Path(out[1]).read_text().splitlines()
+    assert src == [refiner_source("A dog.", "Ein Hund Hund."), refiner_source("A cat.", "Eine Katze."),
+                   refiner_source("A dog.", "Hund."), refiner_source("A cat.", "Katze.")]
+    assert tgt == ["Ein Hund.", "Eine Katze."] * 2 and SEPARATOR in src[0]
+    (tmp_path / "d2.de").write_text("Hund.\n")
+    assert main(args) == 2 and "d2.de" in capsys.readouterr().err
+    (tmp_path / "d2.de").write_text("Hund.\nKatze ||| Katze.\n")
+    assert main(args) == 2 and "d2.de:2: contains the refiner separator" in capsys.readouterr().err
