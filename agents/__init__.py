@@ -7,7 +7,10 @@ Modules, one concern each:
 
 * ``lexicon``  - a bilingual word lexicon learned from the parallel training data (IBM Model 1).
 * ``critic``   - reference-free signals about one hypothesis, and thresholds that turn them into flags.
-* ``tools``    - ways to revise a hypothesis: wider beam, sample and rerank, MBR, constrained re-decoding.
+* ``tools``    - ways to revise a hypothesis: wider beam, sample and rerank, MBR, constrained re-decoding,
+  the refiner's rewrite.
+* ``refiner``  - the learned refiner ("source ||| draft" -> reference): its training pairs, and its view
+  (n-best rewrites, log-probs) shared by the critic and the tools.
 * ``policy``   - which tool next, when a revision replaces the current hypothesis (rule-based by
   default, behind a ``Policy`` interface).
 * ``loop``     - the batched agent loop: step budget, stop rule, exact cost per sentence.
