@@ -493,3 +493,19 @@ def test_refiner_corpus_files(tmp_path, capsys):
     assert main(args) == 2 and "d2.de" in capsys.readouterr().err
     (tmp_path / "d2.de").write_text("Hund.\nKatze ||| Katze.\n")
     assert main(args) == 2 and "d2.de:2: contains the refiner separator" in capsys.readouterr().err
+
+
+def test_tuning_switches_the_refiner_on_and_tries_its_weight(toy_en_de, toy_de_en, lexicon, clean):
+    pairs = [x for kind in sorted(PLANTS) for x in planted(clean, kind, 2)]
+    sources = [s for s, _, _ in pairs] + [s for s, _ in clean[:6]]
+    drafts = [p for _, _, p in pairs] + [r for _, r in clean[:6]]
+    refs = [r for _, r, _ in pairs] + [r for _, r in clean[:6]]
+    cfg = agent_cfg(critic={"signals": ["refiner_margin"], "thresholds": {"refiner_margin": None}},
+                    policy={"budget": 1},
+                    tune={"quantiles": [0.35, 0.5], "passes": 1, "max_score_drop": [1.0], "min_score_gain": [0.0],
+                          "refiner_weight": [0.0, 1.0]})
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon, refiner=SourceOnlyRefiner(toy_en_de))
+    result = tune(agent, sources, refs, cfg.tune, drafts)
+    assert result["thresholds"]["refiner_margin"] is not None  # switched on: it repairs the planted drafts
+    assert result["val"]["tuned"] > result["val"]["draft"] and result["val"]["harmed"] == 0
+    assert any(h["what"].startswith("refiner_weight=") for h in result["history"])
