@@ -378,10 +378,9 @@ class Critic:
             back = [c[0].text if c else "" for c in self.reverse.translate(list(hyps), settings)]
         ref = margins = None
         if self.refiner is not None:
-            own = [cs[0].text if cs else "" for cs in self.refiner.nbest(sources, drafts)]
-            both = self.refiner.score(list(sources) * 2, list(drafts) * 2, list(hyps) + own)
-            ref = both[:n]
-            margins = [refiner_margin(b, h) if o else Finding(None) for b, h, o in zip(both[n:], ref, own)]
+            ref = self.refiner.score(sources, drafts, hyps)
+            margins = [refiner_margin(b, h) if b is not None else Finding(None)
+                       for b, h in zip(self.refiner.best_norm(sources, drafts), ref)]
         pieces = None
         if "low_confidence" in on and tok_lp is not None:
             tok = self.forward.tokenizer

@@ -74,6 +74,7 @@ class RefinerView:
     def __init__(self, translator, settings):
         self.translator, self.settings = translator, settings
         self._nbest: dict[tuple[str, str], list] = {}
+        self._best_norm: dict[tuple[str, str], float | None] = {}
 
     @property
     def counter(self):  # read by the loop's cost meter
@@ -91,6 +92,19 @@ class RefinerView:
             for k, cs in zip(todo, cands):
                 self._nbest[k] = [c for c in cs if c.text.strip()]
         return [self._nbest[k] for k in keys]
+
+    def best_norm(self, sources: Sequence[str], drafts: Sequence[str]) -> list[float | None]:
+        """``score`` of the refiner's own best rewrite (None: it produced none), memoised like ``nbest``:
+        every critic call on a sentence's proposals compares against the same number."""
+        keys = list(zip(sources, drafts))
+        todo = list(dict.fromkeys(k for k in keys if k not in self._best_norm))
+        if todo:
+            best = [cs[0].text if cs else "" for cs in self.nbest([s for s, _ in todo], [d for _, d in todo])]
+            have = [(k, b) for k, b in zip(todo, best) if b]
+            scores = self.score([s for (s, _), _ in have], [d for (_, d), _ in have], [b for _, b in have])
+            self._best_norm.update({k: None for k in todo})
+            self._best_norm.update({k: v for (k, _), v in zip(have, scores)})
+        return [self._best_norm[k] for k in keys]
 
     def score(self, sources: Sequence[str], drafts: Sequence[str], hyps: Sequence[str]) -> list[float]:
         """Refiner log p(hyp </s> | source ||| draft) per target token."""

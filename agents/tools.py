@@ -458,7 +458,6 @@ class Toolbox:
                                 [(x.text, x.logprob, x.length) for x in cc]))
         return out
 
-
     def _refine(self, states: Sequence) -> list[Proposal]:
         """The refiner's n-best rewrites of each draft, ranked by the selection score (forward,
         reverse and refiner per-token log-probs), the best new one proposed."""

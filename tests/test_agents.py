@@ -509,3 +509,19 @@ def test_tuning_switches_the_refiner_on_and_tries_its_weight(toy_en_de, toy_de_e
     assert result["thresholds"]["refiner_margin"] is not None  # switched on: it repairs the planted drafts
     assert result["val"]["tuned"] > result["val"]["draft"] and result["val"]["harmed"] == 0
     assert any(h["what"].startswith("refiner_weight=") for h in result["history"])
+
+
+def test_refiner_view_decodes_each_source_and_draft_once(toy_en_de, clean):
+    from agents.refiner import RefinerView
+
+    fake = SourceOnlyRefiner(toy_en_de)
+    decoded: list[str] = []
+    translate = fake.translate
+    fake.translate = lambda texts, settings: decoded.extend(texts) or translate(texts, settings)
+    view = RefinerView(fake, DecodeSettings(beam_size=3, nbest=3))
+    sources, drafts = [s for s, _ in clean[:3]], [r for _, r in clean[:3]]
+    first = view.best_norm(sources, drafts)
+    again = view.best_norm(sources + sources[:1], drafts + drafts[:1])
+    assert len(view.nbest(sources, drafts)) == 3 and len(decoded) == 3  # one decode per (source, draft)
+    assert again == first + first[:1]
+    assert first == pytest.approx(view.score(sources, drafts, [cs[0].text for cs in view.nbest(sources, drafts)]))
