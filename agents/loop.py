@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .critic import Critic, Measurement, selection_score
-from .policy import Policy, SelectionConfig, keep_proposal
+from .policy import Policy, SelectionConfig, keep_proposal, veto
 from .tools import TOOLS, Toolbox
 
 
@@ -195,6 +195,9 @@ def run_agent(ids: Sequence[int], sources: Sequence[str], drafts: Sequence[Seque
             score = selection_score(m.fwd_norm, m.rev_norm, selection.reverse_weight, m.ref_norm,
                                     selection.refiner_weight)
             keep, why = keep_proposal(len(flags), score, len(s.flags), s.score, selection)
+            vetoed = veto(m, s.measurement, selection) if keep else None
+            if vetoed:
+                keep, why = False, f"{why} ({vetoed})"
             s.seen.add(p.text)
             s.steps.append(_step_record(step, tool, reason, p.args, p.text, m, flags, score, keep, why, step_cost))
             if keep:

@@ -66,6 +66,10 @@ class SelectionConfig:
     min_score_gain: float = 0.0  # as many flags: keep the proposal only if its score is higher by more than this
     max_score_drop: float = 1.0  # fewer flags: keep it unless its score is lower by more than this
     refiner_weight: float = 0.0  # selection score += refiner_weight * refiner log-prob per token (with a refiner)
+    # Vetoes: checks the weighted score cannot overrule (a strong refiner term can outvote the reverse
+    # model on a rewrite that drops source words; the refiner error analysis found many such harms).
+    max_reverse_drop: float = 1e9  # reject a proposal whose reverse log-prob per source token is lower than the current hypothesis's by more than this (1e9: no veto)
+    max_uncovered_rise: float = 1e9  # reject a proposal with more source words lacking a lexicon counterpart than the current hypothesis, by more than this (needs uncovered_source in critic.signals; 1e9: no veto)
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,18 @@ def keep_proposal(new_flags: int, new_score: float, cur_flags: int, cur_score: f
         keep = new_score > cur_score + cfg.min_score_gain
         return keep, change + ("" if keep else " (no score gain)")
     return False, change + " (more flags)"
+
+
+def veto(new, current, cfg: SelectionConfig) -> str | None:
+    """Why a proposal is rejected whatever its score, or None. ``new`` and ``current`` are the critic's
+    ``Measurement``s of the proposal and of the current hypothesis."""
+    if new.rev_norm is not None and current.rev_norm is not None \
+            and new.rev_norm < current.rev_norm - cfg.max_reverse_drop:
+        return f"veto: reverse score {current.rev_norm:.3f}->{new.rev_norm:.3f} drops by more than {cfg.max_reverse_drop}"
+    new_unc, cur_unc = new.values.get("uncovered_source"), current.values.get("uncovered_source")
+    if new_unc is not None and cur_unc is not None and new_unc > cur_unc + cfg.max_uncovered_rise:
+        return f"veto: uncovered source words {cur_unc:g}->{new_unc:g} rise by more than {cfg.max_uncovered_rise:g}"
+    return None
 
 
 def make_policy(cfg: PolicyConfig, thresholds: dict[str, float | None]) -> Policy:

@@ -2,8 +2,8 @@
 
 Coordinate ascent: each signal in turn tries thresholds at quantiles of its values on the val
 drafts (flag the worst 2%, 5%, ... of drafts, or never), keeping the one that gives the best
-corpus score of the *whole loop's* output on val; then the acceptance margins; repeated for a few
-passes. A setting counts only if it harms at most ``max_harm_to_fix`` times as many sentences as
+corpus score of the *whole loop's* output on val; then the acceptance margins and vetoes; repeated
+for a few passes. A setting counts only if it harms at most ``max_harm_to_fix`` times as many sentences as
 it fixes (sentence chrF++ against the val references): the issue's harm criterion, enforced on val.
 
 The loop is re-run for every trial, but cheaply: the critic's measurements and the tools'
@@ -98,7 +98,10 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
     # A signal that harms too much under the current acceptance rule may pass under a stricter one:
     # each threshold is also tried with the strictest rule of the grids (no score drop, largest gain).
     strictest = replace(selection, max_score_drop=min(tc.max_score_drop, default=selection.max_score_drop),
-                        min_score_gain=max(tc.min_score_gain, default=selection.min_score_gain))
+                        min_score_gain=max(tc.min_score_gain, default=selection.min_score_gain),
+                        max_reverse_drop=min(tc.max_reverse_drop, default=selection.max_reverse_drop))
+    if "uncovered_source" in cfg.critic.signals:
+        strictest = replace(strictest, max_uncovered_rise=min(tc.max_uncovered_rise, default=selection.max_uncovered_rise))
     for p in range(tc.passes):
         changed = False
         for signal in cfg.critic.signals:
@@ -116,6 +119,10 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
         knobs = [("max_score_drop", tc.max_score_drop), ("min_score_gain", tc.min_score_gain)]
         if agent.critic.refiner is not None:
             knobs.append(("refiner_weight", tc.refiner_weight))
+        if agent.critic.reverse is not None:
+            knobs.append(("max_reverse_drop", tc.max_reverse_drop))
+        if "uncovered_source" in cfg.critic.signals:
+            knobs.append(("max_uncovered_rise", tc.max_uncovered_rise))
         for knob, grid in knobs:
             for v in grid:
                 if v == getattr(selection, knob):

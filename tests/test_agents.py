@@ -148,6 +148,28 @@ def test_judge_directions():
     assert judge(m, {"round_trip": 30.0, "repeated_ngrams": None}) == []
 
 
+def _m(rev: float | None, uncovered: float | None = None) -> C.Measurement:
+    return C.Measurement({} if uncovered is None else {"uncovered_source": uncovered}, {}, -0.5, 5, rev)
+
+
+@pytest.mark.parametrize("new, current, selection, vetoed_by", [
+    (_m(-1.3), _m(-1.0), {"max_reverse_drop": 0.25}, "reverse score"),  # adequacy lost beyond the margin
+    (_m(-1.2), _m(-1.0), {"max_reverse_drop": 0.25}, None),  # within the margin
+    (_m(-0.5), _m(-1.0), {"max_reverse_drop": 0.0}, None),  # the reverse model prefers the proposal
+    (_m(-9.0), _m(-1.0), {}, None),  # the defaults veto nothing
+    (_m(None), _m(-1.0), {"max_reverse_drop": 0.0}, None),  # no reverse model: no veto
+    (_m(-1.0, 2.0), _m(-1.0, 1.0), {"max_uncovered_rise": 0.0}, "uncovered source words"),  # a source word lost
+    (_m(-1.0, 1.0), _m(-1.0, 1.0), {"max_uncovered_rise": 0.0}, None),
+    (_m(-1.0, 3.0), _m(-1.0, 1.0), {"max_uncovered_rise": 2.0}, None),
+    (_m(-1.0), _m(-1.0), {"max_uncovered_rise": 0.0}, None),  # coverage not measured: no veto
+])
+def test_veto_rejects_what_the_score_would_keep(new, current, selection, vetoed_by):
+    from agents.policy import SelectionConfig, veto
+
+    why = veto(new, current, SelectionConfig(**selection))
+    assert (why is None) if vetoed_by is None else (vetoed_by in why)
+
+
 # ---- constrained decoding --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("require, ban, present, absent", [
@@ -467,6 +489,18 @@ def test_refiner_margin_flags_planted_errors_and_refine_repairs_them(toy_en_de, 
         else:  # the draft is the refiner's own choice: nothing to do
             assert first["flags"] == [] and r["decision"]["tool_steps"] == 0
         assert "ref_norm" in first
+
+
+def test_a_vetoed_revision_is_traced_and_not_kept(toy_en_de, toy_de_en, lexicon, clean, tmp_path):
+    cases = planted(clean, "drop", 2)
+    cfg = agent_cfg(critic={"signals": ["refiner_margin"], "thresholds": {"refiner_margin": 0.01}},
+                    policy={"budget": 1}, selection={"refiner_weight": 1.0, "max_reverse_drop": -1.0e9})
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon, refiner=SourceOnlyRefiner(toy_en_de))
+    finals, records = correct(agent, [s for s, _, _ in cases], [p for _, _, p in cases], str(tmp_path / "t.jsonl"))
+    assert finals == [p for _, _, p in cases]  # the repairs were vetoed (a margin no proposal can meet)
+    for r in records:
+        assert r["steps"][1]["action"] == "refine" and not r["steps"][1]["kept"]
+        assert "veto: reverse score" in r["steps"][1]["why"]
 
 
 def test_refiner_margin_needs_a_refiner(toy_en_de, toy_de_en, lexicon):
