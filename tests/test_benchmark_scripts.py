@@ -286,3 +286,26 @@ def test_union_rerank_names_what_is_missing(tmp_path, capsys):
     spec.loader.exec_module(mod)
     with pytest.raises(SystemExit, match=r"missing .*nowhere/features/val/beam64.json"):
         mod.main(["--sweep-dir", str(tmp_path / "nowhere")])
+
+
+# ---- benchmarks/agent_changes.py ---------------------------------------------------------------
+
+def _record(i: int, draft: str, final: str, rev: tuple[float, float]) -> dict:
+    steps = [{"step": 0, "fwd_norm": -0.5, "rev_norm": rev[0], "values": {"refiner_margin": 0.3}},
+             {"step": 1, "fwd_norm": -0.6, "rev_norm": rev[1], "values": {"refiner_margin": 0.0}}]
+    return {"id": i, "draft": draft, "final": final, "steps": steps,
+            "decision": {"final_from_step": 0 if final == draft else 1}}
+
+
+def test_agent_changes_separates_fixes_from_harms_and_counts_what_a_veto_reverts():
+    changes = _load("agent_changes")
+    refs = ["ein Hund rennt", "eine Katze schläft", "ein Mann liest"]
+    records = [_record(0, "ein Katze rennt", "ein Hund rennt", (-1.0, -0.8)),  # fixed, reverse score up
+               _record(1, "eine Katze schläft", "eine Katze", (-1.0, -1.5)),  # harmed, reverse score down
+               _record(2, "ein Mann liest", "ein Mann liest", (-1.0, -1.0))]  # unchanged
+    out = changes.analyse(records, refs)
+    assert (out["changed"], out["fixed"], out["harmed"]) == (2, 1, 1)
+    assert out["features"]["rev_norm"]["auc"] == 1.0 and out["features"]["words"]["auc"] == 1.0
+    assert out["features"]["fwd_norm"]["auc"] == 0.5  # the same drop for both: no separation
+    veto = {v["max_reverse_drop"]: (v["fixed_left"], v["harmed_left"]) for v in out["reverse_veto"]}
+    assert veto[1.0] == (1, 1) and veto[0.25] == (1, 0)
