@@ -5,6 +5,7 @@
   lexicon  --config C                                                       build the lexicon (lexicon.path)
   tune     --config C --src F --ref F [--drafts F] --out TUNED.json         thresholds chosen on val
   refiner-data --src F --ref F --drafts D [D ...] --out-src F --out-tgt F  training pairs for the refiner
+  gate     --trace VAL_TRACE --ref F --out GATE.json [--l2 X] [--folds K]  fit the learned acceptance gate
   report   --trace T --ref F --pair en-de --test-set NAME --hyp-out F --results R.jsonl [--tok-ref F] [--config C]
 
 Bad input (a config key, a file line, a trace line) prints ``error: FILE[:LINE]: ...`` and exits 2.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from core_seq2seq.config import ConfigError
@@ -111,6 +113,27 @@ def cmd_refiner_data(args) -> None:
     _log(f"{n} refiner pairs -> {args.out_src}, {args.out_tgt}")
 
 
+def cmd_gate(args) -> None:
+    from .gate import cross_validated_auc, examples_from_trace, fit_gate
+    from .trace import read_trace
+
+    if "test" in os.path.basename(args.trace):
+        raise AgentInputError("the gate chooses what to keep: fit it on a val trace, never a test one", args.trace)
+    records, refs = read_trace(args.trace), read_lines(args.ref)
+    if records and max(r["id"] for r in records) >= len(refs):
+        raise AgentInputError(f"the trace has sentence ids beyond the {len(refs)} lines of {args.ref}", args.trace)
+    xs, ys, ids = examples_from_trace(records, refs)
+    if len(set(ys)) < 2:
+        raise AgentInputError(f"{len(ys)} traced proposals, not of both outcomes: nothing to learn from", args.trace)
+    cv = cross_validated_auc(xs, ys, ids, args.folds, args.l2)
+    info = {"trace": args.trace, "ref": args.ref, "proposals": len(ys), "improving": sum(ys), "l2": args.l2,
+            "folds": args.folds, "cross_validated_auc": cv}
+    gate = fit_gate(xs, ys, args.l2, info)
+    gate.save(args.out)
+    _log(f"gate: {len(ys)} proposals ({sum(ys)} improving), cross-validated AUC {cv:.3f} -> {args.out}")
+    print(json.dumps({**info, "weights": dict(zip(gate.names, gate.weights))}, indent=1))
+
+
 def cmd_report(args) -> None:
     from evals.records import append_records
 
@@ -178,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--out-src", required=True)
     rd.add_argument("--out-tgt", required=True)
     rd.set_defaults(fn=cmd_refiner_data)
+    g = sub.add_parser("gate", help="fit the learned acceptance gate on a val trace")
+    g.add_argument("--trace", required=True, help="a val trace of an agent run (every proposal is an example)")
+    g.add_argument("--ref", required=True, help="the val references, line-aligned with the traced sources")
+    g.add_argument("--out", required=True, help="the gate JSON (selection.gate)")
+    g.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the logistic regression")
+    g.add_argument("--folds", type=int, default=5, help="cross-validation folds (by sentence) for the reported AUC")
+    g.set_defaults(fn=cmd_gate)
     r = sub.add_parser("report", help="draft vs final scores, fix/harm rates, cost; result records")
     r.add_argument("--trace", required=True)
     r.add_argument("--ref", required=True)

@@ -54,6 +54,7 @@ class TuneConfig:
     refiner_weight: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])  # tried values (with a refiner)
     max_reverse_drop: list[float] = field(default_factory=lambda: [1e9])  # tried values of the veto (1e9 alone: never veto)
     max_uncovered_rise: list[float] = field(default_factory=lambda: [1e9])  # tried values (with uncovered_source measured)
+    gate_threshold: list[float] = field(default_factory=lambda: [0.5])  # tried values (with selection.gate set)
 
     def __post_init__(self) -> None:
         if self.objective not in ("bleu", "chrf"):

@@ -70,6 +70,8 @@ class SelectionConfig:
     # model on a rewrite that drops source words; the refiner error analysis found many such harms).
     max_reverse_drop: float = 1e9  # reject a proposal whose reverse log-prob per source token is lower than the current hypothesis's by more than this (1e9: no veto)
     max_uncovered_rise: float = 1e9  # reject a proposal with more source words lacking a lexicon counterpart than the current hypothesis, by more than this (needs uncovered_source in critic.signals; 1e9: no veto)
+    gate: str = ""  # a learned acceptance gate (agents/gate.py, fitted on a val trace): "" : none
+    gate_threshold: float = 0.5  # with a gate: reject a proposal whose probability of improving the current hypothesis is below this
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,12 @@ def veto(new, current, cfg: SelectionConfig) -> str | None:
     new_unc, cur_unc = new.values.get("uncovered_source"), current.values.get("uncovered_source")
     if new_unc is not None and cur_unc is not None and new_unc > cur_unc + cfg.max_uncovered_rise:
         return f"veto: uncovered source words {cur_unc:g}->{new_unc:g} rise by more than {cfg.max_uncovered_rise:g}"
+    if cfg.gate:
+        from .gate import features, load_gate
+
+        p = load_gate(cfg.gate).prob(features(new, current))
+        if p < cfg.gate_threshold:
+            return f"veto: gate p(improves) {p:.2f} < {cfg.gate_threshold}"
     return None
 
 

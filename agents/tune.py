@@ -102,6 +102,8 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
                         max_reverse_drop=min(tc.max_reverse_drop, default=selection.max_reverse_drop))
     if "uncovered_source" in cfg.critic.signals:
         strictest = replace(strictest, max_uncovered_rise=min(tc.max_uncovered_rise, default=selection.max_uncovered_rise))
+    if selection.gate:
+        strictest = replace(strictest, gate_threshold=max(tc.gate_threshold, default=selection.gate_threshold))
     for p in range(tc.passes):
         changed = False
         for signal in cfg.critic.signals:
@@ -123,6 +125,8 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
             knobs.append(("max_reverse_drop", tc.max_reverse_drop))
         if "uncovered_source" in cfg.critic.signals:
             knobs.append(("max_uncovered_rise", tc.max_uncovered_rise))
+        if selection.gate:
+            knobs.append(("gate_threshold", tc.gate_threshold))
         for knob, grid in knobs:
             for v in grid:
                 if v == getattr(selection, knob):

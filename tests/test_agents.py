@@ -559,3 +559,88 @@ def test_refiner_view_decodes_each_source_and_draft_once(toy_en_de, clean):
     assert len(view.nbest(sources, drafts)) == 3 and len(decoded) == 3  # one decode per (source, draft)
     assert again == first + first[:1]
     assert first == pytest.approx(view.score(sources, drafts, [cs[0].text for cs in view.nbest(sources, drafts)]))
+
+
+# ---- the learned acceptance gate ---------------------------------------------------------------
+
+@pytest.mark.parametrize("scores, labels, expected", [
+    ([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0], 1.0),
+    ([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0], 0.0),
+    ([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0], 0.5),  # ties count half
+    ([0.9, 0.3, 0.5, 0.1], [1, 0, 1, 0], 1.0),
+    ([0.9, 0.8], [1, 1], None),  # one class: undefined
+])
+def test_gate_auc(scores, labels, expected):
+    from agents.gate import auc
+
+    assert auc(scores, labels) == expected
+
+
+def _step(step: int, candidate: str, rev: float, kept: bool) -> dict:
+    return {"step": step, "action": "refine", "candidate": candidate, "values": {"refiner_margin": 0.1},
+            "fwd_norm": -0.5, "fwd_len": len(candidate.split()) + 1, "rev_norm": rev, "kept": kept}
+
+
+def test_gate_examples_follow_the_current_hypothesis_and_fit_a_separable_signal(tmp_path, capsys):
+    from agents.gate import FEATURES, cross_validated_auc, examples_from_trace, fit_gate, load_gate
+
+    refs = ["ein Hund rennt im Park", "eine Katze schläft"]
+    records = [
+        {"id": 0, "draft": "ein Katze rennt", "steps": [_step(0, "ein Katze rennt", -1.0, True),
+                                                        _step(1, "ein Hund rennt", -0.8, True),  # improves the draft
+                                                        _step(2, "ein Hund", -1.4, False)]},  # worse than step 1's
+        {"id": 1, "draft": "eine Katze schläft", "steps": [_step(0, "eine Katze schläft", -1.0, True),
+                                                           {"step": 1, "action": "mbr", "candidate": None},
+                                                           _step(2, "Katze", -1.6, False)]},
+    ]
+    xs, ys, ids = examples_from_trace(records, refs)
+    assert ys == [1, 0, 0] and ids == [0, 0, 1]
+    assert xs[1][FEATURES.index("d_rev")] == pytest.approx(-0.6)  # against step 1, the hypothesis then current
+    # a separable toy: proposals improve exactly when the reverse score rises
+    toy_x = [[0, d, 0, 0, 0, 0, 0, 0] for d in (-0.5, -0.3, -0.2, 0.2, 0.3, 0.6) * 5]
+    toy_y = [int(x[1] > 0) for x in toy_x]
+    gate = fit_gate(toy_x, toy_y, l2=0.1)
+    assert gate.prob([0, 0.4, 0, 0, 0, 0, 0, 0]) > 0.9 > 0.1 > gate.prob([0, -0.4, 0, 0, 0, 0, 0, 0])
+    assert cross_validated_auc(toy_x, toy_y, list(range(len(toy_y))), folds=3, l2=0.1) == 1.0
+    gate.save(tmp_path / "gate.json")
+    assert load_gate(str(tmp_path / "gate.json")).weights == gate.weights
+    (tmp_path / "bad.json").write_text('{"names": ["x"]}')
+    with pytest.raises(AgentInputError, match="bad.json: not a gate file"):
+        load_gate(str(tmp_path / "bad.json"))
+
+
+def test_cli_gate_fits_on_val_and_refuses_a_test_trace(tmp_path, capsys):
+    refs = tmp_path / "val.de"
+    refs.write_text("ein Hund rennt\neine Katze schläft\n")
+    lines = []
+    for i, (draft, good, bad) in enumerate([("ein Katze rennt", "ein Hund rennt", "Katze"),
+                                            ("eine Hund schläft", "eine Katze schläft", "Hund")]):
+        lines.append(json.dumps({"id": i, "source": "-", "draft": draft, "final": good, "steps": [
+            _step(0, draft, -1.0, True), _step(1, bad, -1.5, False), _step(2, good, -0.7, True)],
+            "decision": {}, "cost": {}}))
+    for name in ("trace.val.jsonl", "trace.test_2016_flickr.jsonl"):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    out = tmp_path / "gate.json"
+    assert main(["gate", "--trace", str(tmp_path / "trace.val.jsonl"), "--ref", str(refs), "--out", str(out),
+                 "--folds", "2"]) == 0
+    info = json.loads(out.read_text())["info"]
+    assert info["proposals"] == 4 and info["improving"] == 2
+    assert main(["gate", "--trace", str(tmp_path / "trace.test_2016_flickr.jsonl"), "--ref", str(refs),
+                 "--out", str(out)]) == 2
+    assert "never a test one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bias, kept", [(-30.0, False), (30.0, True)])
+def test_the_gate_vetoes_revisions_in_the_loop(toy_en_de, toy_de_en, lexicon, clean, tmp_path, bias, kept):
+    from agents.gate import FEATURES, Gate
+
+    n = len(FEATURES)
+    Gate(list(FEATURES), [0.0] * n, [1.0] * n, [0.0] * n, bias, {}).save(tmp_path / "gate.json")
+    cases = planted(clean, "drop", 2)
+    cfg = agent_cfg(critic={"signals": ["refiner_margin"], "thresholds": {"refiner_margin": 0.01}},
+                    policy={"budget": 1}, selection={"refiner_weight": 1.0, "gate": str(tmp_path / "gate.json")})
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon, refiner=SourceOnlyRefiner(toy_en_de))
+    finals, records = correct(agent, [s for s, _, _ in cases], [p for _, _, p in cases], str(tmp_path / "t.jsonl"))
+    assert finals == ([r for _, r, _ in cases] if kept else [p for _, _, p in cases])
+    for r in records:
+        assert r["steps"][1]["kept"] == kept and (kept or "veto: gate" in r["steps"][1]["why"])
