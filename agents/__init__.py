@@ -13,6 +13,8 @@ Modules, one concern each:
   (n-best rewrites, log-probs) shared by the critic and the tools.
 * ``policy``   - which tool next, when a revision replaces the current hypothesis (rule-based by
   default, behind a ``Policy`` interface).
+* ``gate``     - a learned acceptance gate (logistic regression fitted on a val trace) that vetoes
+  revisions unlikely to raise sentence chrF++.
 * ``loop``     - the batched agent loop: step budget, stop rule, exact cost per sentence.
 * ``run``      - building an agent from its config; running it chunk by chunk, resumable.
 * ``trace``    - one JSONL record per sentence, resumable; ``explain`` renders one readably.
