@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.gate import auc  # noqa: E402
 from agents.trace import read_trace  # noqa: E402
 from evals.metrics import sentence_chrf  # noqa: E402
 from evals.textio import read_lines  # noqa: E402
@@ -44,13 +45,6 @@ def differences(record: dict) -> dict[str, float | None]:
     return out
 
 
-def auc(pos: list[float], neg: list[float]) -> float | None:
-    if not pos or not neg:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
-
-
 def analyse(records: list[dict], refs: list[str]) -> dict:
     rows = []
     for r in records:
@@ -66,7 +60,8 @@ def analyse(records: list[dict], refs: list[str]) -> dict:
         pos = [d[key] for d in fixed if d[key] is not None]
         neg = [d[key] for d in harmed if d[key] is not None]
         out["features"][key] = {"mean_fixed": sum(pos) / len(pos) if pos else None,
-                                "mean_harmed": sum(neg) / len(neg) if neg else None, "auc": auc(pos, neg)}
+                                "mean_harmed": sum(neg) / len(neg) if neg else None,
+                                "auc": auc(pos + neg, [1] * len(pos) + [0] * len(neg))}
     out["reverse_veto"] = []
     for margin in (1.0, 0.5, 0.25, 0.1, 0.05, 0.0):
         kept_f = sum(1 for d in fixed if d["rev_norm"] is None or d["rev_norm"] >= -margin)

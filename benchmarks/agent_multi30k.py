@@ -14,7 +14,7 @@
 2. The lexicon (IBM-1 on the training data; built once, ``lexicon.path``).
 3. Thresholds and acceptance margins tuned on val (``agents.tune``), saved to
    ``<results>/agent_<pair>/tuned.json``; skipped when that file exists.
-4. The agent on val and test_2016_flickr (``--splits``), traced to ``<results>/agent_<pair>/trace.<split>.jsonl``
+4. The agent on val and test_2016_flickr, traced to ``<results>/agent_<pair>/trace.<split>.jsonl``
    (resumable: rerun the same command).
 5. Result records ``<results>/agent_<pair>.jsonl`` (stage ``agent``, p-value against the draft),
    hypotheses under ``<results>/hyps/``, and ``<results>/agent_<pair>_summary.{json,md}`` with the
@@ -103,10 +103,6 @@ def cmd_run(args) -> int:
     def log(m: str) -> None:
         print(m, file=sys.stderr, flush=True)
 
-    unknown = [s for s in args.splits if s not in SPLITS]
-    if unknown:
-        print(f"error: --splits: unknown split(s) {', '.join(unknown)}; known: {', '.join(SPLITS)}", file=sys.stderr)
-        return 2
     src, tgt = args.pair.split("-")
     results = Path(args.results_dir)
     work = results / f"agent_{args.pair}"
@@ -147,7 +143,7 @@ def cmd_run(args) -> int:
         log(f"tuned thresholds from {tuned_path}")
 
     records, report = [], {"pair": args.pair, "config": config, "draft": cfg.draft.system, "splits": {}}
-    for s in args.splits:
+    for s in SPLITS:
         train_seconds = None
         if draft is not None:
             rec = draft["records"][s]
@@ -259,9 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value)")
     r.add_argument("--device", help="torch device of the models (e.g. cuda)")
     r.add_argument("--limit", type=int, default=0, help="first N lines of each split (smoke runs; 0: all)")
-    r.add_argument("--splits", type=lambda v: v.split(","), default=list(SPLITS),
-                   help="splits run after tuning, comma-separated (default: val,test_2016_flickr; 'val' alone "
-                        "for a run that informs a later choice and must not touch test)")
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     r.set_defaults(fn=cmd_run)
     e.add_argument("--split", default=TEST_SET)
