@@ -74,26 +74,39 @@ def toy_corpus(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def write_toy_task(out_dir: str | Path, n_train: int = 3000, n_val: int = 200, n_test: int = 200,
-                   n_mono: int = 3000, seed: int = 0) -> Path:
-    """Write the toy task in the Multi30K layout (``task1/raw/{split}.{en,de}.gz`` and
-    ``task2/raw/train.1.{en,de}.gz``) so every reader and stage works on it unchanged."""
+                   n_mono: int = 3000, seed: int = 0, n_blind: int = 100) -> Path:
+    """Write the toy task in the Multi30K layout (``task1/raw/{split}.{en,de}.gz``,
+    ``task2/raw/train.1.{en,de}.gz`` and a blind set ``blind/test_2018_flickr_{a.en,b.de}.gz``) so
+    every reader and stage works on it unchanged.
+
+    The evaluation sets and the monolingual text are drawn first and the training pairs last, so a
+    different ``n_train`` changes only the training set: no val, test or blind sentence can ever
+    become a training pair."""
     import gzip
 
+    def write(path: Path, lines: list[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
     out = Path(out_dir)
-    src, tgt = toy_corpus(n_train + n_val + n_test + 2 * n_mono, seed)
-    splits = {"train": (0, n_train), "val": (n_train, n_train + n_val),
-              "test_2016_flickr": (n_train + n_val, n_train + n_val + n_test)}
+    sizes = {"val": n_val, "test_2016_flickr": n_test, "blind_a": n_blind, "blind_b": n_blind,
+             "mono_en": n_mono, "mono_de": n_mono, "train": n_train}
+    src, tgt = toy_corpus(sum(sizes.values()), seed)
+    spans, start = {}, 0
+    for name, n in sizes.items():
+        spans[name] = (start, start + n)
+        start += n
     raw = out / "task1/raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for split, (a, b) in splits.items():
+    for split in ("train", "val", "test_2016_flickr"):
+        a, b = spans[split]
         for lang, side in (("en", src), ("de", tgt)):
-            with gzip.open(raw / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
-                f.write("\n".join(side[a:b]) + "\n")
-    mono = out / "task2/raw"
-    mono.mkdir(parents=True, exist_ok=True)
-    start = n_train + n_val + n_test
+            write(raw / f"{split}.{lang}.gz", side[a:b])
     # Monolingual sides come from disjoint sentence sets: they are not translations of each other.
-    for lang, side, offset in (("en", src, 0), ("de", tgt, n_mono)):
-        with gzip.open(mono / f"train.1.{lang}.gz", "wt", encoding="utf-8") as f:
-            f.write("\n".join(side[start + offset:start + offset + n_mono]) + "\n")
+    for lang, side in (("en", src), ("de", tgt)):
+        a, b = spans[f"mono_{lang}"]
+        write(out / f"task2/raw/train.1.{lang}.gz", side[a:b])
+    # The blind halves: English sources of one set of sentences, German sources of another.
+    write(out / "blind/test_2018_flickr_a.en.gz", src[slice(*spans["blind_a"])])
+    write(out / "blind/test_2018_flickr_b.de.gz", tgt[slice(*spans["blind_b"])])
     return out

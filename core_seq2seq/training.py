@@ -62,6 +62,8 @@ class TokenizerConfig:
     kind: str = "bpe"  # bpe | unigram
     vocab_size: int = 8000  # joint subword vocabulary over both languages
     min_frequency: int = 2  # BPE: merges seen fewer times are not learned
+    path: str = ""  # a saved tokenizer (a directory with tokenizer.json) to use instead of training one:
+    #                 models that share it can be ensembled ("": train one on this run's training text)
 
 
 @dataclass
@@ -97,12 +99,16 @@ class TrainConfig:
     time_budget_minutes: float = 0.0  # stop after this much wall-clock (0: no limit); validation included
     eval_every_steps: int = 500  # validate (loss + greedy BLEU), checkpoint
     eval_max_sentences: int = 0  # validate BLEU on the first N val sentences (0: all)
-    patience: int = 0  # stop after this many validations without a BLEU gain (0: never)
+    patience: int = 0  # stop after this many validations without a gain in select_by (0: never)
+    select_by: str = "bleu"  # bleu | loss: the validation score that picks best/ and drives patience
+    #                          (loss for a language model, whose greedy BLEU means nothing)
     keep_checkpoints: int = 5  # recent ckpt-<step> dirs kept for averaging
     init_from: str = ""  # a model dir (another run's best/): start from its weights and tokenizer with a fresh
     #                      optimizer and schedule (fine-tuning); its model sizes replace model:. "": from scratch
     log_every_steps: int = 50
     num_threads: int = 0  # torch CPU threads (0: torch's default)
+    precision: str = "auto"  # auto | fp32 | bf16: bf16 mixed precision where the hardware runs it faster
+    #                          (auto decides by the CPU's flags or the GPU; fp32 everywhere else)
     progress: bool = True  # tqdm progress bar
 
 
@@ -327,10 +333,12 @@ def prepare_run(cfg: ExperimentConfig) -> tuple[Path, PreTrainedTokenizerFast, P
     tok_dir = run / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
-    elif cfg.train.init_from:  # fine-tuning keeps the vocabulary its weights were trained with
-        init = Path(cfg.train.init_from)
-        if not (init / "config.json").exists() or not (init / "tokenizer.json").exists():
-            raise ValueError(f"train.init_from: {init} is not a saved model directory (no config.json/tokenizer.json)")
+    elif cfg.train.init_from or cfg.tokenizer.path:
+        # Fine-tuning keeps the vocabulary its weights were trained with; a given tokenizer is shared.
+        init = Path(cfg.train.init_from or cfg.tokenizer.path)
+        key = "train.init_from" if cfg.train.init_from else "tokenizer.path"
+        if not (init / "tokenizer.json").exists() or (cfg.train.init_from and not (init / "config.json").exists()):
+            raise ValueError(f"{key}: {init} is not a saved model or tokenizer directory (no config.json/tokenizer.json)")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(init)
         tmp = run / "tokenizer.tmp"
         tokenizer.save_pretrained(tmp)
@@ -350,6 +358,8 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
     from tqdm import tqdm
 
     tc = cfg.train
+    if tc.select_by not in ("bleu", "loss"):
+        raise ValueError(f"train.select_by must be bleu or loss, got {tc.select_by!r}")
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     # accelerate only recognises torchrun's processes on a CPU machine when told cpu=True.
@@ -392,8 +402,8 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
         raise ValueError(f"train.optimizer must be adam or sgd, got {tc.optimizer!r}")
 
     # Training state that a resume restores exactly.
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_bleu": -1.0, "bad_evals": 0,
-             "target_tokens": 0}
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_bleu": -1.0, "best_score": None,
+             "bad_evals": 0, "target_tokens": 0}
     if resuming:
         saved = torch.load(last / "training_state.pt", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
@@ -483,9 +493,11 @@ def _validate_and_checkpoint(accelerator, model, optimizer, tokenizer, val, val_
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         result = evaluate(unwrapped, tokenizer, val, val_ids, tc.eval_max_sentences, device)
-        improved = result["val_bleu"] > state["best_bleu"]
+        score = result["val_bleu"] if tc.select_by == "bleu" else -result["val_loss"]
+        best = state.get("best_score")
+        improved = best is None or score > best
         if improved:
-            state["best_bleu"], state["bad_evals"] = result["val_bleu"], 0
+            state["best_score"], state["best_bleu"], state["bad_evals"] = score, result["val_bleu"], 0
         else:
             state["bad_evals"] += 1
         state["elapsed"] = time.perf_counter() - start_time

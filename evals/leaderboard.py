@@ -26,7 +26,7 @@ CSV_COLUMNS = [
     "tok_bleu", "delta_metric", "delta_vs_prev", "delta_vs_prev_ci_low", "delta_vs_prev_ci_high", "p_vs_prev", "prev_system",
     "delta_vs_baseline", "delta_vs_baseline_ci_low", "delta_vs_baseline_ci_high", "p_vs_baseline",
     "train_seconds", "decode_seconds", "forward_calls", "flops", "device", "n_lines", "hyp_path",
-    "config_hash", "bleu_signature",
+    "config_hash", "bleu_signature", "kept", "train_steps",
 ]
 
 
@@ -74,6 +74,9 @@ def build_rows(group: Sequence[ResultRecord]) -> list[dict[str, Any]]:
             "forward_calls": rec.compute.get("forward_calls"), "flops": rec.compute.get("flops"),
             "device": rec.compute.get("device"), "n_lines": rec.n_lines, "hyp_path": rec.hyp_path,
             "config_hash": rec.config_hash, "signature": rec.signature,
+            "train_steps": rec.compute.get("train_steps"),
+            # A stacked ladder marks the rungs val did not keep (the next rung built on an earlier one).
+            "kept": rec.extra.get("kept"),
         }
         for tag, other in (("prev", prev), ("baseline", first if rank > 1 else None)):
             delta = ci = None
@@ -137,18 +140,28 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+def markdown_table(rows: Sequence[dict[str, Any]], wall_clock: bool = True) -> str:
+    """The table of one group. ``wall_clock=False`` shows training steps instead of seconds and no
+    decoding seconds, so that the same run on the same machine prints the same table."""
     label = METRIC_LABELS[rows[0]["delta_metric"]]
     show_flops = any(r["flops"] is not None for r in rows)
-    head = ["#", "System", "Stage", "BLEU [95% CI]", "chrF++", "tok-lc BLEU",
-            f"Δ{label} vs prev [95% CI]", f"Δ{label} vs baseline [95% CI]", "Train (s)", "Decode (s)", "Fwd calls"]
+    show_kept = any(r.get("kept") is not None for r in rows)
+    head = ["#", "System", "Stage"] + (["Kept"] if show_kept else []) + [
+        "BLEU [95% CI]", "chrF++", "tok-lc BLEU", f"Δ{label} vs prev [95% CI]", f"Δ{label} vs baseline [95% CI]"]
+    head += ["Train (s)", "Decode (s)"] if wall_clock else ["Train steps"]
+    head.append("Fwd calls")
     if show_flops:
         head.append("Decode GFLOPs")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i not in (1, 2) else "---" for i in range(len(head))) + "|"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h not in ("System", "Stage", "Kept") else "---"
+                                                          for h in head) + "|"]
     for r in rows:
-        cells = [str(r["rank"]), _md_escape(r["system"]), _md_escape(r["stage"]), _f(r["bleu"]) + _ci(r["bleu_ci"]),
-                 _f(r["chrf"]), _f(r["tok_bleu"]), _delta_cell(r, "prev"), _delta_cell(r, "baseline"),
-                 _num(r["train_seconds"]), _num(r["decode_seconds"]), _num(r["forward_calls"])]
+        cells = [str(r["rank"]), _md_escape(r["system"]), _md_escape(r["stage"])]
+        if show_kept:
+            cells.append("yes" if r.get("kept") else "no" if r.get("kept") is not None else "")
+        cells += [_f(r["bleu"]) + _ci(r["bleu_ci"]), _f(r["chrf"]), _f(r["tok_bleu"]), _delta_cell(r, "prev"),
+                  _delta_cell(r, "baseline")]
+        cells += [_num(r["train_seconds"]), _num(r["decode_seconds"])] if wall_clock else [_num(r.get("train_steps"))]
+        cells.append(_num(r["forward_calls"]))
         if show_flops:
             cells.append(_flops(r["flops"]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -175,12 +188,16 @@ def _footnotes(rows: Sequence[dict[str, Any]], group: Sequence[ResultRecord]) ->
     return notes
 
 
-def render_group_markdown(rows: Sequence[dict[str, Any]], group: Sequence[ResultRecord]) -> str:
+def render_group_markdown(rows: Sequence[dict[str, Any]], group: Sequence[ResultRecord], wall_clock: bool = True) -> str:
     pair, test_set = rows[0]["pair"], rows[0]["test_set"]
     n = rows[0]["n_lines"]
     title = f"### {pair} · {test_set}" + (f" ({n:,} segments)" if n else "")
-    notes = "\n".join(f"- {n}" for n in _footnotes(rows, group))
-    return f"{title}\n\n{markdown_table(rows)}\n\n{notes}\n"
+    notes = _footnotes(rows, group)
+    if any(r.get("kept") is False for r in rows):
+        notes.append("Kept: whether val kept the rung; a rung that was not kept is shown, and the next rung "
+                     "builds on the last kept one (its Δ vs prev is against that system).")
+    notes_md = "\n".join(f"- {n}" for n in notes)
+    return f"{title}\n\n{markdown_table(rows, wall_clock)}\n\n{notes_md}\n"
 
 
 def _csv(all_rows: Sequence[dict[str, Any]]) -> str:
@@ -202,7 +219,7 @@ def slug(text: str) -> str:
 
 
 def render_leaderboard(records: Sequence[ResultRecord], out_dir: str | os.PathLike | None = None,
-                       *, plots: bool = True) -> str:
+                       *, plots: bool = True, wall_clock: bool = True) -> str:
     """Return the leaderboard as Markdown; with ``out_dir``, also write leaderboard.md/.csv/.json and PNGs.
 
     Everything is rendered in memory first and then written file by file atomically, so a
@@ -215,7 +232,7 @@ def render_leaderboard(records: Sequence[ResultRecord], out_dir: str | os.PathLi
     for (pair, test_set), group in groups:
         rows = build_rows(group)
         all_rows.extend(rows)
-        section = render_group_markdown(rows, group)
+        section = render_group_markdown(rows, group, wall_clock)
         payload.append({"pair": pair, "test_set": test_set, "n_lines": rows[0]["n_lines"], "rows": rows})
         if plots and out_dir is not None:
             from .plots import plot_compute, plot_waterfall  # matplotlib only when pictures are wanted

@@ -39,7 +39,8 @@ def _png(fig: Figure) -> bytes:
 
 
 def _label(row: dict[str, Any]) -> str:
-    return "\n".join(textwrap.wrap(row["system"], 16)) + f"\n({row['stage']})"
+    return ("\n".join(textwrap.wrap(row["system"], 16)) + f"\n({row['stage']})"
+            + ("\nnot kept" if row.get("kept") is False else ""))
 
 
 def _score(row: dict[str, Any], metric: str) -> tuple[float | None, Sequence[float] | None]:
@@ -56,7 +57,11 @@ def plot_waterfall(rows: Sequence[dict[str, Any]]) -> bytes:
     first_ci = pts[0][2]
     lows = [s for _, s, _ in pts] + ([first_ci[0]] if first_ci else [])
     highs = [s for _, s, _ in pts] + ([first_ci[1]] if first_ci else [])
-    for (row, _, _), (_, prev_score, _) in zip(pts[1:], pts[:-1]):
+    # Each step starts from the system it built on (in a stacked ladder: the last kept one, not
+    # necessarily the bar to its left).
+    score_of = {r["system"]: s for r, s, _ in pts}
+    starts = [None] + [score_of.get(r.get("prev_system"), s_prev) for (r, _, _), (_, s_prev, _) in zip(pts[1:], pts[:-1])]
+    for (row, _, _), prev_score in zip(pts[1:], starts[1:]):
         if row.get("delta_vs_prev_ci"):
             lows.append(prev_score + row["delta_vs_prev_ci"][0])
             highs.append(prev_score + row["delta_vs_prev_ci"][1])
@@ -65,6 +70,7 @@ def plot_waterfall(rows: Sequence[dict[str, Any]]) -> bytes:
     top = max(highs) + 0.22 * span
     prev = None
     for i, (row, score, ci) in enumerate(pts):
+        prev = starts[i]
         if prev is None:
             start, color, hatch = bottom, COLORS["base"], None
         else:
@@ -74,7 +80,7 @@ def plot_waterfall(rows: Sequence[dict[str, Any]]) -> bytes:
             color = COLORS["gain" if score >= prev else "loss"] if significant else COLORS["ns"]
             hatch = None if significant else "//"
         ax.bar(i, score - start, bottom=start, width=0.6, color=color, hatch=hatch, edgecolor="#333333",
-               linewidth=0.6, zorder=2)
+               linewidth=0.6, zorder=2, alpha=0.35 if row.get("kept") is False else 1.0)
         # A step's bar is its lift, so its error bar is the paired CI of that lift (placed on the previous
         # score); the per-system score CIs are much wider because they ignore the pairing.
         bar_ci = ci if prev is None else (
@@ -88,7 +94,8 @@ def plot_waterfall(rows: Sequence[dict[str, Any]]) -> bytes:
         else:
             top_of_bar = score
         if prev is not None:
-            ax.plot([i - 1 + 0.3, i - 0.3], [prev, prev], color="#555555", linestyle=":", linewidth=1, zorder=1)
+            left = next((j for j, (r, _, _) in enumerate(pts) if r["system"] == row.get("prev_system")), i - 1)
+            ax.plot([left + 0.3, i - 0.3], [prev, prev], color="#555555", linestyle=":", linewidth=1, zorder=1)
             p = row.get("p_vs_prev")
             mark = "*" if p is not None and p < ALPHA else ""
             text = f"{score - prev:+.1f}{mark}"
@@ -96,7 +103,6 @@ def plot_waterfall(rows: Sequence[dict[str, Any]]) -> bytes:
             text = f"{score:.1f}"
         ax.annotate(text, (i, top_of_bar), xytext=(0, 4), textcoords="offset points",
                     ha="center", va="bottom", fontsize=9)
-        prev = score
     ax.set_xticks(range(len(pts)), [_label(r) for r, _, _ in pts], fontsize=8.5)
     ax.set_ylim(bottom, top)
     ax.set_ylabel(AXIS_LABELS.get(metric, metric))

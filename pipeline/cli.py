@@ -1,6 +1,6 @@
 """``decade``: ``decade run CONFIG`` runs the ladder; the stages' own CLIs live under the same roof.
 
-    decade run configs/quickstart.yaml [--force STAGE ...] [--set train.num_threads=1 ...]
+    decade run configs/quickstart.yaml [--out DIR] [--force STAGE ...] [--set train.num_threads=1 ...]
     decade train|translate|score|average ...    -> python -m core_seq2seq ...
     decade backtranslate ...                    -> python -m synth backtranslate ...
     decade prepare|filter|mix|loop ...          -> python -m synth ...
@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_pipeline_config(args.config, args.set)
     markdown = run_ladder(cfg, set(args.force or ()), log=lambda m: print(m, file=sys.stderr, flush=True),
-                          config_path=args.config)
+                          config_path=args.config, out=args.out)
     print(markdown)
     return 0
 
@@ -51,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run (or resume) the whole ladder from a YAML config and print the leaderboard")
     p.add_argument("config")
+    p.add_argument("--out", metavar="DIR",
+                   help="run directory (default: the config's run_dir, else $DECADE_RUNS/<config name>, "
+                        "else ~/decade-runs/<config name>); rerunning into it continues whatever finished")
     p.add_argument("--force", action="append", metavar="STAGE",
-                   help="rerun this stage even if cached (train_forward, train_reverse, baseline, beam, backtranslation, "
-                        "train_bt, bt_beam, rerank_mbr, agent)")
+                   help="rerun this stage even if cached: a directory name inside the run directory, e.g. "
+                        "model.fwd.en-de, en-de.beam5, en-de.rerank_mbr")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.num_threads=1 (YAML value; recorded in run.json)")
     p.set_defaults(func=_run)

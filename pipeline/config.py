@@ -1,48 +1,87 @@
-"""The experiment config of ``decade run``: one YAML file for the whole ladder.
+"""The experiment config of ``decade run``: one YAML file for the whole ladder, one or two directions.
 
-Sections reuse the stages' own config classes (``data``, ``tokenizer``, ``model``, ``train`` are
-core_seq2seq's), so a key means the same thing everywhere. The shipped configs under ``configs/``
-comment every key.
+``model`` and ``train`` are core_seq2seq's own sections (a key means the same thing everywhere);
+each model role that differs (the back-translation model, the right-to-left model, the target LM)
+overrides only the keys it changes. The shipped configs under ``configs/`` comment every key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from core_seq2seq.training import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
+from core_seq2seq.training import ModelConfig, TokenizerConfig, TrainConfig
+
+from .corpora import FilesConfig
 
 
 @dataclass
-class BacktranslationConfig:
-    enabled: bool = True  # add the back-translation rung
+class DataSection:
+    corpus: str = "multi30k"  # multi30k | toy | files (a user's own files: see files)
+    root: str | None = None  # Multi30K folder (default: $DECADE_MULTI30K, ../shared/data/multi30k, the cache)
+    pairs: list[str] = field(default_factory=lambda: ["en-de"])  # directions, e.g. [en-de, de-en]: each model trained once
+    max_train_pairs: int = 0  # use the first N real training pairs (0: all)
+    max_chars: int = 1000  # drop (and report) training pairs with a side longer than this
+    toy_train_pairs: int = 3000  # corpus=toy: generated training pairs
+    files: FilesConfig = field(default_factory=FilesConfig)  # corpus=files: the files, by language
+
+
+@dataclass
+class RoleConfig:
+    """Overrides of ``model``/``train`` keys for one kind of model (only the keys that differ)."""
+
+    model: dict[str, Any] = field(default_factory=dict)  # e.g. {decoder_hidden_size: 256}
+    train: dict[str, Any] = field(default_factory=dict)  # e.g. {max_steps: 4000}
+
+
+@dataclass
+class BeamRung:
+    enabled: bool = True  # add the +beam rung
+    widths: list[int] = field(default_factory=lambda: [5])  # beam widths tried; val chooses one
+
+
+@dataclass
+class BacktranslationRung:
+    enabled: bool = True  # add the +back-translation rung
     method: str = "beam"  # greedy | beam | sample | topk | noised_beam (synth.backtranslate)
     beam_size: int = 5  # beam / noised_beam width
     max_monolingual: int = 0  # target-side monolingual lines to back-translate (0: all, after decontamination)
     tag: str = "<BT>"  # prepended to synthetic sources (tagged back-translation); "" for untagged
-    real_ratio: float = 0.0  # real:synthetic rows by upsampling the real pairs (0: real pairs once)
+    real_ratio: float = 1.0  # real:synthetic rows, by upsampling the real pairs (0: real pairs once)
     shard_size: int = 2000  # lines per resumable back-translation shard
+    model: RoleConfig = field(default_factory=RoleConfig)  # the back-translation model's overrides
 
 
 @dataclass
-class RerankConfig:
+class EnsembleRung:
+    enabled: bool = True  # add the +ensemble rung (checkpoint averaging and/or an ensemble, as val says)
+    average_last: int = 5  # average each model's last N checkpoints (0 or 1: no averaging)
+    combine: bool = True  # also try an ensemble of every forward model of the direction
+
+
+@dataclass
+class RerankRung:
     enabled: bool = True  # add the noisy-channel reranking rung
-    beam_size: int = 8  # candidates: the n-best of this beam
-    num_samples: int = 0  # plus this many samples per source (0: none)
-    use_reverse: bool = True  # feature: the reverse model's log p(source | candidate)
+    nbest: int = 16  # candidates: the n-best of a beam this wide, from the system so far
+    channel: bool = True  # feature: log p(source | candidate) under the other direction's best system
+    r2l: bool = True  # feature: a right-to-left model trained inside the ladder
+    lm: bool = True  # feature: a target-language LM trained inside the ladder (monolingual + training targets)
+    r2l_model: RoleConfig = field(default_factory=RoleConfig)  # the right-to-left model's overrides
+    lm_model: RoleConfig = field(default_factory=RoleConfig)  # the LM's overrides
     trials: int = 200  # random-search trials when tuning weights on val (then coordinate ascent)
     seed: int = 7  # tuning seed
 
 
 @dataclass
-class MbrStageConfig:
-    enabled: bool = True  # add the MBR rung (over the reranking rung's candidates)
+class MbrRung:
+    enabled: bool = True  # add the MBR rung (over the reranking rung's candidates); kept only if val says so
     utility: str = "chrf"  # chrf | bleu (sacrebleu sentence scores)
     weighting: str = "model"  # uniform | model (softmax of candidate log-probs)
     temperature: float = 1.0  # model weighting: softmax temperature over log-probs
 
 
 @dataclass
-class AgentStageConfig:
+class AgentRung:
     enabled: bool = True  # add the self-correcting agent rung
     max_steps: int = 3  # tool calls per sentence before the agent must accept
     tune_on_val: bool = True  # tune the critic's thresholds on val before correcting test sets
@@ -51,20 +90,21 @@ class AgentStageConfig:
 
 @dataclass
 class PipelineConfig:
-    run_dir: str = "runs/quickstart"  # everything the run makes; rerunning resumes it
+    run_dir: str = ""  # where the run lives ("": --out, else $DECADE_RUNS/<config name>, else ~/decade-runs/<config name>)
     toy_fallback: bool = True  # when Multi30K is neither found nor downloadable, run on the packaged toy task
     download: bool = False  # try to download Multi30K when it is not found locally
-    data: DataConfig = field(default_factory=DataConfig)  # corpus and language pair (core_seq2seq)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)  # budget shared by every model of the ladder
-    beam_size: int = 5  # the +beam rung's width
+    data: DataSection = field(default_factory=DataSection)  # corpora and directions
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # one joint tokenizer shared by every model
+    model: ModelConfig = field(default_factory=ModelConfig)  # every model's sizes, unless its role overrides them
+    train: TrainConfig = field(default_factory=TrainConfig)  # every model's budget: steps, patience (core_seq2seq)
     batch_size: int = 64  # decoding batch (sentences)
     test_sets: list[str] = field(default_factory=lambda: ["test_2016_flickr", "test_2017_flickr", "test_2017_mscoco"])
-    tune_set_limit: int = 0  # use the first N val sentences for tuning (0: all)
-    backtranslation: BacktranslationConfig = field(default_factory=BacktranslationConfig)
-    rerank: RerankConfig = field(default_factory=RerankConfig)
-    mbr: MbrStageConfig = field(default_factory=MbrStageConfig)
-    agent: AgentStageConfig = field(default_factory=AgentStageConfig)
+    tune_set_limit: int = 0  # use the first N val sentences to choose settings (0: all)
+    beam: BeamRung = field(default_factory=BeamRung)
+    backtranslation: BacktranslationRung = field(default_factory=BacktranslationRung)
+    ensemble: EnsembleRung = field(default_factory=EnsembleRung)
+    rerank: RerankRung = field(default_factory=RerankRung)
+    mbr: MbrRung = field(default_factory=MbrRung)
+    agent: AgentRung = field(default_factory=AgentRung)
     bootstrap_samples: int = 1000  # paired bootstrap resamples for CIs and p-values
     significance_seed: int = 12345  # resampling seed (recorded in every result record)

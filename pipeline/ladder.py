@@ -1,358 +1,705 @@
-"""The ladder: baseline -> +beam -> +back-translation -> +reranking -> +MBR -> +agent, then the leaderboard.
+"""The stacked ladder: each rung takes the best system so far (chosen on val) and adds one step.
 
-Every rung is a cached stage (``stages.StageRunner``) that talks to the others through files in the
-run directory: model directories, hypothesis files, n-best lists, JSON outputs. Settings are chosen
-on val; test sets are only decoded and scored.
+    baseline (greedy) -> +beam -> +bt -> +ensemble -> +rerank -> +mbr -> +agent
+
+A rung that loses on val is still built, scored and shown, marked as not kept; the next rung builds
+on the kept system. Its ``p_vs_prev`` compares it with the system it built on. With two directions
+(``data.pairs: [en-de, de-en]``) every model is trained once: each direction's systems are the
+other's back-translators and noisy-channel models.
+
+Every step is a cached stage (``stages.StageRunner``) in the run directory; models are stages named
+``model.<role>.<pair>`` and system outputs stages named ``<pair>.<rung>``. Stages talk through files.
+A rerun continues from whatever finished. Settings are chosen on val; test and blind sets are only
+decoded (and test sets scored).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
+import sys
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from core_seq2seq.config import from_dict, load_yaml
-from core_seq2seq.data import DataError, find_multi30k, multi30k_tok_reference, read_multi30k
-from core_seq2seq.training import ExperimentConfig, train
+from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
+from core_seq2seq.data import DataError
+from core_seq2seq.training import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, train
 from core_seq2seq.translator import DecodeSettings, LSTMTranslator
 from evals.records import attach_significance, make_record, write_records
-from evals.textio import atomic_write_lines, atomic_write_text
+from evals.textio import atomic_write_lines, atomic_write_text, read_lines
 from inference_compute.compute import ComputeMeter
 
-from .config import PipelineConfig
+from .config import PipelineConfig, RoleConfig
+from .corpora import Corpora, EvalSet, resolve_corpora
 from .stages import StageRunner
 
 Log = Callable[[str], None]
+RUNS_ENV = "DECADE_RUNS"
+COMPUTE_KEYS = ("decode_seconds", "forward_calls", "decoder_row_steps", "flops")
 
+
+# ---- configuration and run directory ------------------------------------------------------------
 
 def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a ladder config; ``overrides`` are ``--set a.b=value`` pairs (values parsed as YAML)."""
-    from core_seq2seq.config import ConfigError, apply_overrides
-
+    """Read a ladder config; ``overrides`` are ``--set a.b=value`` pairs (values parsed as YAML).
+    Every key is checked here, the models' role overrides included, before anything runs."""
     try:
-        return from_dict(PipelineConfig, apply_overrides(load_yaml(path), list(overrides or ())))
+        cfg = from_dict(PipelineConfig, apply_overrides(load_yaml(path), list(overrides or ())))
+        for pair in cfg.data.pairs:
+            _split_pair(pair)
+        for where, role in (("backtranslation.model", cfg.backtranslation.model), ("rerank.r2l_model", cfg.rerank.r2l_model),
+                            ("rerank.lm_model", cfg.rerank.lm_model)):
+            role_sections(cfg, role, where)
+        if not cfg.data.pairs:
+            raise ConfigError("data.pairs: name at least one direction, e.g. [en-de]")
+        if not cfg.beam.widths or min(cfg.beam.widths) < 1:
+            raise ConfigError("beam.widths: give one or more widths >= 1")
+        return cfg
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
 
-# ---- data --------------------------------------------------------------------------------------
+def _split_pair(pair: str) -> tuple[str, str]:
+    src, sep, tgt = pair.partition("-")
+    if not sep or not src or not tgt or src == tgt:
+        raise ConfigError(f"data.pairs: {pair!r} is not a direction like en-de")
+    return src, tgt
 
-def resolve_corpus(cfg: PipelineConfig, log: Log) -> PipelineConfig:
-    """Multi30K when it is found (or downloaded); otherwise the toy task, said out loud."""
-    if cfg.data.corpus != "multi30k":
-        return cfg
+
+def role_sections(cfg: PipelineConfig, role: RoleConfig | None, where: str = "") -> tuple[ModelConfig, TrainConfig]:
+    """``model``/``train`` with one role's overrides applied (a bad key is a ConfigError naming it)."""
+    role = role or RoleConfig()
+    model = from_dict(ModelConfig, {**asdict(cfg.model), **role.model}, f"{where}.model" if where else "model")
+    tc = from_dict(TrainConfig, {**asdict(cfg.train), **role.train}, f"{where}.train" if where else "train")
+    return model, tc
+
+
+def resolve_run_dir(cfg: PipelineConfig, out: str | None, config_path: str) -> Path:
+    """``--out``, else the config's ``run_dir``, else ``$DECADE_RUNS/<config name>``, else
+    ``~/decade-runs/<config name>``: runs live outside the source tree unless asked otherwise."""
+    if out:
+        return Path(out).expanduser()
+    if cfg.run_dir:
+        return Path(cfg.run_dir).expanduser()
+    base = Path(os.environ.get(RUNS_ENV) or Path.home() / "decade-runs")
+    return base / (Path(config_path).stem or "run")
+
+
+# ---- systems ------------------------------------------------------------------------------------
+
+@dataclass
+class System:
+    """One rung's output: what it decodes with, what it produced, what it cost, what it built on."""
+
+    name: str  # the record's system name, e.g. "+beam"
+    stage: str  # the rung kind, e.g. "beam"
+    pair: str
+    models: list[str]  # forward model dir(s) (several: an ensemble)
+    decode: DecodeSettings  # the test-time search
+    outputs: dict[str, dict]  # set -> {"hyp_path", "compute"}
+    trained: list[str]  # model stages whose training this system needs (charged once each)
+    built_on: str | None = None
+    kept: bool = True
+    val_bleu: float = float("-inf")
+    stages: list[str] = field(default_factory=list)  # stages run for this rung (its own cost)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def val_bleu(outputs: dict, sets: dict[str, EvalSet], trg_lang: str) -> float:
+    """sacreBLEU of a system's val output: the only score that chooses anything."""
+    from evals.metrics import score_corpus
+
+    if "val" not in outputs:
+        return float("-inf")
+    return score_corpus(read_lines(outputs["val"]["hyp_path"]), sets["val"].ref, trg_lang=trg_lang)["bleu"]
+
+
+# ---- the ladder ---------------------------------------------------------------------------------
+
+class Ladder:
+    """Trains each model once, builds each direction's rungs on its best system so far."""
+
+    def __init__(self, cfg: PipelineConfig, run_dir: Path, corpora: Corpora, runner: StageRunner, log: Log):
+        self.cfg, self.run_dir, self.corpora, self.runner, self.log = cfg, run_dir, corpora, runner, log
+        self.pairs = list(cfg.data.pairs)
+        self.sets = {p: corpora.eval_sets(*_split_pair(p), cfg.tune_set_limit) for p in self.pairs}
+        self.systems: dict[str, list[System]] = {p: [] for p in self.pairs}
+        self.models: dict[str, dict] = {}  # model stage -> outputs
+        self.progress = sys.stderr.isatty()
+
+    # -- shared pieces --
+
+    def tokenizer(self) -> str:
+        """One joint subword model over every language of the run's real training text, shared by every
+        model (so any of them can be ensembled)."""
+        from core_seq2seq.data import read_text_lines
+        from core_seq2seq.tokenizer import train_tokenizer
+
+        tc = self.cfg.tokenizer
+        langs = sorted({lang for p in self.pairs for lang in _split_pair(p)})
+        files = [self.corpora.train[lang] for lang in langs]
+
+        def work(stage_dir: Path) -> dict:
+            texts = [line for f in files for line in read_text_lines(f)[:self.cfg.data.max_train_pairs or None]]
+            # The back-translation tag's characters must be in the alphabet (it is prepended to synthetic sources).
+            tok = train_tokenizer(texts + [self.cfg.backtranslation.tag] * 2, tc.vocab_size, tc.kind, tc.min_frequency)
+            tmp = stage_dir / "tokenizer.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tok.save_pretrained(tmp)
+            shutil.rmtree(stage_dir / "tokenizer", ignore_errors=True)
+            os.replace(tmp, stage_dir / "tokenizer")
+            return {"path": str(stage_dir / "tokenizer"), "vocab": len(tok)}
+
+        if tc.path:
+            return tc.path
+        return self.runner.run("tokenizer", {**asdict(tc), "tag": self.cfg.backtranslation.tag,
+                                             "max_train_pairs": self.cfg.data.max_train_pairs},
+                               {"files": files}, work)["path"]
+
+    def train_model(self, role: str, src: str, tgt: str, data: DataConfig, role_cfg: RoleConfig | None = None,
+                    inputs: dict | None = None) -> dict:
+        """Train (or find trained) the model ``model.<role>.<src>-<tgt>``; returns its outputs."""
+        name = f"model.{role}.{src}-{tgt}" if role != "lm" else f"model.lm.{tgt}"
+        if name in self.models:
+            return self.models[name]
+        model, tc = role_sections(self.cfg, role_cfg)
+        tok = replace(self.cfg.tokenizer, path=self.tokenizer())
+        exp = ExperimentConfig(output_dir="", data=data, tokenizer=tok, model=model, train=replace(tc, progress=self.progress))
+
+        def work(stage_dir: Path) -> dict:
+            run = stage_dir / "model"
+            exp.output_dir = str(run)
+            start = time.perf_counter()
+            train(exp, log=lambda m: self.log(f"[{name}] {m}"))
+            meta = json.loads((run / "best/decade_meta.json").read_text())
+            stop = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+            stop = [e for e in stop if e.get("event") == "stop"][-1]
+            return {"model": str(run / "best"), "run": str(run), "train_seconds": time.perf_counter() - start,
+                    "val_bleu": meta.get("val", {}).get("val_bleu"), "best_step": meta.get("step"),
+                    "steps": stop["step"], "stop_reason": stop["reason"], "train_seconds_total": stop["elapsed"]}
+
+        key = {k: v for k, v in asdict(exp).items() if k != "output_dir"}
+        key["train"].pop("progress")
+        self.models[name] = self.runner.run(name, key, dict(inputs or {}), work)
+        self.models[name]["stage"] = name
+        return self.models[name]
+
+    def data_config(self, src: str, tgt: str, extra: Sequence[str] = (), train: tuple[str, str] | None = None,
+                    val: tuple[str, str] | None = None) -> DataConfig:
+        c = self.corpora
+        train_src, train_tgt = train or (c.train[src], c.train[tgt])
+        val_src, val_tgt = val or (c.val[src], c.val[tgt])
+        # A TSV/JSONL file holds both sides: its "target" file is not needed.
+        return DataConfig(corpus="files", src_lang=src, tgt_lang=tgt, train_src=train_src,
+                          train_tgt=None if train_tgt == train_src else train_tgt, val_src=val_src,
+                          val_tgt=None if val_tgt == val_src else val_tgt, extra_train=list(extra),
+                          max_train_pairs=self.cfg.data.max_train_pairs, max_chars=self.cfg.data.max_chars)
+
+    def forward_model(self, pair: str) -> dict:
+        src, tgt = _split_pair(pair)
+        return self.train_model("fwd", src, tgt, self.data_config(src, tgt))
+
+    def decode(self, name: str, models: list[str], settings: DecodeSettings, sets: dict[str, EvalSet]) -> dict:
+        """Decode every set (val, tests, blind) with one search; hypotheses to files, compute per set."""
+        def work(stage_dir: Path) -> dict:
+            translator = LSTMTranslator.load(models[0] if len(models) == 1 else models)
+            out = {}
+            for set_name, data in sets.items():
+                with ComputeMeter({"model": translator}) as meter:
+                    hyps = [c[0].text for c in translator.translate(data.src, settings)]
+                path = stage_dir / f"hyps.{set_name}.txt"
+                atomic_write_lines(path, hyps)
+                out[set_name] = {"hyp_path": str(path), "compute": {k: meter.result[k] for k in COMPUTE_KEYS}}
+            return out
+
+        return self.runner.run(name, asdict(settings), {"models": models, "sets": _set_key(sets)}, work)
+
+    def best(self, pair: str) -> System:
+        """The kept system of ``pair`` so far: the last rung val kept."""
+        return [s for s in self.systems[pair] if s.kept][-1]
+
+    def add(self, system: System) -> System:
+        """Score ``system`` on val and keep it only when it beats the system it built on."""
+        sets = self.sets[system.pair]
+        system.val_bleu = val_bleu(system.outputs, sets, system.pair.split("-")[1])
+        if system.built_on is not None:
+            base = next(s for s in self.systems[system.pair] if s.name == system.built_on)
+            system.kept = system.val_bleu > base.val_bleu
+            self.log(f"[{system.pair}] {system.name}: val BLEU {system.val_bleu:.2f} vs {base.val_bleu:.2f} "
+                     f"({base.name}): {'kept' if system.kept else 'not kept'}")
+        self.systems[system.pair].append(system)
+        return system
+
+    def reverse_system(self, pair: str) -> tuple[list[str], DecodeSettings, list[str]]:
+        """The best model(s) of the other direction: its kept system when it is part of the run,
+        else its forward model (trained here once) with beam search. Returns (models, search, trained)."""
+        src, tgt = _split_pair(pair)
+        rev = f"{tgt}-{src}"
+        if rev in self.systems and self.systems[rev]:
+            best = self.best(rev)
+            return best.models, best.decode, best.trained
+        model = self.forward_model(rev)
+        width = self.cfg.beam.widths[0]
+        return [model["model"]], DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size), [model["stage"]]
+
+    # -- rungs --
+
+    def baseline_and_beam(self, pair: str) -> None:
+        fwd = self.forward_model(pair)
+        sets = self.sets[pair]
+        tgt = _split_pair(pair)[1]
+        greedy = DecodeSettings(method="greedy", batch_size=self.cfg.batch_size)
+        out = self.decode(f"{pair}.baseline", [fwd["model"]], greedy, sets)
+        self.add(System("baseline", "baseline", pair, [fwd["model"]], greedy, out, [fwd["stage"]],
+                        stages=[fwd["stage"], f"{pair}.baseline"], provenance={"decode": "greedy"}))
+        if not self.cfg.beam.enabled:
+            return
+        # One stage per width; val chooses the width, the rung reports that one.
+        tried = {}
+        for width in self.cfg.beam.widths:
+            settings = DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size)
+            name = f"{pair}.beam{width}"
+            tried[width] = (settings, self.decode(name, [fwd["model"]], settings, sets), name)
+        width = max(tried, key=lambda w: (val_bleu(tried[w][1], sets, tgt), -w))
+        settings, out, name = tried[width]
+        self.add(System("+beam", "beam", pair, [fwd["model"]], settings, out, [fwd["stage"]], built_on="baseline",
+                        stages=[tried[w][2] for w in tried],
+                        provenance={"decode": f"beam {width}", "val_bleu_by_width": {
+                            str(w): round(val_bleu(tried[w][1], sets, tgt), 2) for w in tried}}))
+
+    def backtranslation(self, pair: str) -> None:
+        from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+        from synth.mix import META as MIX_META, MixConfig, mix
+
+        bt = self.cfg.backtranslation
+        src, tgt = _split_pair(pair)
+        base = self.best(pair)
+        mono = self.monolingual(tgt)
+        rev_models, rev_decode, rev_trained = self.reverse_system(pair)
+        name = f"{pair}.bt_data"
+
+        def work(stage_dir: Path) -> dict:
+            generation = GenerationConfig(method=bt.method, beam_size=bt.beam_size, shard_size=bt.shard_size,
+                                          batch_size=self.cfg.batch_size, seed=self.cfg.train.seed)
+            synthetic = backtranslate(BacktranslateConfig(input=mono["path"], output_dir=str(stage_dir / "bt"),
+                                                          model=rev_models if len(rev_models) > 1 else rev_models[0],
+                                                          max_lines=bt.max_monolingual, progress=self.progress,
+                                                          generation=generation),
+                                      log=lambda m: self.log(f"[{name}] {m}"))
+            real = self.data_config(src, tgt)
+            mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / "mix"),
+                                  tag=bt.tag, real_ratio=bt.real_ratio, real=real if bt.real_ratio else None),
+                        log=lambda m: self.log(f"[{name}] {m}"))
+            meta = json.loads((Path(mixed) / MIX_META).read_text())
+            return {"mix": str(mixed), "synthetic": str(synthetic), "synthetic_pairs": meta.get("synthetic_pairs"),
+                    "real_copies": meta.get("real_copies_total")}
+
+        key = {k: v for k, v in asdict(bt).items() if k != "model"}
+        data = self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
+                               {"monolingual": mono["path"], "back_translator": rev_models}, work)
+        model = self.train_model("bt", src, tgt, self.data_config(src, tgt, [data["mix"]]), bt.model,
+                                 {"mix": data["mix"]})
+        out = self.decode(f"{pair}.bt", [model["model"]], base.decode, self.sets[pair])
+        self.add(System("+bt", "bt", pair, [model["model"]], base.decode, out,
+                        _union(rev_trained, [model["stage"]]), built_on=base.name,
+                        stages=[name, model["stage"], f"{pair}.bt"],
+                        provenance={"back_translator": rev_models, "synthetic_pairs": data["synthetic_pairs"],
+                                    "method": bt.method, "tag": bt.tag, "real_copies": data["real_copies"]}))
+
+    def monolingual(self, lang: str) -> dict:
+        """The language's monolingual text, cleaned of every evaluation line (all languages, blind
+        included) and of the training side; shared by back-translation and the LM."""
+        from synth.prepare import PrepareConfig, prepare
+
+        files = self.corpora.monolingual.get(lang) or []
+        if not files:
+            raise DataError(f"no monolingual {lang} text for back-translation or the LM "
+                            f"(data.files.monolingual.{lang}); disable those rungs or add some")
+        name = f"mono.{lang}"
+
+        def work(stage_dir: Path) -> dict:
+            path, report = prepare(PrepareConfig(lang=lang, output=str(stage_dir / f"mono.{lang}.txt"), corpus="files",
+                                                 inputs=files, exclude_eval_files=self.corpora.decontamination_files(),
+                                                 exclude_train_files=[self.corpora.train[lang]],
+                                                 exclude_multi30k_eval=False, exclude_multi30k_train=False),
+                                   log=lambda m: self.log(f"[{name}] {m}"))
+            return {"path": str(path), "lines": report.kept, "removed": report.removed}
+
+        return self.runner.run(name, {"lang": lang}, {"files": files, "exclude": self.corpora.decontamination_files(),
+                                                      "train": self.corpora.train[lang]}, work)
+
+    def ensemble(self, pair: str) -> None:
+        """Checkpoint averaging of the kept model(s), and an ensemble of every forward model of the
+        direction; val picks one; the rung is kept if it beats the system so far on val."""
+        from core_seq2seq.training import average_checkpoints
+
+        ec = self.cfg.ensemble
+        tgt = _split_pair(pair)[1]
+        base = self.best(pair)
+        sets = self.sets[pair]
+        forward = [m for m in self.models.values() if m["stage"].endswith(f".{pair}")
+                   and m["stage"].split(".")[1] in ("fwd", "bt")]
+        averaged: dict[str, str] = {}
+        if ec.average_last > 1:
+            for m in forward:
+                name = f"{m['stage']}.avg{ec.average_last}"
+
+                def work(stage_dir: Path, m: dict = m) -> dict:
+                    ckpts = sorted(Path(m["run"]).glob("ckpt-*[0-9]"))[-ec.average_last:]
+                    average_checkpoints(ckpts, stage_dir / "model")
+                    return {"model": str(stage_dir / "model"), "checkpoints": [str(c) for c in ckpts]}
+
+                averaged[m["model"]] = self.runner.run(name, {"last": ec.average_last}, {"model": m["model"]}, work)["model"]
+        candidates: dict[str, list[str]] = {}
+        if averaged:
+            candidates["average"] = [averaged.get(m, m) for m in base.models]
+        if ec.combine and len(forward) > 1:
+            candidates["ensemble"] = [m["model"] for m in forward]
+            if averaged:
+                candidates["ensemble_of_averages"] = [averaged[m["model"]] for m in forward]
+        if not candidates:
+            self.log(f"[{pair}] +ensemble: nothing to try (one model, no averaging)")
+            return
+        tried = {k: self.decode(f"{pair}.ensemble_{k}", v, base.decode, sets) for k, v in candidates.items()}
+        choice = max(tried, key=lambda k: val_bleu(tried[k], sets, tgt))
+        models = candidates[choice]
+        trained = _union(base.trained, [m["stage"] for m in forward] if "ensemble" in choice else [])
+        self.add(System("+ensemble", "ensemble", pair, models, base.decode, tried[choice], trained, built_on=base.name,
+                        stages=[f"{m['stage']}.avg{ec.average_last}" for m in forward if averaged]
+                        + [f"{pair}.ensemble_{k}" for k in tried],
+                        provenance={"choice": choice, "models": models, "val_bleu_by_candidate": {
+                            k: round(val_bleu(v, sets, tgt), 2) for k, v in tried.items()}}))
+
+    def scorers(self, pair: str) -> dict[str, dict]:
+        """The right-to-left model and target LM of the reranker, trained inside the ladder."""
+        from inference_compute.lm import build_lm_corpus
+        from inference_compute.r2l import build_r2l_corpus
+        from core_seq2seq.data import read_text_lines
+
+        rc = self.cfg.rerank
+        src, tgt = _split_pair(pair)
+        out = {}
+        if rc.r2l:
+            name = f"data.r2l.{pair}"
+
+            def r2l_work(stage_dir: Path) -> dict:
+                c = self.corpora
+                build_r2l_corpus(stage_dir, (read_text_lines(c.train[src]), read_text_lines(c.train[tgt])),
+                                 (read_text_lines(c.val[src]), read_text_lines(c.val[tgt])), src, tgt)
+                return {"train": str(stage_dir / "train.tsv"), "val": str(stage_dir / "val.tsv")}
+
+            d = self.runner.run(name, {}, {"train": [self.corpora.train[src], self.corpora.train[tgt]],
+                                           "val": [self.corpora.val[src], self.corpora.val[tgt]]}, r2l_work)
+            out["r2l"] = self.train_model("r2l", src, tgt, self.data_config(src, tgt, train=(d["train"], d["train"]),
+                                                                             val=(d["val"], d["val"])), rc.r2l_model, d)
+        if rc.lm:
+            mono = self.monolingual(tgt)
+            name = f"data.lm.{tgt}"
+
+            def lm_work(stage_dir: Path) -> dict:
+                c = self.corpora
+                lines = read_text_lines(mono["path"]) + read_text_lines(c.train[tgt])
+                build_lm_corpus(stage_dir, lines, read_text_lines(c.val[tgt]), [], tgt)
+                return {"train": str(stage_dir / "train.tsv"), "val": str(stage_dir / "val.tsv")}
+
+            d = self.runner.run(name, {}, {"monolingual": mono["path"], "train": self.corpora.train[tgt]}, lm_work)
+            out["lm"] = self.train_model("lm", tgt, tgt, self.data_config(tgt, tgt, train=(d["train"], d["train"]),
+                                                                          val=(d["val"], d["val"])), rc.lm_model, d)
+        return out
+
+    def rerank_and_mbr(self, pair: str) -> None:
+        """n-best of the system so far; noisy-channel features; weights tuned on val; MBR over the same lists."""
+        from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
+        from inference_compute.features import compute_features, length_ratio
+        from inference_compute.lm import TargetLM
+        from inference_compute.mbr import MbrConfig, mbr_decode
+        from inference_compute.rerank import save_weights, select
+        from inference_compute.tune import TuneConfig, tune_weights
+
+        rc, mc = self.cfg.rerank, self.cfg.mbr
+        base = self.best(pair)
+        sets = self.sets[pair]
+        extra = self.scorers(pair)
+        channel, _, channel_trained = self.reverse_system(pair) if rc.channel else (None, None, [])
+        name = f"{pair}.rerank_mbr"
+
+        def work(stage_dir: Path) -> dict:
+            forward = LSTMTranslator.load(base.models[0] if len(base.models) == 1 else base.models)
+            reverse = LSTMTranslator.load(channel[0] if len(channel) == 1 else channel) if channel else None
+            r2l = LSTMTranslator.load(extra["r2l"]["model"]) if "r2l" in extra else None
+            lm = TargetLM.load(extra["lm"]["model"]) if "lm" in extra else None
+            spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=rc.nbest)], batch_size=self.cfg.batch_size)
+            typical = length_ratio(sets["val"].src, sets["val"].ref)
+            nbest, features, compute = {}, {}, {}
+            for set_name, data in sets.items():
+                meters = {"forward": forward, "reverse": reverse, "r2l": r2l, "lm": lm.translator if lm else None}
+                with ComputeMeter(meters) as meter:
+                    nbest[set_name] = generate_candidates(forward, data.src, spec)
+                    features[set_name] = compute_features(data.src, nbest[set_name], None, reverse, lm, r2l=r2l,
+                                                          typical_ratio=typical)
+                compute[set_name] = {k: meter.result[k] for k in COMPUTE_KEYS}
+            names = ["fwd_per_token", "tokens", "len_ratio_dev"] + (["rev_per_token"] if reverse else []) \
+                + (["r2l_per_token"] if r2l else []) + (["lm_per_token"] if lm else [])
+            tuned = tune_weights(features["val"], [[c.text for c in cs] for cs in nbest["val"]], sets["val"].ref,
+                                 TuneConfig(features=names, random_trials=rc.trials, seed=rc.seed))
+            save_weights(stage_dir / "weights.json", tuned.weights, val_bleu=tuned.score, features=names)
+            result: dict = {"weights": tuned.weights, "val_bleu_tuned": tuned.score, "rerank": {}, "mbr": {}}
+            mbr_cfg = MbrConfig(utility=mc.utility, weighting=mc.weighting, temperature=mc.temperature)
+            for set_name in sets:
+                picks = select(features[set_name], tuned.weights)
+                path = stage_dir / f"rerank.{set_name}.txt"
+                atomic_write_lines(path, [cs[i].text for cs, i in zip(nbest[set_name], picks)])
+                result["rerank"][set_name] = {"hyp_path": str(path), "compute": compute[set_name]}
+                if mc.enabled:
+                    start = time.perf_counter()
+                    mbr_picks, utility_calls = mbr_decode(nbest[set_name], mbr_cfg)
+                    path = stage_dir / f"mbr.{set_name}.txt"
+                    atomic_write_lines(path, [cs[i].text for cs, i in zip(nbest[set_name], mbr_picks)])
+                    c = dict(compute[set_name])
+                    c["decode_seconds"] += time.perf_counter() - start
+                    c["utility_calls"] = utility_calls
+                    result["mbr"][set_name] = {"hyp_path": str(path), "compute": c}
+            return result
+
+        inputs = {"models": base.models, "channel": channel, "r2l": extra.get("r2l", {}).get("model"),
+                  "lm": extra.get("lm", {}).get("model"), "sets": _set_key(sets)}
+        rm = self.runner.run(name, {"rerank": {k: v for k, v in asdict(rc).items() if not k.endswith("_model")},
+                                    "mbr": asdict(mc), "batch_size": self.cfg.batch_size}, inputs, work)
+        trained = _union(base.trained, channel_trained, [m["stage"] for m in extra.values()])
+        decode = replace(base.decode, beam_size=rc.nbest, nbest=rc.nbest, method="beam")
+        rerank = self.add(System("+rerank", "rerank", pair, base.models, decode, rm["rerank"], trained, built_on=base.name,
+                                 stages=[name, *[m["stage"] for m in extra.values()]],
+                                 provenance={"nbest": rc.nbest, "weights": rm["weights"], "channel": channel,
+                                             "r2l": inputs["r2l"], "lm": inputs["lm"]}))
+        if mc.enabled:
+            mbr_base = self.best(pair)
+            self.add(System("+mbr", "mbr", pair, base.models, decode, rm["mbr"], _union(base.trained), built_on=mbr_base.name,
+                            stages=[], provenance={"nbest": rc.nbest, "utility": mc.utility, "weighting": mc.weighting,
+                                                   "candidates_from": base.name, "reranked": rerank.kept}))
+
+    def agent(self, pair: str) -> None:
+        """The self-correcting agent, starting from the kept system's hypotheses; tuned on val."""
+        from agents.config import AgentConfig, DraftConfig, ModelsConfig, TuneConfig as AgentTuneConfig
+        from agents.lexicon import LexiconConfig
+        from agents.report import cost_summary
+        from agents.run import build_agent, correct
+        from agents.tune import save_tuned, tune
+
+        ac = self.cfg.agent
+        src, tgt = _split_pair(pair)
+        base = self.best(pair)
+        sets = self.sets[pair]
+        reverse, _, reverse_trained = self.reverse_system(pair)
+        drafts = base.outputs
+        name = f"{pair}.agent"
+
+        def work(stage_dir: Path) -> dict:
+            agent_cfg = AgentConfig(
+                models=ModelsConfig(forward=list(base.models), reverse=reverse[0],
+                                    src_lang=src, tgt_lang=tgt),
+                lexicon=LexiconConfig(path=str(stage_dir / "lexicon.json"), src_path=self.corpora.train[src],
+                                      tgt_path=self.corpora.train[tgt], max_pairs=self.cfg.data.max_train_pairs),
+                draft=DraftConfig(decode=replace(base.decode, nbest=1)), name="agent")
+            agent_cfg.policy.budget = ac.max_steps
+            agent_cfg.policy.seed = ac.seed
+            agent = build_agent(agent_cfg, log=self.log)
+            if ac.tune_on_val:
+                tuned = tune(agent, sets["val"].src, sets["val"].ref, AgentTuneConfig(),
+                             drafts=read_lines(drafts["val"]["hyp_path"]), log=self.log)
+                save_tuned(str(stage_dir / "tuned.json"), tuned)
+            out = {}
+            for set_name, data in sets.items():
+                draft_compute = drafts[set_name]["compute"]
+                agent.cfg.draft.forward_calls = draft_compute.get("forward_calls")
+                agent.cfg.draft.decode_seconds = draft_compute.get("decode_seconds")
+                finals, records = correct(agent, data.src, read_lines(drafts[set_name]["hyp_path"]),
+                                          trace_path=str(stage_dir / f"trace.{set_name}.jsonl"), log=self.log)
+                path = stage_dir / f"hyps.{set_name}.txt"
+                atomic_write_lines(path, finals)
+                cost = cost_summary(records)
+                out[set_name] = {"hyp_path": str(path), "trace": str(stage_dir / f"trace.{set_name}.jsonl"), "compute": {
+                    "decode_seconds": draft_compute.get("decode_seconds", 0.0) + cost["agent"]["seconds"],
+                    "forward_calls": int(draft_compute.get("forward_calls", 0) + cost["agent"]["forward_calls"]),
+                    "decoder_row_steps": draft_compute.get("decoder_row_steps"),
+                    "flops": (draft_compute.get("flops") or 0.0) + (cost["agent"]["flops"] or 0.0),
+                    "agent_multiple_forward_calls": cost["multiple_forward_calls"]}}
+            return out
+
+        out = self.runner.run(name, asdict(ac), {"models": base.models, "reverse": reverse, "drafts": {
+            k: v["hyp_path"] for k, v in drafts.items()}, "draft_decode": asdict(base.decode)}, work)
+        self.add(System("+agent", "agent", pair, base.models, base.decode, out, _union(base.trained, reverse_trained),
+                        built_on=base.name, stages=[name], provenance={"draft": base.name, "reverse": reverse}))
+
+
+def _union(*lists: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for items in lists:
+        out += [x for x in items if x not in out]
+    return out
+
+
+def _set_key(sets: dict[str, EvalSet]) -> dict[str, Any]:
+    return {name: [s.src_path, len(s.src)] for name, s in sets.items()}
+
+
+# ---- the whole run ------------------------------------------------------------------------------
+
+RUNGS: list[tuple[str, Callable[[Ladder, str], None]]] = [
+    # (config section that switches the rung on, the step). A new rung (e.g. distillation) is one line here.
+    ("", Ladder.baseline_and_beam),
+    ("backtranslation", Ladder.backtranslation),
+    ("ensemble", Ladder.ensemble),
+    ("rerank", Ladder.rerank_and_mbr),
+    ("agent", Ladder.agent),
+]
+
+
+def resolve_corpus(cfg: PipelineConfig, run_dir: Path, log: Log) -> Corpora:
+    """The run's corpora (Multi30K when found, else the toy task when allowed, said out loud)."""
+    langs = tuple(sorted({lang for p in cfg.data.pairs for lang in _split_pair(p)}))
+    d = cfg.data
     try:
-        root = find_multi30k(cfg.data.root, download=cfg.download)
-        return replace(cfg, data=replace(cfg.data, root=str(root)))
+        return resolve_corpora(d.corpus, langs, cfg.test_sets, root=d.root, download=cfg.download, files=d.files,
+                               toy_dir=run_dir / "toy_data", toy_train_pairs=d.toy_train_pairs)
     except (DataError, OSError) as e:
-        if not cfg.toy_fallback:
+        if d.corpus != "multi30k" or not cfg.toy_fallback or "not found" not in str(e).lower():
             raise
         log(f"Multi30K not available ({e}); running on the toy task shipped in the package instead.")
-        return replace(cfg, data=replace(cfg.data, corpus="toy"), test_sets=["test_2016_flickr"])
+        return resolve_corpora("toy", langs, cfg.test_sets, toy_dir=run_dir / "toy_data",
+                               toy_train_pairs=d.toy_train_pairs)
 
 
-def data_root(cfg: PipelineConfig, run_dir: Path) -> Path:
-    if cfg.data.corpus == "toy":
-        from core_seq2seq.toy import write_toy_task
-
-        root = run_dir / "toy_data"
-        if not (root / "task1/raw/train.en.gz").exists():
-            write_toy_task(root, n_train=cfg.data.toy_train_pairs)
-        return root
-    return Path(cfg.data.root)
-
-
-def eval_sets(cfg: PipelineConfig, root: Path) -> dict[str, dict]:
-    """val (for tuning) and the test sets present for this pair: sources, references, tok refs."""
-    sets = {}
-    for name in ["val"] + list(cfg.test_sets):
-        try:
-            corpus, _ = read_multi30k(name, cfg.data.src_lang, cfg.data.tgt_lang, root=root)
-        except DataError:
-            continue  # e.g. test_2017_* has no Czech side
-        if name == "val" and cfg.tune_set_limit:
-            corpus.src, corpus.tgt = corpus.src[:cfg.tune_set_limit], corpus.tgt[:cfg.tune_set_limit]
-        tok = multi30k_tok_reference(name, cfg.data.tgt_lang, root)
-        tok_refs = None
-        if tok is not None and name != "val":
-            tok_refs = tok.read_text(encoding="utf-8").splitlines()
-        sets[name] = {"src": corpus.src, "ref": corpus.tgt, "tok_ref": tok_refs, "tok_ref_path": str(tok) if tok else None,
-                      "ref_path": str(root / f"task1/raw/{name}.{cfg.data.tgt_lang}.gz")}
-    return sets
-
-
-# ---- rungs -------------------------------------------------------------------------------------
-
-def experiment(cfg: PipelineConfig, output_dir: Path, src: str, tgt: str, extra_train: list[str] = ()) -> ExperimentConfig:
-    data = replace(cfg.data, src_lang=src, tgt_lang=tgt, extra_train=list(extra_train))
-    return ExperimentConfig(output_dir=str(output_dir), data=data, tokenizer=cfg.tokenizer, model=cfg.model,
-                            train=replace(cfg.train, progress=False))
-
-
-def train_stage(runner: StageRunner, name: str, exp: ExperimentConfig, inputs: dict, log: Log) -> dict:
-    def work(stage_dir: Path) -> dict:
-        exp.output_dir = str(stage_dir / "model")
-        start = time.perf_counter()
-        train(exp, log=lambda m: log(f"[{name}] {m}"))
-        meta = json.loads((stage_dir / "model/best/decade_meta.json").read_text())
-        return {"model": str(stage_dir / "model/best"), "train_seconds": time.perf_counter() - start,
-                "val_bleu": meta.get("val", {}).get("val_bleu"), "step": meta.get("step")}
-
-    slice_ = {k: v for k, v in asdict(exp).items() if k != "output_dir"}
-    return runner.run(name, slice_, inputs, work)
-
-
-def decode_stage(runner: StageRunner, name: str, model: str, sets: dict, settings: DecodeSettings, inputs: dict) -> dict:
-    """Decode every eval set with one setting; hypotheses to files, compute per set."""
-    def work(stage_dir: Path) -> dict:
-        translator = LSTMTranslator.load(model)
-        out = {}
-        for set_name, data in sets.items():
-            with ComputeMeter({"model": translator}) as meter:
-                hyps = [c[0].text for c in translator.translate(data["src"], settings)]
-            path = stage_dir / f"hyps.{set_name}.txt"
-            atomic_write_lines(path, hyps)
-            out[set_name] = {"hyp_path": str(path), "compute": {
-                k: meter.result[k] for k in ("decode_seconds", "forward_calls", "decoder_row_steps", "flops")}}
-        return out
-
-    return runner.run(name, asdict(settings), {"model": model, **inputs}, work)
-
-
-def backtranslation_stage(runner: StageRunner, cfg: PipelineConfig, root: Path, reverse_model: str, log: Log) -> dict:
-    """Decontaminated target-side monolingual text -> synthetic sources -> tagged mix."""
-    from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
-    from synth.mix import MixConfig, mix
-    from synth.prepare import PrepareConfig, prepare
-
-    bt = cfg.backtranslation
-    src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
-
-    def work(stage_dir: Path) -> dict:
-        mono, report = prepare(PrepareConfig(lang=tgt, output=str(stage_dir / f"mono.{tgt}.txt"),
-                                             corpus="multi30k", root=str(root), max_lines=bt.max_monolingual),
-                               log=lambda m: log(f"[backtranslation] {m}"))
-        generation = GenerationConfig(method=bt.method, beam_size=bt.beam_size, shard_size=bt.shard_size,
-                                      batch_size=cfg.batch_size, seed=cfg.train.seed)
-        synthetic = backtranslate(BacktranslateConfig(input=str(mono), output_dir=str(stage_dir / "bt"),
-                                                      model=reverse_model, progress=False, generation=generation),
-                                  log=lambda m: log(f"[backtranslation] {m}"))
-        mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / "mix"),
-                              tag=bt.tag, real_ratio=bt.real_ratio,
-                              real=replace(cfg.data, extra_train=[]) if bt.real_ratio else None),
-                    log=lambda m: log(f"[backtranslation] {m}"))
-        return {"mix": str(mixed), "monolingual": str(mono), "synthetic": str(synthetic),
-                "monolingual_lines": sum(1 for _ in open(mono, encoding="utf-8"))}
-
-    return runner.run("backtranslation", asdict(bt), {"reverse_model": reverse_model}, work)
-
-
-def rerank_and_mbr_stage(runner: StageRunner, cfg: PipelineConfig, model: str, reverse_model: str, sets: dict,
-                         inputs: dict) -> dict:
-    """n-best lists (beam + samples), noisy-channel features, weights tuned on val; MBR over the same lists."""
-    from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
-    from inference_compute.features import compute_features, length_ratio
-    from inference_compute.mbr import MbrConfig, mbr_decode
-    from inference_compute.rerank import save_weights, select
-    from inference_compute.tune import TuneConfig, tune_weights
-
-    rc, mc = cfg.rerank, cfg.mbr
-
-    def work(stage_dir: Path) -> dict:
-        forward = LSTMTranslator.load(model)
-        reverse = LSTMTranslator.load(reverse_model) if rc.use_reverse else None
-        methods = [MethodSpec(method="beam", beam_size=rc.beam_size)]
-        if rc.num_samples:
-            methods.append(MethodSpec(method="sample", num_samples=rc.num_samples, epsilon=0.02, seed=rc.seed))
-        spec = CandidateSpec(methods=methods, batch_size=cfg.batch_size)
-        typical = length_ratio(sets["val"]["src"], sets["val"]["ref"])
-        nbest, features, compute = {}, {}, {}
-        for set_name, data in sets.items():
-            with ComputeMeter({"forward": forward, "reverse": reverse}) as meter:
-                nbest[set_name] = generate_candidates(forward, data["src"], spec)
-                features[set_name] = compute_features(data["src"], nbest[set_name], None, reverse, typical_ratio=typical)
-            compute[set_name] = {k: meter.result[k] for k in ("decode_seconds", "forward_calls", "decoder_row_steps", "flops")}
-        names = ["fwd_per_token", "tokens", "len_ratio_dev"] + (["rev_per_token"] if reverse else [])
-        tuned = tune_weights(features["val"], [[c.text for c in cs] for cs in nbest["val"]], sets["val"]["ref"],
-                             TuneConfig(features=names, random_trials=rc.trials, seed=rc.seed))
-        save_weights(stage_dir / "weights.json", tuned.weights, val_bleu=tuned.score, features=names)
-        out: dict = {"weights": tuned.weights, "val_bleu_tuned": tuned.score, "rerank": {}, "mbr": {}}
-        mbr_cfg = MbrConfig(utility=mc.utility, weighting=mc.weighting, temperature=mc.temperature)
-        for set_name in sets:
-            picks = select(features[set_name], tuned.weights)
-            path = stage_dir / f"rerank.{set_name}.txt"
-            atomic_write_lines(path, [cs[i].text for cs, i in zip(nbest[set_name], picks)])
-            out["rerank"][set_name] = {"hyp_path": str(path), "compute": compute[set_name]}
-            if mc.enabled:
-                start = time.perf_counter()
-                mbr_picks, utility_calls = mbr_decode(nbest[set_name], mbr_cfg)
-                path = stage_dir / f"mbr.{set_name}.txt"
-                atomic_write_lines(path, [cs[i].text for cs, i in zip(nbest[set_name], mbr_picks)])
-                c = dict(compute[set_name])
-                c["decode_seconds"] += time.perf_counter() - start
-                c["utility_calls"] = utility_calls
-                out["mbr"][set_name] = {"hyp_path": str(path), "compute": c}
-        return out
-
-    return runner.run("rerank_mbr", {"rerank": asdict(rc), "mbr": asdict(mc), "batch_size": cfg.batch_size},
-                      {"model": model, "reverse": reverse_model, **inputs}, work)
-
-
-def agent_stage(runner: StageRunner, cfg: PipelineConfig, model: str, reverse_model: str, root: Path, sets: dict,
-                drafts: dict, inputs: dict, log: Log) -> dict:
-    """The self-correcting agent, starting from the best non-agent rung's hypotheses (``drafts``:
-    set -> {hyp_path, compute}); thresholds tuned on val, then frozen for the test sets."""
-    from agents.config import AgentConfig, DraftConfig, ModelsConfig, TuneConfig as AgentTuneConfig
-    from agents.lexicon import LexiconConfig
-    from agents.report import cost_summary
-    from agents.run import build_agent, correct
-    from agents.tune import save_tuned, tune
-    from evals.textio import read_lines
-
-    ac = cfg.agent
-    src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
-
-    def work(stage_dir: Path) -> dict:
-        agent_cfg = AgentConfig(
-            models=ModelsConfig(forward=[model], reverse=reverse_model, src_lang=src, tgt_lang=tgt),
-            lexicon=LexiconConfig(path=str(stage_dir / "lexicon.json"), src_path=str(root / f"task1/raw/train.{src}.gz"),
-                                  tgt_path=str(root / f"task1/raw/train.{tgt}.gz"),
-                                  max_pairs=cfg.data.max_train_pairs),
-            draft=DraftConfig(decode=DecodeSettings(method="beam", beam_size=cfg.beam_size, batch_size=cfg.batch_size)),
-            name="agent")
-        agent_cfg.policy.budget = ac.max_steps
-        agent_cfg.policy.seed = ac.seed
-        agent = build_agent(agent_cfg, log=log)
-        if ac.tune_on_val and "val" in sets:
-            tuned = tune(agent, sets["val"]["src"], sets["val"]["ref"],
-                         AgentTuneConfig(), drafts=read_lines(drafts["val"]["hyp_path"]), log=log)
-            save_tuned(str(stage_dir / "tuned.json"), tuned)
-        out = {}
-        for set_name, data in sets.items():
-            if set_name == "val":
-                continue
-            draft_compute = drafts[set_name]["compute"]
-            agent.cfg.draft.forward_calls = draft_compute.get("forward_calls")
-            agent.cfg.draft.decode_seconds = draft_compute.get("decode_seconds")
-            finals, records = correct(agent, data["src"], read_lines(drafts[set_name]["hyp_path"]),
-                                      trace_path=str(stage_dir / f"trace.{set_name}.jsonl"), log=log)
-            path = stage_dir / f"hyps.{set_name}.txt"
-            atomic_write_lines(path, finals)
-            cost = cost_summary(records)
-            out[set_name] = {"hyp_path": str(path), "trace": str(stage_dir / f"trace.{set_name}.jsonl"), "compute": {
-                "decode_seconds": draft_compute.get("decode_seconds", 0.0) + cost["agent"]["seconds"],
-                "forward_calls": int(draft_compute.get("forward_calls", 0) + cost["agent"]["forward_calls"]),
-                "flops": (draft_compute.get("flops") or 0.0) + (cost["agent"]["flops"] or 0.0),
-                "agent_multiple_forward_calls": cost["multiple_forward_calls"]}}
-        return out
-
-    return runner.run("agent", asdict(ac), {"model": model, "reverse": reverse_model, **inputs}, work)
-
-
-# ---- the whole ladder --------------------------------------------------------------------------
-
-def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = print, config_path: str = "") -> str:
-    """Run (or resume) every rung, write result records and the leaderboard; return its Markdown."""
+def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = print, config_path: str = "",
+               out: str | None = None) -> str:
+    """Run (or resume) every rung of every direction; write records, leaderboards, blind outputs and
+    the summary; return the leaderboard Markdown."""
     import sacrebleu
     import torch
     import transformers
 
-    cfg = resolve_corpus(cfg, log)
-    run_dir = Path(cfg.run_dir)
+    run_dir = resolve_run_dir(cfg, out, config_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    corpora = resolve_corpus(cfg, run_dir, log)
+    started = time.time()
     atomic_write_text(run_dir / "run.json", json.dumps({
-        "config": asdict(cfg), "config_path": config_path, "seed": cfg.train.seed,
+        "config": asdict(cfg), "config_path": config_path, "run_dir": str(run_dir), "seed": cfg.train.seed,
+        "corpora": asdict(corpora),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "sacrebleu": sacrebleu.__version__, "python": platform.python_version()},
-        "machine": platform.platform(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1, default=str))
+        "machine": machine_facts(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1, default=str))
     runner = StageRunner(run_dir, set(force or ()), log)
-    root = data_root(cfg, run_dir)
-    src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
-    sets = eval_sets(cfg, root)
-    data_key = {"root": str(root), "corpus": cfg.data.corpus}
-
-    fwd = train_stage(runner, "train_forward", experiment(cfg, run_dir, src, tgt), data_key, log)
-    rev = train_stage(runner, "train_reverse", experiment(cfg, run_dir, tgt, src), data_key, log)
-    greedy = decode_stage(runner, "baseline", fwd["model"], sets, DecodeSettings(method="greedy", batch_size=cfg.batch_size), {})
-    beam_settings = DecodeSettings(method="beam", beam_size=cfg.beam_size, batch_size=cfg.batch_size)
-    beam = decode_stage(runner, "beam", fwd["model"], sets, beam_settings, {})
-    # rung name -> (stage tag, per-set outputs, training seconds, provenance)
-    ladder: list[tuple[str, str, dict, float, dict]] = [
-        ("baseline", "baseline", greedy, fwd["train_seconds"], {"model": fwd["model"], "decode": "greedy"}),
-        ("+beam", "beam", beam, fwd["train_seconds"], {"model": fwd["model"], "decode": f"beam {cfg.beam_size}"}),
-    ]
-    best_model, train_seconds = fwd["model"], fwd["train_seconds"]
-    if cfg.backtranslation.enabled:
-        bt = backtranslation_stage(runner, cfg, root, rev["model"], log)
-        bt_model = train_stage(runner, "train_bt", experiment(cfg, run_dir, src, tgt, [bt["mix"]]),
-                               {**data_key, "mix": bt["mix"]}, log)
-        bt_beam = decode_stage(runner, "bt_beam", bt_model["model"], sets, beam_settings, {})
-        ladder.append(("+back-translation", "bt", bt_beam, bt_model["train_seconds"] + rev["train_seconds"],
-                       {"model": bt_model["model"], "synthetic_pairs": bt["monolingual_lines"], "tag": cfg.backtranslation.tag}))
-        best_model, train_seconds = bt_model["model"], bt_model["train_seconds"] + rev["train_seconds"]
-    # Training seconds of every model a rung uses (the reverse model once, however many roles it has).
-    with_reverse = train_seconds + (0.0 if cfg.backtranslation.enabled else rev["train_seconds"])
-    if cfg.rerank.enabled:
-        rm = rerank_and_mbr_stage(runner, cfg, best_model, rev["model"], sets, {})
-        ladder.append(("+reranking", "rerank", rm["rerank"], with_reverse,
-                       {"model": best_model, "reverse": rev["model"], "weights": rm["weights"]}))
-        if cfg.mbr.enabled:
-            ladder.append(("+MBR", "mbr", rm["mbr"], train_seconds, {"model": best_model, "utility": cfg.mbr.utility}))
-    if cfg.agent.enabled:
-        # Start from the best non-agent rung, chosen on val.
-        start = max(ladder, key=lambda row: _val_bleu(row[2], sets))
-        agent = agent_stage(runner, cfg, best_model, rev["model"], root, sets, start[2],
-                            {"start": start[0], "drafts": {k: v["hyp_path"] for k, v in start[2].items()}}, log)
-        ladder.append(("+agent", "agent", agent, with_reverse,
-                       {"model": best_model, "reverse": rev["model"], "draft": start[0]}))
-    markdown = write_leaderboard(cfg, run_dir, ladder, sets, config_path)
-    summary = ["## Time per stage", "", "| stage | seconds | this run |", "| --- | ---: | --- |"]
-    summary += [f"| {k} | {v:.0f} | {'cached' if k in runner.cached else 'ran'} |" for k, v in runner.timings.items()]
-    atomic_write_text(run_dir / "summary.md", markdown + "\n" + "\n".join(summary) + "\n")
-    return markdown
+    done = len(list(run_dir.glob("*/stage.json")))
+    log(f"run directory {run_dir}: {done} finished stages found; directions {', '.join(cfg.data.pairs)}; rungs "
+        + " -> ".join(["baseline"] + [s for s in ("beam", "backtranslation", "ensemble", "rerank", "mbr", "agent")
+                                      if getattr(cfg, s).enabled]))
+    ladder = Ladder(cfg, run_dir, corpora, runner, log)
+    # Rung by rung across directions: each direction's next rung can use the other's best system so far.
+    for section, step in RUNGS:
+        if section and not getattr(cfg, section).enabled:
+            continue
+        for pair in ladder.pairs:
+            step(ladder, pair)
+    markdown = []
+    for pair in ladder.pairs:
+        markdown.append(write_leaderboard(cfg, run_dir, ladder, pair, config_path))
+        write_blind(run_dir, ladder, pair)
+    summary = write_summary(cfg, run_dir, ladder, runner, time.time() - started)
+    atomic_write_text(run_dir / "summary.md", "\n".join(markdown) + "\n" + summary)
+    return "\n".join(markdown)
 
 
-def _val_bleu(outputs: dict, sets: dict) -> float:
-    from evals.metrics import score_corpus
-    from evals.textio import read_lines
+def machine_facts() -> dict[str, Any]:
+    """CPU model and the flags that decide speed (bf16, AVX-512), for the records and the summary."""
+    facts: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
+        flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+        facts.update(cpu=model, avx2="avx2" in flags, avx512f="avx512f" in flags, avx512_bf16="avx512_bf16" in flags,
+                     amx_bf16="amx_bf16" in flags)
+    except OSError:
+        facts["cpu"] = platform.processor() or None
+    return facts
 
-    if "val" not in outputs:
-        return float("-inf")
-    return score_corpus(read_lines(outputs["val"]["hyp_path"]), sets["val"]["ref"])["bleu"]
+
+def _system_cost(ladder: Ladder, system: System) -> dict[str, Any]:
+    models = [ladder.models[s] for s in system.trained if s in ladder.models]
+    return {"train_seconds": round(sum(m["train_seconds_total"] for m in models), 1),
+            "train_steps": sum(m["steps"] for m in models), "models": [m["stage"] for m in models]}
 
 
-def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: list, sets: dict, config_path: str) -> str:
-    """Result records for every rung and test set (with paired significance), then the leaderboard."""
+def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: str, config_path: str) -> str:
+    """Result records of every rung on every test set (p-values against the system each built on),
+    then this direction's leaderboard under ``<run>/<pair>/``."""
     from evals.leaderboard import render_leaderboard
-    from evals.textio import read_lines
     from evals.records import config_hash
 
-    pair = f"{cfg.data.src_lang}-{cfg.data.tgt_lang}"
     digest = config_hash(asdict(cfg))
+    systems = ladder.systems[pair]
     records = []
-    for set_name, data in sets.items():
-        if set_name == "val":
-            continue  # val chose the settings: it is not reported
+    for set_name, data in ladder.sets[pair].items():
+        if set_name in ("val", "blind"):
+            continue  # val chose the settings: it is not reported; blind has no references
         hyps_by_system, rows = {}, []
-        for system, stage, outputs, train_seconds, provenance in ladder:
-            out = outputs[set_name]
+        for s in systems:
+            out = s.outputs[set_name]
             hyps = read_lines(out["hyp_path"])
-            hyps_by_system[system] = hyps
-            compute = {"train_seconds": round(train_seconds, 1), "device": "cpu", **out["compute"]}
-            rows.append(make_record(system, stage, pair, set_name, hyps, data["ref"], data["tok_ref"],
+            hyps_by_system[s.name] = hyps
+            cost = _system_cost(ladder, s)
+            compute = {"train_seconds": cost["train_seconds"], "train_steps": cost["train_steps"], "device": "cpu",
+                       **out["compute"]}
+            rows.append(make_record(s.name, s.stage, pair, set_name, hyps, data.ref, data.tok_ref,
                                     hyp_path=out["hyp_path"], compute=compute, config_digest=digest,
-                                    config_path=config_path, provenance=provenance, ref_path=data["ref_path"],
-                                    tok_ref_path=data["tok_ref_path"], n_samples=cfg.bootstrap_samples,
-                                    seed=cfg.significance_seed))
-        # The agent is tested against the draft it started from, not against the row above it.
-        compare_to = {r[0]: r[4]["draft"] for r in ladder if r[1] == "agent"}
-        records += attach_significance(rows, [r[0] for r in ladder], hyps_by_system, data["ref"],
+                                    config_path=config_path, decode=asdict(s.decode),
+                                    provenance={**s.provenance, "models": s.models, "trained": cost["models"]},
+                                    ref_path=data.ref_path, tok_ref_path=data.tok_ref_path, src_path=data.src_path,
+                                    n_samples=cfg.bootstrap_samples, seed=cfg.significance_seed,
+                                    extra={"kept": s.kept, "built_on": s.built_on, "val_bleu": round(s.val_bleu, 2)}))
+        compare_to = {s.name: s.built_on for s in systems if s.built_on}
+        records += attach_significance(rows, [s.name for s in systems], hyps_by_system, data.ref,
                                        n_samples=cfg.bootstrap_samples, seed=cfg.significance_seed,
                                        compare_to=compare_to)
-    write_records(run_dir / "results.jsonl", records)
-    return render_leaderboard(records, str(run_dir / "leaderboard"))
+    out_dir = run_dir / pair
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_records(out_dir / "results.jsonl", records)
+    return render_leaderboard(records, str(out_dir / "leaderboard"), wall_clock=False)
+
+
+def write_blind(run_dir: Path, ladder: Ladder, pair: str) -> None:
+    """Each rung's blind translations as ``<run>/blind/<pair>/<system>.txt`` (one line per source line)."""
+    for s in ladder.systems[pair]:
+        if "blind" in s.outputs:
+            atomic_write_lines(run_dir / "blind" / pair / f"{s.name}.txt", read_lines(s.outputs["blind"]["hyp_path"]))
+
+
+def write_summary(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, runner: StageRunner, seconds: float) -> str:
+    """Cost per rung (training steps and seconds, decoding FLOPs and seconds, share of the run), time per
+    stage, which rungs val kept, and the machine."""
+    facts = machine_facts()
+    total = sum(runner.timings.values()) or 1.0
+    lines = ["## Cost per rung", "",
+             f"Machine: {facts.get('cpu')}, {facts.get('cpus')} CPUs (AVX-512 bf16: {facts.get('avx512_bf16')}); "
+             f"torch threads {cfg.train.num_threads or 'default'}.", "",
+             "| pair | system | kept | val BLEU | built on | stages (s) | share of run | train steps (all models behind it) "
+             "| decode GFLOPs (test sets) | decode s (test sets) |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for pair in ladder.pairs:
+        for s in ladder.systems[pair]:
+            own = sum(runner.timings.get(st, 0.0) for st in s.stages)
+            tests = [v for k, v in s.outputs.items() if k not in ("val", "blind")]
+            flops = sum((v["compute"].get("flops") or 0.0) for v in tests)
+            dsec = sum((v["compute"].get("decode_seconds") or 0.0) for v in tests)
+            cost = _system_cost(ladder, s)
+            lines.append(f"| {pair} | {s.name} | {'yes' if s.kept else 'no'} | {s.val_bleu:.2f} | {s.built_on or '–'} "
+                         f"| {own:.0f} | {own / total:.1%} | {cost['train_steps']:,} | {flops / 1e9:,.0f} | {dsec:.0f} |")
+    lines += ["", "## Time per stage", "", "| stage | seconds | this run |", "| --- | ---: | --- |"]
+    lines += [f"| {k} | {v:.0f} | {'cached' if k in runner.cached else 'ran'} |" for k, v in runner.timings.items()]
+    lines += ["", f"Stage time in all: {total:.0f} s ({total / 3600:.2f} h); this invocation: {seconds:.0f} s."]
+    return "\n".join(lines) + "\n"

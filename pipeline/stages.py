@@ -42,12 +42,15 @@ class StageRunner:
     log: Callable[[str], None] = print
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds it took when it ran
     cached: set[str] = field(default_factory=set)  # stages this run found finished
+    done: dict[str, tuple[str, dict]] = field(default_factory=dict)  # stage -> (key, outputs) finished in this process
 
     def run(self, name: str, config_slice: Any, inputs: dict[str, Any], work: Callable[[Path], dict]) -> dict:
         """Run ``work(stage_dir) -> outputs`` unless a finished run with the same key exists."""
         stage_dir = self.run_dir / name
         marker = stage_dir / "stage.json"
         key = stable_hash({"config": config_slice, "inputs": inputs})
+        if name in self.done and self.done[name][0] == key:  # asked for again by a later rung of this run
+            return self.done[name][1]
         if marker.exists() and name not in self.force:
             done = json.loads(marker.read_text())
             newer = self.rebuilt_since(inputs, _finished_ns(done))
@@ -55,6 +58,7 @@ class StageRunner:
                 self.log(f"[{name}] cached ({done['seconds']:.0f}s when run)")
                 self.timings[name] = float(done["seconds"])
                 self.cached.add(name)
+                self.done[name] = (key, done["outputs"])
                 return done["outputs"]
             self.log(f"[{name}] " + (f"{', '.join(newer)} finished after it: rerunning" if done.get("key") == key
                                      else "config or inputs changed: rerunning"))
@@ -71,6 +75,7 @@ class StageRunner:
         tmp = marker.with_name("stage.json.tmp")
         tmp.write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, marker)
+        self.done[name] = (key, outputs)
         self.log(f"[{name}] done in {seconds:.0f}s")
         return outputs
 

@@ -5,7 +5,7 @@ A line is dropped, for the first of these reasons that applies (each counted in 
 1. ``empty``: nothing left after normalisation;
 2. ``too_long``: more than ``max_chars`` characters or ``max_words`` words;
 3. ``eval_overlap``: it occurs in a validation or test set, in any language present (Multi30K
-   task-1 val/test splits and task-2 val captions, plus ``exclude_eval_files``);
+   task-1 val/test splits, task-2 val captions and the blind test, plus ``exclude_eval_files``);
 4. ``train_overlap``: it occurs on the target side of the parallel training data (the task-2
    English captions contain every task-1 English training caption: not new data);
 5. ``duplicate``: an earlier kept line is identical after normalisation.
@@ -81,10 +81,12 @@ def default_inputs(root: Path, lang: str) -> list[Path]:
 
 
 def eval_files(root: Path) -> list[Path]:
-    """Every val/test file of a Multi30K-layout folder, all languages: task-1 splits and task-2 val."""
+    """Every val/test file of a Multi30K-layout folder, all languages: task-1 splits, task-2 val and
+    the blind test's sources (``blind/*.gz``)."""
     raw = root / "task1/raw"
     files = [p for split in SPLITS if split != "train" for p in sorted(raw.glob(f"{split}.*.gz"))]
     files += sorted((root / "task2/raw").glob("val.*.gz"))
+    files += sorted((root / "blind").glob("*.gz"))
     return files
 
 
