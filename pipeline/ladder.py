@@ -347,7 +347,7 @@ class Ladder:
         averaged: dict[str, str] = {}
         if ec.average_last > 1:
             for m in forward:
-                name = f"{m['stage']}.avg{ec.average_last}"
+                name = f"average.{m['stage'].removeprefix('model.')}"
 
                 def work(stage_dir: Path, m: dict = m) -> dict:
                     ckpts = sorted(Path(m["run"]).glob("ckpt-*[0-9]"))[-ec.average_last:]
@@ -370,7 +370,7 @@ class Ladder:
         models = candidates[choice]
         trained = _union(base.trained, [m["stage"] for m in forward] if "ensemble" in choice else [])
         self.add(System("+ensemble", "ensemble", pair, models, base.decode, tried[choice], trained, built_on=base.name,
-                        stages=[f"{m['stage']}.avg{ec.average_last}" for m in forward if averaged]
+                        stages=[f"average.{m['stage'].removeprefix('model.')}" for m in forward if averaged]
                         + [f"{pair}.ensemble_{k}" for k in tried],
                         provenance={"choice": choice, "models": models, "val_bleu_by_candidate": {
                             k: round(val_bleu(v, sets, tgt), 2) for k, v in tried.items()}}))

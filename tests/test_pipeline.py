@@ -23,64 +23,98 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE", "PYTHONPATH": str(ROOT)}
 
 
-def _config(tmp_path: Path, name: str) -> Path:
+def _config(tmp_path: Path, name: str, **over) -> Path:
+    """A two-direction toy ladder small enough for a test; the BT model gets 5 steps so that the
+    +bt rung loses on val, by construction, and the next rung must build on the one before it."""
     cfg = {
-        "run_dir": str(tmp_path / name),
-        "data": {"corpus": "toy", "toy_train_pairs": 1500},
+        "data": {"corpus": "toy", "toy_train_pairs": 1500, "pairs": ["en-de", "de-en"]},
         "tokenizer": {"vocab_size": 200},
         "model": {"embed_size": 48, "encoder_hidden_size": 48, "decoder_hidden_size": 48, "dropout": 0.1},
-        "train": {"batch_tokens": 1000, "lr": 0.005, "warmup_steps": 20, "max_steps": 120, "eval_every_steps": 40,
-                  "eval_max_sentences": 30, "num_threads": 1},
+        "train": {"batch_tokens": 1000, "lr": 0.005, "warmup_steps": 20, "max_steps": 160, "eval_every_steps": 40,
+                  "eval_max_sentences": 30, "num_threads": 1, "patience": 2},
         "test_sets": ["test_2016_flickr"], "tune_set_limit": 60, "batch_size": 32,
-        "backtranslation": {"method": "greedy", "max_monolingual": 400, "shard_size": 100},
-        "rerank": {"beam_size": 4, "trials": 10},
+        "beam": {"widths": [2, 4]},
+        "backtranslation": {"method": "greedy", "max_monolingual": 300, "shard_size": 100,
+                            "model": {"train": {"max_steps": 5}}},
+        "ensemble": {"average_last": 2},
+        "rerank": {"nbest": 4, "trials": 10, "r2l_model": {"train": {"max_steps": 80}},
+                   "lm_model": {"train": {"max_steps": 40, "select_by": "loss"}}},
         "agent": {"max_steps": 1, "tune_on_val": False},
         "bootstrap_samples": 100,
     }
+    for key, value in over.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def _records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+def _records(run: Path, pair: str) -> list[dict]:
+    return [json.loads(line) for line in (run / pair / "results.jsonl").read_text().splitlines()]
 
 
-def test_killed_ladder_resumes_to_the_same_leaderboard(tmp_path):
-    reference = _config(tmp_path, "reference")
-    subprocess.run([sys.executable, "-m", "pipeline", "run", str(reference)], check=True, env=ENV, cwd=ROOT,
-                   capture_output=True)
-    ref_records = _records(tmp_path / "reference")
-    assert [r["stage"] for r in ref_records] == ["baseline", "beam", "bt", "rerank", "mbr", "agent"]
-    assert all(r["p_vs_prev"] is not None for r in ref_records[1:])
-    assert (tmp_path / "reference/leaderboard/leaderboard.md").exists()
+def _decade(config: Path, out: Path, quiet: bool = False) -> subprocess.Popen:
+    pipe = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(config), "--out", str(out)], env=ENV, cwd=ROOT,
+                            stdout=pipe, stderr=pipe, text=True)
 
-    killed_cfg = _config(tmp_path, "killed")
-    run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(killed_cfg)], env=ENV, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    mid_stage = run / "train_reverse/model/last/decade_meta.json"
-    while time.time() < deadline and not mid_stage.exists():  # kill inside the second training stage
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert mid_stage.exists() and not (run / "train_reverse/stage.json").exists(), "not killed mid-stage"
-    forward_done = (run / "train_forward/stage.json").stat().st_mtime_ns
-    out = subprocess.run([sys.executable, "-m", "pipeline", "run", str(killed_cfg)], check=True, env=ENV, cwd=ROOT,
-                         capture_output=True, text=True)
-    assert "[train_forward] cached" in out.stderr and "resuming" in out.stderr
-    assert (run / "train_forward/stage.json").stat().st_mtime_ns == forward_done
-    keys = ("system", "bleu", "chrf", "bleu_ci", "p_vs_prev", "p_vs_baseline")
-    assert [{k: r[k] for k in keys} for r in _records(run)] == [{k: r[k] for k in keys} for r in ref_records]
-    # A third run does nothing but rebuild the leaderboard from cached stages.
-    again = subprocess.run([sys.executable, "-m", "pipeline", "run", str(killed_cfg)], check=True, env=ENV, cwd=ROOT,
-                           capture_output=True, text=True)
-    assert again.stderr.count("cached") == 9 and "| +agent |" in again.stdout
-    summary = (run / "summary.md").read_text()
-    assert "| train_forward |" in summary and "| ran |" not in summary  # times from when each stage ran
-    took = json.loads((run / "train_forward/stage.json").read_text())["seconds"]
-    assert f"| train_forward | {took:.0f} | cached |" in summary
+
+def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path):
+    config = _config(tmp_path, "toy2")
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    ref_proc = _decade(config, reference)  # the reference and the run to be killed side by side (2 cores)
+    kill_proc = _decade(config, killed, quiet=True)
+    mid_stage = killed / "model.r2l.de-en/model/last/decade_meta.json"
+    deadline = time.time() + 400
+    while time.time() < deadline and not mid_stage.exists() and kill_proc.poll() is None:
+        time.sleep(0.02)
+    kill_proc.send_signal(signal.SIGKILL)  # inside the second direction's right-to-left model's training
+    kill_proc.wait()
+    ref_out, ref_err = ref_proc.communicate(timeout=600)
+    assert ref_proc.returncode == 0, ref_err[-3000:]
+    assert mid_stage.exists() and not (killed / "model.r2l.de-en/stage.json").exists(), "not killed mid-stage"
+
+    # Every model is trained exactly once: the de-en forward model is en-de's back-translator and channel.
+    trained = sorted({line.split("]")[0][1:] for line in ref_err.splitlines()
+                      if line.startswith("[model.") and line.endswith("] running")})
+    assert trained == ["model.bt.de-en", "model.bt.en-de", "model.fwd.de-en", "model.fwd.en-de", "model.lm.de",
+                       "model.lm.en", "model.r2l.de-en", "model.r2l.en-de"]
+    assert all(ref_err.count(f"[{m}] running") == 1 for m in trained)
+
+    for pair in ("en-de", "de-en"):
+        records = _records(reference, pair)
+        systems = [r["system"] for r in records]
+        assert systems == ["baseline", "+beam", "+bt", "+ensemble", "+rerank", "+mbr", "+agent"]
+        # A stack: each rung is built on the last kept rung before it and tested against that one.
+        kept = "baseline"
+        for r in records[1:]:
+            assert r["extra"]["built_on"] == kept == r["significance"]["prev"], (pair, r["system"])
+            if r["extra"]["kept"]:
+                kept = r["system"]
+        bt = records[2]
+        assert bt["extra"]["kept"] is False and records[3]["extra"]["built_on"] != "+bt"
+        # Every rung translated the blind half of its direction, one line per source line.
+        blind = sorted((reference / "blind" / pair).glob("*.txt"))
+        assert sorted(p.stem for p in blind) == sorted(systems)
+        assert all(len(p.read_text().splitlines()) == 100 for p in blind)
+    # Blind and evaluation sentences never reach the monolingual (back-translation, LM) text.
+    mono = set((reference / "mono.de/mono.de.txt").read_text().splitlines())
+    import gzip
+    blind_b = gzip.open(reference / "toy_data/blind/test_2018_flickr_b.de.gz", "rt").read().splitlines()
+    test_de = gzip.open(reference / "toy_data/task1/raw/test_2016_flickr.de.gz", "rt").read().splitlines()
+    assert mono and not mono & (set(blind_b) | set(test_de))
+
+    resumed = _decade(config, killed)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "[model.fwd.en-de] cached" in err and "[model.r2l.de-en] running" in err and "resuming" in err
+    assert out == ref_out  # the same leaderboard, to the digit
+    keys = ("system", "bleu", "chrf", "bleu_ci", "p_vs_prev", "p_vs_baseline", "extra")
+    for pair in ("en-de", "de-en"):
+        assert [{k: r[k] for k in keys} for r in _records(killed, pair)] == \
+            [{k: r[k] for k in keys} for r in _records(reference, pair)]
+    summary = (killed / "summary.md").read_text()
+    assert "## Cost per rung" in summary and "| de-en | +bt | no |" in summary
 
 
 def test_bad_pipeline_config_is_a_clear_error(tmp_path, capsys):
@@ -92,18 +126,52 @@ def test_bad_pipeline_config_is_a_clear_error(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text, message", [
+    ("rerank:\n  r2l_model:\n    train: {max_step: 3}\n", r"rerank\.r2l_model\.train\.max_step: unknown key"),
+    ("backtranslation:\n  model:\n    model: {hidden: 3}\n", r"backtranslation\.model\.model\.hidden: unknown key"),
+    ("data:\n  pairs: [ende]\n", r"data\.pairs: 'ende' is not a direction"),
+    ("beam:\n  widths: []\n", r"beam\.widths"),
+])
+def test_role_overrides_and_pairs_are_checked_before_anything_runs(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline_config(path)
+
+
 def test_shipped_configs_load():
-    for name in ("quickstart", "multi30k_en_de", "multi30k_de_en"):
+    for name in ("quickstart", "multi30k"):
         cfg = load_pipeline_config(ROOT / f"configs/{name}.yaml")
         assert cfg.backtranslation.enabled and cfg.agent.enabled
+        # Published ladders train by steps, never to a wall-clock budget.
+        assert cfg.train.time_budget_minutes == 0 and cfg.train.max_steps > 0 and cfg.train.patience > 0
+    assert load_pipeline_config(ROOT / "configs/multi30k.yaml").data.pairs == ["en-de", "de-en"]
+
+
+@pytest.mark.parametrize("run_dir, out, env, expect", [
+    ("", "/x/out", "/runs", "/x/out"),             # --out wins
+    ("/cfg/dir", None, "/runs", "/cfg/dir"),        # then the config's run_dir
+    ("", None, "/runs", "/runs/multi30k"),          # then $DECADE_RUNS/<config name>
+    ("", None, None, "~/decade-runs/multi30k"),     # then ~/decade-runs/<config name>
+])
+def test_run_directory_resolution(monkeypatch, run_dir, out, env, expect):
+    from pipeline.config import PipelineConfig
+    from pipeline.ladder import RUNS_ENV, resolve_run_dir
+
+    if env is None:
+        monkeypatch.delenv(RUNS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(RUNS_ENV, env)
+    got = resolve_run_dir(PipelineConfig(run_dir=run_dir), out, "configs/multi30k.yaml")
+    assert got == Path(expect).expanduser()
 
 
 def test_set_overrides_a_config_key_and_names_a_bad_one(tmp_path, capsys):
-    cfg = load_pipeline_config(ROOT / "configs/multi30k_en_de.yaml", ["train.num_threads=1", "rerank.beam_size=4"])
-    assert (cfg.train.num_threads, cfg.rerank.beam_size) == (1, 4)
-    with pytest.raises(ConfigError, match=r"multi30k_en_de\.yaml: train\.num_thread: unknown key"):
-        load_pipeline_config(ROOT / "configs/multi30k_en_de.yaml", ["train.num_thread=1"])
-    assert decade_main(["run", str(ROOT / "configs/multi30k_en_de.yaml"), "--set", "train.num_thread=1"]) == 2
+    cfg = load_pipeline_config(ROOT / "configs/multi30k.yaml", ["train.num_threads=1", "rerank.nbest=4"])
+    assert (cfg.train.num_threads, cfg.rerank.nbest) == (1, 4)
+    with pytest.raises(ConfigError, match=r"multi30k\.yaml: train\.num_thread: unknown key"):
+        load_pipeline_config(ROOT / "configs/multi30k.yaml", ["train.num_thread=1"])
+    assert decade_main(["run", str(ROOT / "configs/multi30k.yaml"), "--set", "train.num_thread=1"]) == 2
     assert "num_thread" in capsys.readouterr().err
 
 
