@@ -27,6 +27,51 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .configuration_lstm import LSTMTranslatorConfig
 
 
+class _FusedOutputCrossEntropy(torch.autograd.Function):
+    """Output layer + label-smoothed cross-entropy, summed, computed ``chunk`` rows at a time.
+
+    Forward computes the loss and, while each chunk's logits are still in cache, the gradients
+    with respect to the features and the output weights; backward only scales them. The full
+    (N, V) logits are never kept for backward (at N = 2,000 target tokens and V = 8k that is 64 MB,
+    read and written by softmax, gather and their backward passes). Used in training only, where
+    backward always follows; ``benchmarks/train_levers.py`` measures it against the plain path.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float,
+                chunk: int) -> torch.Tensor:
+        # x (N, E) features of real target positions; weight (V, E); target (N,)
+        n_rows, vocab = x.size(0), weight.size(0)
+        w = weight.to(x.dtype)  # bf16 under mixed precision: products in x's dtype, softmax in fp32
+        loss = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_x = torch.empty_like(x)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        for i in range(0, n_rows, chunk):
+            xc, tc = x[i:i + chunk], target[i:i + chunk]
+            logits = (xc @ w.t()).float()  # (n, V)
+            lse = torch.logsumexp(logits, dim=-1)  # (n,)
+            gold = logits.gather(1, tc.unsqueeze(1)).squeeze(1) - lse  # log p(gold)
+            loss = loss - ((1.0 - smoothing) * gold + smoothing * (logits.mean(-1) - lse)).sum()
+            # d loss / d logits = softmax - q, with q = (1 - s) one-hot + s / V (label smoothing)
+            g = logits.sub_(lse.unsqueeze(1)).exp_()
+            if smoothing:
+                g.sub_(smoothing / vocab)
+            g[torch.arange(g.size(0), device=g.device), tc] -= 1.0 - smoothing
+            g = g.to(x.dtype)
+            grad_x[i:i + chunk] = g @ w  # (n, E)
+            grad_w += (g.t() @ xc).float()  # (V, E)
+        ctx.save_for_backward(grad_x, grad_w.to(weight.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_loss.to(grad_x.dtype), grad_w * grad_loss.to(grad_w.dtype), None, None, None
+
+
+LOSS_CHUNK_ROWS = 512  # rows per chunk of the fused output layer: (512, 8k) fp32 logits are 16 MB
+
+
 @dataclass
 class EncoderState:
     """What the decoder needs from the source, batch-first so rows can be reordered on dim 0.
@@ -126,7 +171,7 @@ class LSTMTranslatorModel(PreTrainedModel):
                     nn.init.uniform_(p, -0.1, 0.1)
                 else:
                     nn.init.zeros_(p)
-                    # Forget-gate bias 1 (Jozefowicz et al. 2015): gates are ordered i, f, g, o.
+                    # Forget-gate bias 0.5 (a positive bias, after Jozefowicz et al. 2015): gates are ordered i, f, g, o.
                     n = p.numel() // 4
                     with torch.no_grad():
                         p[n : 2 * n].fill_(0.5)
@@ -324,11 +369,14 @@ class LSTMTranslatorForCausalLM(PreTrainedModel, GenerationMixin):
         Returned as a sum so that the caller can divide by the token count of the *global* batch:
         this keeps gradients identical between one process and several.
         """
-        features, _ = self.model.decode_sequence(tgt_in, self.encode(src, src_lengths))
-        logits = self.lm_head(features)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=self.config.pad_token_id,
-                               label_smoothing=label_smoothing, reduction="sum")
-        return loss, tgt_out.ne(self.config.pad_token_id).sum()
+        features, _ = self.model.decode_sequence(tgt_in, self.encode(src, src_lengths))  # (B, T, E)
+        real = tgt_out.ne(self.config.pad_token_id)  # (B, T)
+        x, gold = features[real], tgt_out[real]  # (N, E), (N,): padding never reaches the output layer
+        if torch.is_grad_enabled() and x.requires_grad:
+            loss = _FusedOutputCrossEntropy.apply(x, self.lm_head.weight, gold, float(label_smoothing), LOSS_CHUNK_ROWS)
+        else:
+            loss = F.cross_entropy(self.lm_head(x).float(), gold, label_smoothing=label_smoothing, reduction="sum")
+        return loss, real.sum()
 
     # ---- the causal-LM view (generate(), trl) -------------------------------------------------
 

@@ -362,8 +362,15 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
         raise ValueError(f"train.select_by must be bleu or loss, got {tc.select_by!r}")
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
+    from .precision import resolve_precision
+
+    device_kind = "cuda" if torch.cuda.is_available() else "cpu"
+    precision, why = resolve_precision(tc.precision, device_kind, explain=True)
     # accelerate only recognises torchrun's processes on a CPU machine when told cpu=True.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # mixed_precision="bf16": autocast around the loss module's forward, fp32 master weights.
+    accelerator = Accelerator(cpu=device_kind == "cpu", mixed_precision="bf16" if precision == "bf16" else "no")
+    if accelerator.is_main_process:
+        log(f"precision: {precision} ({why})")
     run, tokenizer, train_corpus, val, reports = prepare_run(cfg) if accelerator.is_main_process else (None,) * 5
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -418,6 +425,7 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
     world, rank = accelerator.num_processes, accelerator.process_index
     meta = {"src_lang": train_corpus.src_lang, "tgt_lang": train_corpus.tgt_lang, "seed": tc.seed,
             "config_hash": config_hash(cfg), "config": asdict(cfg), "train_pairs": len(train_corpus),
+            "precision": precision,
             "parameters": sum(p.numel() for p in model.parameters())}
     steps_per_epoch = len(make_batches(src_lens, tgt_lens, tc.batch_tokens, random.Random(tc.seed)))
     log_path = run / "train_log.jsonl"
@@ -495,6 +503,8 @@ def _validate_and_checkpoint(accelerator, model, optimizer, tokenizer, val, val_
         result = evaluate(unwrapped, tokenizer, val, val_ids, tc.eval_max_sentences, device)
         score = result["val_bleu"] if tc.select_by == "bleu" else -result["val_loss"]
         best = state.get("best_score")
+        if best is None and tc.select_by == "bleu" and state["best_bleu"] >= 0:
+            best = state["best_bleu"]  # a training state saved before best_score existed
         improved = best is None or score > best
         if improved:
             state["best_score"], state["best_bleu"], state["bad_evals"] = score, result["val_bleu"], 0

@@ -247,49 +247,79 @@ class Ladder:
         width = self.cfg.beam.widths[0]
         return [model["model"]], DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size), [model["stage"]]
 
-    # -- rungs --
+    # -- parallel work --
 
-    def baseline_and_beam(self, pair: str) -> None:
-        fwd = self.forward_model(pair)
-        sets = self.sets[pair]
-        tgt = _split_pair(pair)[1]
-        greedy = DecodeSettings(method="greedy", batch_size=self.cfg.batch_size)
-        out = self.decode(f"{pair}.baseline", [fwd["model"]], greedy, sets)
-        self.add(System("baseline", "baseline", pair, [fwd["model"]], greedy, out, [fwd["stage"]],
-                        stages=[fwd["stage"], f"{pair}.baseline"], provenance={"decode": "greedy"}))
-        if not self.cfg.beam.enabled:
+    def parallel(self, jobs: list[tuple[str, tuple]]) -> None:
+        """Run independent stage-making calls (``(method, args)``), up to ``workers`` at once, each in
+        its own process with ``train.num_threads`` threads; their results land in this runner, so the
+        rung code that follows finds them done. With one worker they simply run here, in order."""
+        jobs = [j for j in jobs if j is not None]
+        workers = min(self.cfg.workers, len(jobs))
+        if workers <= 1:
+            for method, args in jobs:
+                getattr(self, method)(*args)
             return
-        # One stage per width; val chooses the width, the rung reports that one.
-        tried = {}
-        for width in self.cfg.beam.widths:
-            settings = DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size)
-            name = f"{pair}.beam{width}"
-            tried[width] = (settings, self.decode(name, [fwd["model"]], settings, sets), name)
-        width = max(tried, key=lambda w: (val_bleu(tried[w][1], sets, tgt), -w))
-        settings, out, name = tried[width]
-        self.add(System("+beam", "beam", pair, [fwd["model"]], settings, out, [fwd["stage"]], built_on="baseline",
-                        stages=[tried[w][2] for w in tried],
-                        provenance={"decode": f"beam {width}", "val_bleu_by_width": {
-                            str(w): round(val_bleu(tried[w][1], sets, tgt), 2) for w in tried}}))
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def backtranslation(self, pair: str) -> None:
+        state = (self.cfg, self.run_dir, self.corpora, set(self.runner.force))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
+            futures = [pool.submit(_job, state, method, args) for method, args in jobs]
+            for future in futures:
+                done, timings, ran = future.result()
+                self.runner.done.update(done)
+                self.runner.timings.update(timings)
+                self.runner.cached -= set(ran)
+
+    # -- rungs: each takes every direction, so that independent work can run side by side --
+
+    def baseline_and_beam(self) -> None:
+        # Every forward model the run needs: its directions' and, for a one-direction run, the reverse
+        # direction's (the back-translator and noisy channel).
+        needed = list(self.pairs) + [f"{t}-{s}" for s, t in map(_split_pair, self.pairs) if f"{t}-{s}" not in self.pairs]
+        self.parallel([("forward_model", (p,)) for p in needed])
+        for pair in self.pairs:
+            fwd = self.forward_model(pair)
+            sets = self.sets[pair]
+            tgt = _split_pair(pair)[1]
+            greedy = DecodeSettings(method="greedy", batch_size=self.cfg.batch_size)
+            out = self.decode(f"{pair}.baseline", [fwd["model"]], greedy, sets)
+            self.add(System("baseline", "baseline", pair, [fwd["model"]], greedy, out, [fwd["stage"]],
+                            stages=[fwd["stage"], f"{pair}.baseline"], provenance={"decode": "greedy"}))
+            if not self.cfg.beam.enabled:
+                continue
+            # One stage per width; val chooses the width, the rung reports that one.
+            tried = {}
+            for width in self.cfg.beam.widths:
+                settings = DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size)
+                name = f"{pair}.beam{width}"
+                tried[width] = (settings, self.decode(name, [fwd["model"]], settings, sets), name)
+            width = max(tried, key=lambda w: (val_bleu(tried[w][1], sets, tgt), -w))
+            settings, out, name = tried[width]
+            self.add(System("+beam", "beam", pair, [fwd["model"]], settings, out, [fwd["stage"]], built_on="baseline",
+                            stages=[tried[w][2] for w in tried],
+                            provenance={"decode": f"beam {width}", "val_bleu_by_width": {
+                                str(w): round(val_bleu(tried[w][1], sets, tgt), 2) for w in tried}}))
+
+    def bt_data(self, pair: str, back_translator: list[str]) -> dict:
+        """Back-translate the target language's clean monolingual text with ``back_translator`` (the
+        other direction's best model(s)) and mix it, tagged, with the upsampled real pairs."""
         from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
         from synth.mix import META as MIX_META, MixConfig, mix
 
         bt = self.cfg.backtranslation
         src, tgt = _split_pair(pair)
-        base = self.best(pair)
         mono = self.monolingual(tgt)
-        rev_models, rev_decode, rev_trained = self.reverse_system(pair)
         name = f"{pair}.bt_data"
 
         def work(stage_dir: Path) -> dict:
             generation = GenerationConfig(method=bt.method, beam_size=bt.beam_size, shard_size=bt.shard_size,
                                           batch_size=self.cfg.batch_size, seed=self.cfg.train.seed)
+            model = back_translator if len(back_translator) > 1 else back_translator[0]
             synthetic = backtranslate(BacktranslateConfig(input=mono["path"], output_dir=str(stage_dir / "bt"),
-                                                          model=rev_models if len(rev_models) > 1 else rev_models[0],
-                                                          max_lines=bt.max_monolingual, progress=self.progress,
-                                                          generation=generation),
+                                                          model=model, max_lines=bt.max_monolingual,
+                                                          progress=self.progress, generation=generation),
                                       log=lambda m: self.log(f"[{name}] {m}"))
             real = self.data_config(src, tgt)
             mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / "mix"),
@@ -300,16 +330,34 @@ class Ladder:
                     "real_copies": meta.get("real_copies_total")}
 
         key = {k: v for k, v in asdict(bt).items() if k != "model"}
-        data = self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
-                               {"monolingual": mono["path"], "back_translator": rev_models}, work)
-        model = self.train_model("bt", src, tgt, self.data_config(src, tgt, [data["mix"]]), bt.model,
-                                 {"mix": data["mix"]})
-        out = self.decode(f"{pair}.bt", [model["model"]], base.decode, self.sets[pair])
-        self.add(System("+bt", "bt", pair, [model["model"]], base.decode, out,
-                        _union(rev_trained, [model["stage"]]), built_on=base.name,
-                        stages=[name, model["stage"], f"{pair}.bt"],
-                        provenance={"back_translator": rev_models, "synthetic_pairs": data["synthetic_pairs"],
-                                    "method": bt.method, "tag": bt.tag, "real_copies": data["real_copies"]}))
+        return self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
+                               {"monolingual": mono["path"], "back_translator": back_translator}, work)
+
+    def bt_model(self, pair: str, mix: str) -> dict:
+        src, tgt = _split_pair(pair)
+        return self.train_model("bt", src, tgt, self.data_config(src, tgt, [mix]), self.cfg.backtranslation.model,
+                                {"mix": mix})
+
+    def backtranslation(self) -> None:
+        bt = self.cfg.backtranslation
+        # Each direction's back-translator is the other direction's best system before this rung, so
+        # both directions' synthetic data (and then both models) can be made side by side.
+        reverse = {pair: self.reverse_system(pair) for pair in self.pairs}
+        for pair in self.pairs:
+            self.monolingual(_split_pair(pair)[1])
+        self.parallel([("bt_data", (pair, reverse[pair][0])) for pair in self.pairs])
+        data = {pair: self.bt_data(pair, reverse[pair][0]) for pair in self.pairs}
+        self.parallel([("bt_model", (pair, data[pair]["mix"])) for pair in self.pairs])
+        for pair in self.pairs:
+            base = self.best(pair)
+            model = self.bt_model(pair, data[pair]["mix"])
+            rev_models, _, rev_trained = reverse[pair]
+            out = self.decode(f"{pair}.bt", [model["model"]], base.decode, self.sets[pair])
+            self.add(System("+bt", "bt", pair, [model["model"]], base.decode, out,
+                            _union(rev_trained, [model["stage"]]), built_on=base.name,
+                            stages=[f"{pair}.bt_data", model["stage"], f"{pair}.bt"],
+                            provenance={"back_translator": rev_models, "synthetic_pairs": data[pair]["synthetic_pairs"],
+                                        "method": bt.method, "tag": bt.tag, "real_copies": data[pair]["real_copies"]}))
 
     def monolingual(self, lang: str) -> dict:
         """The language's monolingual text, cleaned of every evaluation line (all languages, blind
@@ -333,87 +381,90 @@ class Ladder:
         return self.runner.run(name, {"lang": lang}, {"files": files, "exclude": self.corpora.decontamination_files(),
                                                       "train": self.corpora.train[lang]}, work)
 
-    def ensemble(self, pair: str) -> None:
+    def ensemble(self) -> None:
         """Checkpoint averaging of the kept model(s), and an ensemble of every forward model of the
         direction; val picks one; the rung is kept if it beats the system so far on val."""
         from core_seq2seq.training import average_checkpoints
 
         ec = self.cfg.ensemble
-        tgt = _split_pair(pair)[1]
-        base = self.best(pair)
-        sets = self.sets[pair]
-        forward = [m for m in self.models.values() if m["stage"].endswith(f".{pair}")
-                   and m["stage"].split(".")[1] in ("fwd", "bt")]
-        averaged: dict[str, str] = {}
-        if ec.average_last > 1:
-            for m in forward:
-                name = f"average.{m['stage'].removeprefix('model.')}"
+        for pair in self.pairs:
+            tgt = _split_pair(pair)[1]
+            base = self.best(pair)
+            sets = self.sets[pair]
+            forward = [m for m in self.models.values() if m["stage"].endswith(f".{pair}")
+                       and m["stage"].split(".")[1] in ("fwd", "bt")]
+            averaged: dict[str, str] = {}
+            if ec.average_last > 1:
+                for m in forward:
+                    name = f"average.{m['stage'].removeprefix('model.')}"
 
-                def work(stage_dir: Path, m: dict = m) -> dict:
-                    ckpts = sorted(Path(m["run"]).glob("ckpt-*[0-9]"))[-ec.average_last:]
-                    average_checkpoints(ckpts, stage_dir / "model")
-                    return {"model": str(stage_dir / "model"), "checkpoints": [str(c) for c in ckpts]}
+                    def work(stage_dir: Path, m: dict = m) -> dict:
+                        ckpts = sorted(Path(m["run"]).glob("ckpt-*[0-9]"))[-ec.average_last:]
+                        average_checkpoints(ckpts, stage_dir / "model")
+                        return {"model": str(stage_dir / "model"), "checkpoints": [str(c) for c in ckpts]}
 
-                averaged[m["model"]] = self.runner.run(name, {"last": ec.average_last}, {"model": m["model"]}, work)["model"]
-        candidates: dict[str, list[str]] = {}
-        if averaged:
-            candidates["average"] = [averaged.get(m, m) for m in base.models]
-        if ec.combine and len(forward) > 1:
-            candidates["ensemble"] = [m["model"] for m in forward]
+                    averaged[m["model"]] = self.runner.run(name, {"last": ec.average_last}, {"model": m["model"]},
+                                                           work)["model"]
+            candidates: dict[str, list[str]] = {}
             if averaged:
-                candidates["ensemble_of_averages"] = [averaged[m["model"]] for m in forward]
-        if not candidates:
-            self.log(f"[{pair}] +ensemble: nothing to try (one model, no averaging)")
-            return
-        tried = {k: self.decode(f"{pair}.ensemble_{k}", v, base.decode, sets) for k, v in candidates.items()}
-        choice = max(tried, key=lambda k: val_bleu(tried[k], sets, tgt))
-        models = candidates[choice]
-        trained = _union(base.trained, [m["stage"] for m in forward] if "ensemble" in choice else [])
-        self.add(System("+ensemble", "ensemble", pair, models, base.decode, tried[choice], trained, built_on=base.name,
-                        stages=[f"average.{m['stage'].removeprefix('model.')}" for m in forward if averaged]
-                        + [f"{pair}.ensemble_{k}" for k in tried],
-                        provenance={"choice": choice, "models": models, "val_bleu_by_candidate": {
-                            k: round(val_bleu(v, sets, tgt), 2) for k, v in tried.items()}}))
+                candidates["average"] = [averaged.get(m, m) for m in base.models]
+            if ec.combine and len(forward) > 1:
+                candidates["ensemble"] = [m["model"] for m in forward]
+                if averaged:
+                    candidates["ensemble_of_averages"] = [averaged[m["model"]] for m in forward]
+            if not candidates:
+                self.log(f"[{pair}] +ensemble: nothing to try (one model, no averaging)")
+                continue
+            tried = {k: self.decode(f"{pair}.ensemble_{k}", v, base.decode, sets) for k, v in candidates.items()}
+            choice = max(tried, key=lambda k: val_bleu(tried[k], sets, tgt))
+            models = candidates[choice]
+            trained = _union(base.trained, [m["stage"] for m in forward] if "ensemble" in choice else [])
+            self.add(System("+ensemble", "ensemble", pair, models, base.decode, tried[choice], trained,
+                            built_on=base.name,
+                            stages=[f"average.{m['stage'].removeprefix('model.')}" for m in forward if averaged]
+                            + [f"{pair}.ensemble_{k}" for k in tried],
+                            provenance={"choice": choice, "models": models, "val_bleu_by_candidate": {
+                                k: round(val_bleu(v, sets, tgt), 2) for k, v in tried.items()}}))
 
-    def scorers(self, pair: str) -> dict[str, dict]:
-        """The right-to-left model and target LM of the reranker, trained inside the ladder."""
-        from inference_compute.lm import build_lm_corpus
-        from inference_compute.r2l import build_r2l_corpus
+    def r2l_model(self, pair: str) -> dict:
+        """A right-to-left model of ``pair``: the real pairs with each target's words reversed."""
         from core_seq2seq.data import read_text_lines
+        from inference_compute.r2l import build_r2l_corpus
 
-        rc = self.cfg.rerank
         src, tgt = _split_pair(pair)
-        out = {}
-        if rc.r2l:
-            name = f"data.r2l.{pair}"
+        c = self.corpora
 
-            def r2l_work(stage_dir: Path) -> dict:
-                c = self.corpora
-                build_r2l_corpus(stage_dir, (read_text_lines(c.train[src]), read_text_lines(c.train[tgt])),
-                                 (read_text_lines(c.val[src]), read_text_lines(c.val[tgt])), src, tgt)
-                return {"train": str(stage_dir / "train.tsv"), "val": str(stage_dir / "val.tsv")}
+        def work(stage_dir: Path) -> dict:
+            build_r2l_corpus(stage_dir, (read_text_lines(c.train[src]), read_text_lines(c.train[tgt])),
+                             (read_text_lines(c.val[src]), read_text_lines(c.val[tgt])), src, tgt)
+            return {"train": str(stage_dir / "train.tsv"), "val": str(stage_dir / "val.tsv")}
 
-            d = self.runner.run(name, {}, {"train": [self.corpora.train[src], self.corpora.train[tgt]],
-                                           "val": [self.corpora.val[src], self.corpora.val[tgt]]}, r2l_work)
-            out["r2l"] = self.train_model("r2l", src, tgt, self.data_config(src, tgt, train=(d["train"], d["train"]),
-                                                                             val=(d["val"], d["val"])), rc.r2l_model, d)
-        if rc.lm:
-            mono = self.monolingual(tgt)
-            name = f"data.lm.{tgt}"
+        d = self.runner.run(f"data.r2l.{pair}", {}, {"train": [c.train[src], c.train[tgt]],
+                                                     "val": [c.val[src], c.val[tgt]]}, work)
+        data = self.data_config(src, tgt, train=(d["train"], d["train"]), val=(d["val"], d["val"]))
+        return self.train_model("r2l", src, tgt, data, self.cfg.rerank.r2l_model, d)
 
-            def lm_work(stage_dir: Path) -> dict:
-                c = self.corpora
-                lines = read_text_lines(mono["path"]) + read_text_lines(c.train[tgt])
-                build_lm_corpus(stage_dir, lines, read_text_lines(c.val[tgt]), [], tgt)
-                return {"train": str(stage_dir / "train.tsv"), "val": str(stage_dir / "val.tsv")}
+    def lm_model(self, lang: str) -> dict:
+        """A ``lang`` language model: its clean monolingual text plus the training side, scored as
+        p(target | placeholder source) (``inference_compute.lm``)."""
+        from core_seq2seq.data import read_text_lines
+        from inference_compute.lm import build_lm_corpus
 
-            d = self.runner.run(name, {}, {"monolingual": mono["path"], "train": self.corpora.train[tgt]}, lm_work)
-            out["lm"] = self.train_model("lm", tgt, tgt, self.data_config(tgt, tgt, train=(d["train"], d["train"]),
-                                                                          val=(d["val"], d["val"])), rc.lm_model, d)
-        return out
+        mono = self.monolingual(lang)
+        c = self.corpora
 
-    def rerank_and_mbr(self, pair: str) -> None:
-        """n-best of the system so far; noisy-channel features; weights tuned on val; MBR over the same lists."""
+        def work(stage_dir: Path) -> dict:
+            lines = read_text_lines(mono["path"]) + read_text_lines(c.train[lang])
+            build_lm_corpus(stage_dir, lines, read_text_lines(c.val[lang]), [], lang)
+            return {"train": str(stage_dir / "train.tsv"), "val": str(stage_dir / "val.tsv")}
+
+        d = self.runner.run(f"data.lm.{lang}", {}, {"monolingual": mono["path"], "train": c.train[lang]}, work)
+        data = self.data_config(lang, lang, train=(d["train"], d["train"]), val=(d["val"], d["val"]))
+        return self.train_model("lm", lang, lang, data, self.cfg.rerank.lm_model, d)
+
+    def rerank_outputs(self, pair: str, models: list[str], channel: list[str] | None, r2l: str | None,
+                       lm: str | None) -> dict:
+        """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
         from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
         from inference_compute.features import compute_features, length_ratio
         from inference_compute.lm import TargetLM
@@ -422,29 +473,26 @@ class Ladder:
         from inference_compute.tune import TuneConfig, tune_weights
 
         rc, mc = self.cfg.rerank, self.cfg.mbr
-        base = self.best(pair)
         sets = self.sets[pair]
-        extra = self.scorers(pair)
-        channel, _, channel_trained = self.reverse_system(pair) if rc.channel else (None, None, [])
-        name = f"{pair}.rerank_mbr"
 
         def work(stage_dir: Path) -> dict:
-            forward = LSTMTranslator.load(base.models[0] if len(base.models) == 1 else base.models)
+            forward = LSTMTranslator.load(models[0] if len(models) == 1 else models)
             reverse = LSTMTranslator.load(channel[0] if len(channel) == 1 else channel) if channel else None
-            r2l = LSTMTranslator.load(extra["r2l"]["model"]) if "r2l" in extra else None
-            lm = TargetLM.load(extra["lm"]["model"]) if "lm" in extra else None
+            r2l_model = LSTMTranslator.load(r2l) if r2l else None
+            lm_model = TargetLM.load(lm) if lm else None
             spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=rc.nbest)], batch_size=self.cfg.batch_size)
             typical = length_ratio(sets["val"].src, sets["val"].ref)
             nbest, features, compute = {}, {}, {}
             for set_name, data in sets.items():
-                meters = {"forward": forward, "reverse": reverse, "r2l": r2l, "lm": lm.translator if lm else None}
+                meters = {"forward": forward, "reverse": reverse, "r2l": r2l_model,
+                          "lm": lm_model.translator if lm_model else None}
                 with ComputeMeter(meters) as meter:
                     nbest[set_name] = generate_candidates(forward, data.src, spec)
-                    features[set_name] = compute_features(data.src, nbest[set_name], None, reverse, lm, r2l=r2l,
-                                                          typical_ratio=typical)
+                    features[set_name] = compute_features(data.src, nbest[set_name], None, reverse, lm_model,
+                                                          r2l=r2l_model, typical_ratio=typical)
                 compute[set_name] = {k: meter.result[k] for k in COMPUTE_KEYS}
             names = ["fwd_per_token", "tokens", "len_ratio_dev"] + (["rev_per_token"] if reverse else []) \
-                + (["r2l_per_token"] if r2l else []) + (["lm_per_token"] if lm else [])
+                + (["r2l_per_token"] if r2l_model else []) + (["lm_per_token"] if lm_model else [])
             tuned = tune_weights(features["val"], [[c.text for c in cs] for cs in nbest["val"]], sets["val"].ref,
                                  TuneConfig(features=names, random_trials=rc.trials, seed=rc.seed))
             save_weights(stage_dir / "weights.json", tuned.weights, val_bleu=tuned.score, features=names)
@@ -466,24 +514,46 @@ class Ladder:
                     result["mbr"][set_name] = {"hyp_path": str(path), "compute": c}
             return result
 
-        inputs = {"models": base.models, "channel": channel, "r2l": extra.get("r2l", {}).get("model"),
-                  "lm": extra.get("lm", {}).get("model"), "sets": _set_key(sets)}
-        rm = self.runner.run(name, {"rerank": {k: v for k, v in asdict(rc).items() if not k.endswith("_model")},
-                                    "mbr": asdict(mc), "batch_size": self.cfg.batch_size}, inputs, work)
-        trained = _union(base.trained, channel_trained, [m["stage"] for m in extra.values()])
-        decode = replace(base.decode, beam_size=rc.nbest, nbest=rc.nbest, method="beam")
-        rerank = self.add(System("+rerank", "rerank", pair, base.models, decode, rm["rerank"], trained, built_on=base.name,
-                                 stages=[name, *[m["stage"] for m in extra.values()]],
-                                 provenance={"nbest": rc.nbest, "weights": rm["weights"], "channel": channel,
-                                             "r2l": inputs["r2l"], "lm": inputs["lm"]}))
-        if mc.enabled:
-            mbr_base = self.best(pair)
-            self.add(System("+mbr", "mbr", pair, base.models, decode, rm["mbr"], _union(base.trained), built_on=mbr_base.name,
-                            stages=[], provenance={"nbest": rc.nbest, "utility": mc.utility, "weighting": mc.weighting,
-                                                   "candidates_from": base.name, "reranked": rerank.kept}))
+        inputs = {"models": models, "channel": channel, "r2l": r2l, "lm": lm, "sets": _set_key(sets)}
+        return self.runner.run(f"{pair}.rerank_mbr", {
+            "rerank": {k: v for k, v in asdict(rc).items() if not k.endswith("_model")}, "mbr": asdict(mc),
+            "batch_size": self.cfg.batch_size}, inputs, work)
 
-    def agent(self, pair: str) -> None:
-        """The self-correcting agent, starting from the kept system's hypotheses; tuned on val."""
+    def rerank_and_mbr(self) -> None:
+        rc, mc = self.cfg.rerank, self.cfg.mbr
+        langs = sorted({_split_pair(p)[1] for p in self.pairs})
+        for lang in langs if rc.lm else []:
+            self.monolingual(lang)
+        self.parallel(([("r2l_model", (p,)) for p in self.pairs] if rc.r2l else [])
+                      + ([("lm_model", (lang,)) for lang in langs] if rc.lm else []))
+        plans = {}
+        for pair in self.pairs:  # every direction's inputs are fixed before any reranked system is added
+            base = self.best(pair)
+            channel, _, channel_trained = self.reverse_system(pair) if rc.channel else (None, None, [])
+            extra = {}
+            if rc.r2l:
+                extra["r2l"] = self.r2l_model(pair)
+            if rc.lm:
+                extra["lm"] = self.lm_model(_split_pair(pair)[1])
+            args = (pair, base.models, channel, extra.get("r2l", {}).get("model"), extra.get("lm", {}).get("model"))
+            plans[pair] = (base, channel, channel_trained, extra, args)
+        self.parallel([("rerank_outputs", plan[-1]) for plan in plans.values()])
+        for pair, (base, channel, channel_trained, extra, args) in plans.items():
+            rm = self.rerank_outputs(*args)
+            trained = _union(base.trained, channel_trained, [m["stage"] for m in extra.values()])
+            decode = replace(base.decode, beam_size=rc.nbest, nbest=rc.nbest, method="beam")
+            rerank = self.add(System("+rerank", "rerank", pair, base.models, decode, rm["rerank"], trained,
+                                     built_on=base.name, stages=[f"{pair}.rerank_mbr", *[m["stage"] for m in extra.values()]],
+                                     provenance={"nbest": rc.nbest, "weights": rm["weights"], "channel": channel,
+                                                 "r2l": args[3], "lm": args[4]}))
+            if mc.enabled:
+                self.add(System("+mbr", "mbr", pair, base.models, decode, rm["mbr"], _union(base.trained),
+                                built_on=self.best(pair).name, stages=[],
+                                provenance={"nbest": rc.nbest, "utility": mc.utility, "weighting": mc.weighting,
+                                            "candidates_from": base.name, "reranked": rerank.kept}))
+
+    def agent_outputs(self, pair: str, models: list[str], decode: dict, reverse: str, drafts: dict) -> dict:
+        """The self-correcting agent over ``drafts`` (set -> {hyp_path, compute}); tuned on val."""
         from agents.config import AgentConfig, DraftConfig, ModelsConfig, TuneConfig as AgentTuneConfig
         from agents.lexicon import LexiconConfig
         from agents.report import cost_summary
@@ -492,19 +562,14 @@ class Ladder:
 
         ac = self.cfg.agent
         src, tgt = _split_pair(pair)
-        base = self.best(pair)
         sets = self.sets[pair]
-        reverse, _, reverse_trained = self.reverse_system(pair)
-        drafts = base.outputs
-        name = f"{pair}.agent"
 
         def work(stage_dir: Path) -> dict:
             agent_cfg = AgentConfig(
-                models=ModelsConfig(forward=list(base.models), reverse=reverse[0],
-                                    src_lang=src, tgt_lang=tgt),
+                models=ModelsConfig(forward=list(models), reverse=reverse, src_lang=src, tgt_lang=tgt),
                 lexicon=LexiconConfig(path=str(stage_dir / "lexicon.json"), src_path=self.corpora.train[src],
                                       tgt_path=self.corpora.train[tgt], max_pairs=self.cfg.data.max_train_pairs),
-                draft=DraftConfig(decode=replace(base.decode, nbest=1)), name="agent")
+                draft=DraftConfig(decode=replace(DecodeSettings(**decode), nbest=1)), name="agent")
             agent_cfg.policy.budget = ac.max_steps
             agent_cfg.policy.seed = ac.seed
             agent = build_agent(agent_cfg, log=self.log)
@@ -530,10 +595,50 @@ class Ladder:
                     "agent_multiple_forward_calls": cost["multiple_forward_calls"]}}
             return out
 
-        out = self.runner.run(name, asdict(ac), {"models": base.models, "reverse": reverse, "drafts": {
-            k: v["hyp_path"] for k, v in drafts.items()}, "draft_decode": asdict(base.decode)}, work)
-        self.add(System("+agent", "agent", pair, base.models, base.decode, out, _union(base.trained, reverse_trained),
-                        built_on=base.name, stages=[name], provenance={"draft": base.name, "reverse": reverse}))
+        return self.runner.run(f"{pair}.agent", asdict(ac), {"models": models, "reverse": reverse, "drafts": {
+            k: v["hyp_path"] for k, v in drafts.items()}, "draft_decode": decode}, work)
+
+    def agent(self) -> None:
+        """The self-correcting agent, starting from each direction's kept system's hypotheses."""
+        plans = {}
+        for pair in self.pairs:
+            base = self.best(pair)
+            reverse, _, reverse_trained = self.reverse_system(pair)
+            plans[pair] = (base, reverse_trained, (pair, base.models, asdict(base.decode), reverse[0], base.outputs))
+        self.parallel([("agent_outputs", plan[-1]) for plan in plans.values()])
+        for pair, (base, reverse_trained, args) in plans.items():
+            out = self.agent_outputs(*args)
+            self.add(System("+agent", "agent", pair, base.models, base.decode, out, _union(base.trained, reverse_trained),
+                            built_on=base.name, stages=[f"{pair}.agent"], provenance={"draft": base.name, "reverse": args[3]}))
+
+
+def _die_with_parent() -> None:
+    """In a worker process: be killed when the run's main process dies (a kill -9 of the run must not
+    leave workers writing into the run directory)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _job(state: tuple, method: str, args: tuple) -> tuple[dict, dict, list[str]]:
+    """One parallel job in a worker process: rebuild the ladder from the run's description, call one
+    stage-making method, hand back what finished."""
+    import torch
+
+    cfg, run_dir, corpora, force = state
+    torch.set_num_threads(cfg.train.num_threads or 1)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    runner = StageRunner(run_dir, force, log)
+    ladder = Ladder(cfg, run_dir, corpora, runner, log)
+    getattr(ladder, method)(*args)
+    return runner.done, runner.timings, [k for k in runner.timings if k not in runner.cached]
 
 
 def _union(*lists: Sequence[str]) -> list[str]:
@@ -549,8 +654,9 @@ def _set_key(sets: dict[str, EvalSet]) -> dict[str, Any]:
 
 # ---- the whole run ------------------------------------------------------------------------------
 
-RUNGS: list[tuple[str, Callable[[Ladder, str], None]]] = [
-    # (config section that switches the rung on, the step). A new rung (e.g. distillation) is one line here.
+RUNGS: list[tuple[str, Callable[[Ladder], None]]] = [
+    # (config section that switches the rung on, the step over every direction). A new rung (e.g.
+    # distillation) is one method and one line here.
     ("", Ladder.baseline_and_beam),
     ("backtranslation", Ladder.backtranslation),
     ("ensemble", Ladder.ensemble),
@@ -601,11 +707,11 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
                                       if getattr(cfg, s).enabled]))
     ladder = Ladder(cfg, run_dir, corpora, runner, log)
     # Rung by rung across directions: each direction's next rung can use the other's best system so far.
+    ladder.tokenizer()
     for section, step in RUNGS:
         if section and not getattr(cfg, section).enabled:
             continue
-        for pair in ladder.pairs:
-            step(ladder, pair)
+        step(ladder)
     markdown = []
     for pair in ladder.pairs:
         markdown.append(write_leaderboard(cfg, run_dir, ladder, pair, config_path))

@@ -4,8 +4,10 @@ A finished stage leaves ``<run>/<name>/stage.json`` with its key, outputs and ti
 same key skips it; a different key (changed config or changed inputs) reruns it; ``force`` reruns it.
 A stage whose inputs name files of another stage that finished after it (say, one rerun with
 ``--force``) is stale and reruns too, as in ``make``. A stage that starts running first removes its
-``stage.json``, so a stage killed midway never has one and reruns, resuming whatever its own step
-supports (training resumes from ``last/``, back-translation and n-best generation skip finished shards).
+``stage.json`` and writes its key to ``stage.key``, so a stage killed midway never has a marker and
+reruns, resuming whatever its own step supports (training resumes from ``last/``, back-translation
+and n-best generation skip finished shards), but only when ``stage.key`` says the work there is its
+own: a directory left by another key is cleared first.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,9 +65,19 @@ class StageRunner:
                 return done["outputs"]
             self.log(f"[{name}] " + (f"{', '.join(newer)} finished after it: rerunning" if done.get("key") == key
                                      else "config or inputs changed: rerunning"))
+        key_file = stage_dir / "stage.key"
+        if stage_dir.exists() and (not key_file.exists() or key_file.read_text().strip() != key):
+            # Whatever is here was made by another config or other inputs (or by an unknown one): a
+            # stage resumes only its own work, never someone else's half-trained model.
+            if any(stage_dir.iterdir()):
+                self.log(f"[{name}] its directory holds work of another config: starting it over")
+            shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         # No marker while the work runs: a kill now must not leave the old marker over new, half-written files.
         marker.unlink(missing_ok=True)
+        tmp_key = stage_dir / "stage.key.tmp"
+        tmp_key.write_text(key + "\n")
+        os.replace(tmp_key, key_file)
         self.log(f"[{name}] running")
         start = time.perf_counter()
         outputs = work(stage_dir)
