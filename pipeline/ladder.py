@@ -65,9 +65,14 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
 
 
 def _split_pair(pair: str) -> tuple[str, str]:
+    from core_seq2seq.tokenizer import LANGUAGES
+
     src, sep, tgt = pair.partition("-")
     if not sep or not src or not tgt or src == tgt:
         raise ConfigError(f"data.pairs: {pair!r} is not a direction like en-de")
+    for lang in (src, tgt):
+        if lang not in LANGUAGES:  # each target language needs its own tag token in the shared vocabulary
+            raise ConfigError(f"data.pairs: {pair!r}: language {lang!r} is not one of {', '.join(LANGUAGES)}")
     return src, tgt
 
 

@@ -61,15 +61,21 @@ def _decade(config: Path, out: Path, quiet: bool = False) -> subprocess.Popen:
 
 def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path):
     config = _config(tmp_path, "toy2")
+    # The same ladder with two workers (stages side by side in worker processes) must give the same result.
+    parallel = _config(tmp_path, "toy2_workers", workers=2)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     ref_proc = _decade(config, reference)  # the reference and the run to be killed side by side (2 cores)
-    kill_proc = _decade(config, killed, quiet=True)
+    kill_proc = _decade(parallel, killed, quiet=True)
     mid_stage = killed / "model.r2l.de-en/model/last/decade_meta.json"
     deadline = time.time() + 400
     while time.time() < deadline and not mid_stage.exists() and kill_proc.poll() is None:
         time.sleep(0.02)
     kill_proc.send_signal(signal.SIGKILL)  # inside the second direction's right-to-left model's training
     kill_proc.wait()
+    # Its workers died with it: nothing writes into the run directory any more.
+    before = _snapshot(killed)
+    time.sleep(3)
+    assert _snapshot(killed) == before
     ref_out, ref_err = ref_proc.communicate(timeout=600)
     assert ref_proc.returncode == 0, ref_err[-3000:]
     assert mid_stage.exists() and not (killed / "model.r2l.de-en/stage.json").exists(), "not killed mid-stage"
@@ -104,7 +110,7 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     test_de = gzip.open(reference / "toy_data/task1/raw/test_2016_flickr.de.gz", "rt").read().splitlines()
     assert mono and not mono & (set(blind_b) | set(test_de))
 
-    resumed = _decade(config, killed)
+    resumed = _decade(parallel, killed)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert "[model.fwd.en-de] cached" in err and "[model.r2l.de-en] running" in err and "resuming" in err
@@ -115,6 +121,10 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
             [{k: r[k] for k in keys} for r in _records(reference, pair)]
     summary = (killed / "summary.md").read_text()
     assert "## Cost per rung" in summary and "| de-en | +bt | no |" in summary
+
+
+def _snapshot(run: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*") if p.is_file()}
 
 
 def test_bad_pipeline_config_is_a_clear_error(tmp_path, capsys):
