@@ -243,3 +243,57 @@ def test_stage_finish_time_reads_old_and_new_markers(record, ns):
     from pipeline.stages import _finished_ns
 
     assert _finished_ns(record) == ns
+
+
+def _own_data(tmp_path: Path) -> dict:
+    """A user's own corpus as plain files (made from the toy task): train, val, two named test sets,
+    monolingual German, blind English sources."""
+    import gzip
+
+    from core_seq2seq.toy import write_toy_task
+
+    toy = write_toy_task(tmp_path / "toy", n_train=800)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def plain(src: Path, name: str, limit: int | None = None) -> str:
+        lines = gzip.open(src, "rt", encoding="utf-8").read().splitlines()[:limit]
+        (data / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return str(data / name)
+
+    raw = toy / "task1/raw"
+    return {
+        "train": {lang: plain(raw / f"train.{lang}.gz", f"train.{lang}") for lang in ("en", "de")},
+        "val": {lang: plain(raw / f"val.{lang}.gz", f"val.{lang}", 80) for lang in ("en", "de")},
+        "tests": {"news": {lang: plain(raw / f"test_2016_flickr.{lang}.gz", f"news.{lang}", 100) for lang in ("en", "de")},
+                  "web": {lang: plain(raw / f"test_2016_flickr.{lang}.gz", f"web.{lang}") for lang in ("en", "de")}},
+        "monolingual": {"de": [plain(toy / "task2/raw/train.1.de.gz", "mono.de", 300)]},
+        "blind": {"en": plain(toy / "blind/test_2018_flickr_a.en.gz", "blind.en", 50)},
+    }
+
+
+def test_own_data_runs_end_to_end_and_a_missing_file_is_named(tmp_path, capsys):
+    files = _own_data(tmp_path)
+    cfg = {
+        "data": {"corpus": "files", "pairs": ["en-de"], "files": files},
+        "tokenizer": {"vocab_size": 200},
+        "model": {"embed_size": 32, "encoder_hidden_size": 32, "decoder_hidden_size": 32, "dropout": 0.1},
+        "train": {"batch_tokens": 1000, "lr": 0.005, "warmup_steps": 10, "max_steps": 40, "eval_every_steps": 20,
+                  "eval_max_sentences": 20, "num_threads": 1},
+        "batch_size": 32, "beam": {"widths": [3]},
+        "backtranslation": {"method": "greedy", "shard_size": 100},
+        "ensemble": {"enabled": False}, "rerank": {"enabled": False}, "mbr": {"enabled": False},
+        "agent": {"enabled": False}, "bootstrap_samples": 50,
+    }
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert decade_main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "### en-de · news (100 segments)" in out and "### en-de · web (200 segments)" in out
+    assert "| +bt |" in out
+    assert len((tmp_path / "run/blind/en-de/+bt.txt").read_text().splitlines()) == 50
+
+    files["tests"]["web"]["de"] = str(tmp_path / "data/missing.de")
+    path.write_text(yaml.safe_dump({**cfg, "data": {**cfg["data"], "files": files}}))
+    assert decade_main(["run", str(path), "--out", str(tmp_path / "run2")]) == 2
+    assert "data.files.tests.web.de" in capsys.readouterr().err and not (tmp_path / "run2/model.fwd.en-de").exists()
