@@ -294,7 +294,7 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> LSTMTra
 
 @torch.no_grad()
 def evaluate(model: LSTMTranslatorForCausalLM, tokenizer: PreTrainedTokenizerFast, val: ParallelCorpus,
-             val_ids: tuple[list[list[int]], list[list[int]]], max_sentences: int, device) -> dict:
+             val_ids: tuple[list[list[int]], list[list[int]]], max_sentences: int, device, precision: str = "auto") -> dict:
     """Validation loss per target token (teacher forced, no smoothing) and greedy BLEU through evals."""
     from evals.metrics import score_corpus
 
@@ -309,7 +309,7 @@ def evaluate(model: LSTMTranslatorForCausalLM, tokenizer: PreTrainedTokenizerFas
         loss, n = model.loss(src.to(device), lengths.to(device), tgt_in.to(device), tgt_out.to(device))
         total, tokens = total + float(loss), tokens + int(n)
     n = max_sentences or len(val)
-    translator = LSTMTranslator(model, tokenizer, val.src_lang, val.tgt_lang, device)
+    translator = LSTMTranslator(model, tokenizer, val.src_lang, val.tgt_lang, device, precision)
     hyps = [c[0].text for c in translator.translate(val.src[:n], DecodeSettings(method="greedy", batch_size=128))]
     scores = score_corpus(hyps, val.tgt[:n], trg_lang=val.tgt_lang)
     model.train(was_training)
@@ -500,7 +500,7 @@ def _validate_and_checkpoint(accelerator, model, optimizer, tokenizer, val, val_
     stop = None
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        result = evaluate(unwrapped, tokenizer, val, val_ids, tc.eval_max_sentences, device)
+        result = evaluate(unwrapped, tokenizer, val, val_ids, tc.eval_max_sentences, device, tc.precision)
         score = result["val_bleu"] if tc.select_by == "bleu" else -result["val_loss"]
         best = state.get("best_score")
         if best is None and tc.select_by == "bleu" and state["best_bleu"] >= 0:

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from . import search
 from .modeling_lstm import LSTMTranslatorForCausalLM
+from .precision import autocast, resolve_precision
 from .tokenizer import decode_batch, encode_batch, lang_tag
 
 
@@ -79,7 +80,8 @@ class LSTMTranslator:
     """decade's LSTM (one model or an ensemble sharing a tokenizer) behind the Translator interface."""
 
     def __init__(self, models: LSTMTranslatorForCausalLM | Sequence[LSTMTranslatorForCausalLM],
-                 tokenizer: PreTrainedTokenizerFast, src_lang: str, tgt_lang: str, device: str | torch.device = "cpu"):
+                 tokenizer: PreTrainedTokenizerFast, src_lang: str, tgt_lang: str, device: str | torch.device = "cpu",
+                 precision: str = "auto"):
         self.models = [models] if isinstance(models, LSTMTranslatorForCausalLM) else list(models)
         for m in self.models:
             m.eval().to(device)
@@ -91,10 +93,12 @@ class LSTMTranslator:
         self.pad_id = tokenizer.pad_token_id
         self.counter = search.DecodeCounter()
         self.decode_seconds = 0.0
+        # Decoding and scoring follow the same precision rule as training (core_seq2seq.precision).
+        self.precision = resolve_precision(precision, self.device.type)
 
     @classmethod
     def load(cls, model_dirs: str | Path | Sequence[str | Path], src_lang: str | None = None,
-             tgt_lang: str | None = None, device: str = "cpu") -> "LSTMTranslator":
+             tgt_lang: str | None = None, device: str = "cpu", precision: str = "auto") -> "LSTMTranslator":
         """Load one model directory (or several, as an ensemble) saved by training; the tokenizer and
         the languages are read from the first directory."""
         dirs = [Path(model_dirs)] if isinstance(model_dirs, (str, Path)) else [Path(d) for d in model_dirs]
@@ -117,7 +121,7 @@ class LSTMTranslator:
         src_lang, tgt_lang = src_lang or meta.get("src_lang"), tgt_lang or meta.get("tgt_lang")
         if not src_lang or not tgt_lang:
             raise ValueError(f"{dirs[0]}: languages unknown (no decade_meta.json); pass src_lang and tgt_lang")
-        return cls(models, tokenizer, src_lang, tgt_lang, device)
+        return cls(models, tokenizer, src_lang, tgt_lang, device, precision)
 
     def flops_per_token(self) -> float:
         """Decoder FLOPs of one target token, summed over ensemble members (encoder excluded)."""
@@ -141,7 +145,10 @@ class LSTMTranslator:
 
     @torch.no_grad()
     def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:
-        settings = settings or DecodeSettings()
+        with autocast(self.precision, self.device):
+            return self._translate(sources, settings or DecodeSettings())
+
+    def _translate(self, sources: Sequence[str], settings: DecodeSettings) -> list[list[Candidate]]:
         start = time.perf_counter()
         ensemble = search.Ensemble(self.models, self.counter)
         ids = encode_batch(self.tokenizer, list(sources))
@@ -170,6 +177,10 @@ class LSTMTranslator:
         """Batched log p(target </s> | source), averaged over ensemble members."""
         if len(sources) != len(targets):
             raise ValueError(f"score: {len(sources)} sources but {len(targets)} targets")
+        with autocast(self.precision, self.device):
+            return self._score(sources, targets, batch_size)
+
+    def _score(self, sources: Sequence[str], targets: Sequence[str], batch_size: int) -> list[tuple[float, int]]:
         src_ids = encode_batch(self.tokenizer, list(sources))
         tgt_ids = encode_batch(self.tokenizer, list(targets))
         out: list[tuple[float, int]] = [(0.0, 0)] * len(src_ids)
@@ -218,7 +229,10 @@ class HFSeq2SeqTranslator:
 
     @torch.no_grad()
     def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:
-        settings = settings or DecodeSettings()
+        with autocast(self.precision, self.device):
+            return self._translate(sources, settings or DecodeSettings())
+
+    def _translate(self, sources: Sequence[str], settings: DecodeSettings) -> list[list[Candidate]]:
         out: list[list[Candidate]] = []
         torch.manual_seed(settings.seed)
         for i in range(0, len(sources), settings.batch_size):
