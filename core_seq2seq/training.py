@@ -337,8 +337,10 @@ def prepare_run(cfg: ExperimentConfig) -> tuple[Path, PreTrainedTokenizerFast, P
         # Fine-tuning keeps the vocabulary its weights were trained with; a given tokenizer is shared.
         init = Path(cfg.train.init_from or cfg.tokenizer.path)
         key = "train.init_from" if cfg.train.init_from else "tokenizer.path"
-        if not (init / "tokenizer.json").exists() or (cfg.train.init_from and not (init / "config.json").exists()):
-            raise ValueError(f"{key}: {init} is not a saved model or tokenizer directory (no config.json/tokenizer.json)")
+        if cfg.train.init_from and not ((init / "config.json").exists() and (init / "tokenizer.json").exists()):
+            raise ValueError(f"{key}: {init} is not a saved model directory (no config.json/tokenizer.json)")
+        if not (init / "tokenizer.json").exists():
+            raise ValueError(f"{key}: {init} is not a saved tokenizer directory (no tokenizer.json)")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(init)
         tmp = run / "tokenizer.tmp"
         tokenizer.save_pretrained(tmp)

@@ -229,10 +229,7 @@ class HFSeq2SeqTranslator:
 
     @torch.no_grad()
     def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:
-        with autocast(self.precision, self.device):
-            return self._translate(sources, settings or DecodeSettings())
-
-    def _translate(self, sources: Sequence[str], settings: DecodeSettings) -> list[list[Candidate]]:
+        settings = settings or DecodeSettings()
         out: list[list[Candidate]] = []
         torch.manual_seed(settings.seed)
         for i in range(0, len(sources), settings.batch_size):

@@ -46,6 +46,7 @@ class StageRunner:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds it took when it ran
     cached: set[str] = field(default_factory=set)  # stages this run found finished
     done: dict[str, tuple[str, dict]] = field(default_factory=dict)  # stage -> (key, outputs) finished in this process
+    started: float = field(default_factory=time.perf_counter)
 
     def run(self, name: str, config_slice: Any, inputs: dict[str, Any], work: Callable[[Path], dict]) -> dict:
         """Run ``work(stage_dir) -> outputs`` unless a finished run with the same key exists."""
@@ -78,7 +79,8 @@ class StageRunner:
         tmp_key = stage_dir / "stage.key.tmp"
         tmp_key.write_text(key + "\n")
         os.replace(tmp_key, key_file)
-        self.log(f"[{name}] running")
+        self.log(f"[{name}] running ({len(self.done)} stages done in this run, "
+                 f"{(time.perf_counter() - self.started) / 60:.0f} min since it started)")
         start = time.perf_counter()
         outputs = work(stage_dir)
         seconds = time.perf_counter() - start

@@ -82,10 +82,10 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
 
     # Every model is trained exactly once: the de-en forward model is en-de's back-translator and channel.
     trained = sorted({line.split("]")[0][1:] for line in ref_err.splitlines()
-                      if line.startswith("[model.") and line.endswith("] running")})
+                      if line.startswith("[model.") and "] running (" in line})
     assert trained == ["model.bt.de-en", "model.bt.en-de", "model.fwd.de-en", "model.fwd.en-de", "model.lm.de",
                        "model.lm.en", "model.r2l.de-en", "model.r2l.en-de"]
-    assert all(ref_err.count(f"[{m}] running") == 1 for m in trained)
+    assert all(ref_err.count(f"[{m}] running (") == 1 for m in trained)
 
     for pair in ("en-de", "de-en"):
         records = _records(reference, pair)
