@@ -85,7 +85,11 @@ def multi30k_corpora(root: Path, langs: tuple[str, ...], test_sets: list[str]) -
     missing = [f"{raw}/train.{lang}.gz" for lang in langs if not (raw / f"train.{lang}.gz").exists()]
     if missing:
         raise DataError(f"{missing[0]}: file not found (the language pair is not in this corpus)")
-    tests = {name: sides(name) for name in test_sets if sides(name)}
+    unknown = [name for name in test_sets if not sides(name)]
+    if unknown:
+        known = sorted({p.name.split(".")[0] for p in raw.glob("*.gz")} - {"train", "val"})
+        raise DataError(f"test_sets: no files for {', '.join(map(repr, unknown))} in {raw} (have: {', '.join(known)})")
+    tests = {name: sides(name) for name in test_sets}
     tok_refs = {name: {lang: str(p) for lang in langs if (p := root / f"task1/tok/{name}.lc.norm.tok.{lang}").exists()}
                 for name in ["val"] + list(test_sets)}
     mono = {lang: [str(p) for p in sorted((root / "task2/raw").glob(f"train.*.{lang}.gz"))] for lang in langs}
@@ -141,7 +145,7 @@ def resolve_corpora(corpus: str, langs: tuple[str, ...], test_sets: list[str], *
         if not marker.exists() or marker.read_text().strip() != str(toy_train_pairs):
             write_toy_task(toy_dir, n_train=toy_train_pairs)
             marker.write_text(f"{toy_train_pairs}\n")
-        return multi30k_corpora(toy_dir, langs, [t for t in test_sets if t == "test_2016_flickr"] or ["test_2016_flickr"])
+        return multi30k_corpora(toy_dir, langs, test_sets)  # the toy task has val and test_2016_flickr
     if corpus == "files":
         return files_corpora(files or FilesConfig(), langs)
     raise DataError(f"data.corpus must be multi30k, toy or files, got {corpus!r}")

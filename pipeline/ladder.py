@@ -84,6 +84,29 @@ def role_sections(cfg: PipelineConfig, role: RoleConfig | None, where: str = "")
     return model, tc
 
 
+def stage_patterns(cfg: PipelineConfig) -> list[str]:
+    """Regular expressions of every stage name a run of ``cfg`` can make (``--force`` must name one)."""
+    import re
+
+    pairs = "|".join(re.escape(p) for p in cfg.data.pairs)
+    rev = "|".join(re.escape("-".join(reversed(_split_pair(p)))) for p in cfg.data.pairs)
+    langs = "|".join(sorted({lang for p in cfg.data.pairs for lang in _split_pair(p)}))
+    return ["tokenizer", f"model\\.(fwd|bt|r2l)\\.({pairs}|{rev})", f"model\\.lm\\.({langs})", f"(mono|data\\.lm)\\.({langs})",
+            f"data\\.r2l\\.({pairs})", f"average\\.(fwd|bt)\\.({pairs})",
+            f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|ensemble_\\w+|rerank_mbr|agent)"]
+
+
+def check_force(cfg: PipelineConfig, force: set[str]) -> None:
+    """``--force`` names stages of this run; a misspelled one is an error, not a silent no-op."""
+    import re
+
+    bad = sorted(f for f in force if not any(re.fullmatch(p, f) for p in stage_patterns(cfg)))
+    if bad:
+        raise ConfigError(f"--force: no stage {', '.join(map(repr, bad))} in this run; stages are named like "
+                          f"tokenizer, model.fwd.{cfg.data.pairs[0]}, {cfg.data.pairs[0]}.beam5, "
+                          f"{cfg.data.pairs[0]}.rerank_mbr (the directories of the run directory)")
+
+
 def resolve_run_dir(cfg: PipelineConfig, out: str | None, config_path: str) -> Path:
     """``--out``, else the config's ``run_dir``, else ``$DECADE_RUNS/<config name>``, else
     ``~/decade-runs/<config name>``: runs live outside the source tree unless asked otherwise."""
@@ -681,7 +704,7 @@ def resolve_corpus(cfg: PipelineConfig, run_dir: Path, log: Log) -> Corpora:
         if d.corpus != "multi30k" or not cfg.toy_fallback or "not found" not in str(e).lower():
             raise
         log(f"Multi30K not available ({e}); running on the toy task shipped in the package instead.")
-        return resolve_corpora("toy", langs, cfg.test_sets, toy_dir=run_dir / "toy_data",
+        return resolve_corpora("toy", langs, ["test_2016_flickr"], toy_dir=run_dir / "toy_data",
                                toy_train_pairs=d.toy_train_pairs)
 
 
@@ -693,6 +716,7 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
     import torch
     import transformers
 
+    check_force(cfg, set(force or ()))
     run_dir = resolve_run_dir(cfg, out, config_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads:

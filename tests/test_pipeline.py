@@ -297,3 +297,14 @@ def test_own_data_runs_end_to_end_and_a_missing_file_is_named(tmp_path, capsys):
     path.write_text(yaml.safe_dump({**cfg, "data": {**cfg["data"], "files": files}}))
     assert decade_main(["run", str(path), "--out", str(tmp_path / "run2")]) == 2
     assert "data.files.tests.web.de" in capsys.readouterr().err and not (tmp_path / "run2/model.fwd.en-de").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--force", "en-de.bem5"], "--force: no stage 'en-de.bem5'"),          # a misspelled stage is not ignored
+    (["--set", "test_sets=[test_2016_flikr]"], "test_sets: no files for 'test_2016_flikr'"),  # nor a test set
+])
+def test_misspelled_stage_or_test_set_is_an_error(tmp_path, capsys, args, message):
+    config = _config(tmp_path, "toy", data={"pairs": ["en-de"]})
+    assert decade_main(["run", str(config), "--out", str(tmp_path / "run"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run/model.fwd.en-de").exists()
