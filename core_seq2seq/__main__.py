@@ -22,6 +22,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
         cfg = from_dict(ExperimentConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{args.config}: {e}") from None
+    if args.restart:
+        from .training import clear_run
+
+        clear_run(Path(cfg.output_dir))
     train(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
@@ -93,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="train (or resume) a translator from a YAML config")
     p.add_argument("config")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.max_steps=100")
+    p.add_argument("--restart", action="store_true",
+                   help="start over: remove the output directory's checkpoints, log and tokenizer first "
+                        "(needed to reuse a directory with a different config)")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("translate", help="translate a file or stdin (streaming) to stdout")
     p.add_argument("--model", nargs="+", required=True, help="model dir(s); several make an ensemble")

@@ -325,9 +325,55 @@ def _pad(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     return out, lengths
 
 
+# Keys that may change between a run and its resumption: where it lives, how it reports, and its
+# budget (training the same model longer, or stopping it sooner, is still that model).
+RESUMABLE_CHANGES = {"output_dir", "train.progress", "train.num_threads", "train.log_every_steps", "train.max_steps",
+                     "train.max_epochs", "train.time_budget_minutes", "train.patience", "train.keep_checkpoints"}
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every key both configs have and that differs (keys one of them lacks,
+    e.g. added to decade since, are skipped), except ``RESUMABLE_CHANGES``."""
+    out = []
+    for key in sorted(set(old) & set(new)):
+        path = f"{prefix}{key}"
+        if path in RESUMABLE_CHANGES:
+            continue
+        if isinstance(old[key], dict) and isinstance(new[key], dict):
+            out += config_differences(old[key], new[key], path + ".")
+        elif old[key] != new[key]:
+            out.append(f"{path}: {old[key]!r} -> {new[key]!r}")
+    return out
+
+
+def check_resumable(run: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to resume a run directory whose training was started with another config: resuming
+    would continue the old model under the new config's name."""
+    started = (run / "last").exists() or (run / "last.old").exists()
+    if not started or not (run / "config.yaml").exists():
+        return
+    old = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    diffs = config_differences(old, asdict(cfg))
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise ValueError(f"{run}: holds a training run of another config ({shown}); train into a new "
+                         f"output_dir, or start this one over (python -m core_seq2seq train ... --restart)")
+
+
+def clear_run(run: Path) -> None:
+    """Remove what training made in ``run`` (checkpoints, log, config, tokenizer); other files stay."""
+    for name in ("last", "last.old", "best", "tokenizer", "tokenizer.tmp"):
+        shutil.rmtree(run / name, ignore_errors=True)
+    for path in run.glob("ckpt-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for name in ("train_log.jsonl", "config.yaml"):
+        (run / name).unlink(missing_ok=True)
+
+
 def prepare_run(cfg: ExperimentConfig) -> tuple[Path, PreTrainedTokenizerFast, ParallelCorpus, ParallelCorpus, list[CleaningReport]]:
     """Run directory, tokenizer (trained once, then reused) and corpora."""
     run = Path(cfg.output_dir)
+    check_resumable(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     train, val, reports = load_corpora(cfg.data, run)
     tok_dir = run / "tokenizer"

@@ -209,3 +209,28 @@ def test_cli_translate_file_in_sorted_blocks_keeps_line_order(toy_en_de, toy_mod
     assert len(from_file) == 130 and from_file == from_stdin
     by_source = {s: t for s, t in zip(lines, from_file)}
     assert [by_source[s] for s in lines] == from_file and len(set(from_file)) == len(base)
+
+
+def test_a_run_directory_of_another_config_is_not_resumed(tmp_path, capsys):
+    """Training into a directory that holds a run of a different config is refused (naming what
+    differs) instead of resuming the old model; --restart starts it over."""
+    import yaml as _yaml
+
+    from pipeline.cli import main as decade_main
+
+    run = tmp_path / "run"
+    cfg = _small(run, 10)
+    train(experiment_from_dict(cfg), log=lambda m: None)
+    bigger = _small(run, 10)
+    bigger["model"]["decoder_hidden_size"] = 48
+    with pytest.raises(ValueError, match=r"another config \(model\.decoder_hidden_size: 32 -> 48\)"):
+        train(experiment_from_dict(bigger), log=lambda m: None)
+    # Thread count and progress bars may change between a run and its resumption.
+    same = _small(run, 12, num_threads=2, progress=False)
+    train(experiment_from_dict(same), log=lambda m: None)
+    path = tmp_path / "bigger.yaml"
+    path.write_text(_yaml.safe_dump(bigger))
+    assert decade_main(["train", str(path)]) == 2
+    assert "model.decoder_hidden_size: 32 -> 48" in capsys.readouterr().err
+    assert decade_main(["train", str(path), "--restart"]) == 0
+    assert json.loads((run / "best/config.json").read_text())["decoder_hidden_size"] == 48
