@@ -1,6 +1,7 @@
 """``decade``: ``decade run CONFIG`` runs the ladder; the stages' own CLIs live under the same roof.
 
     decade run configs/quickstart.yaml [--out DIR] [--force STAGE ...] [--set train.num_threads=1 ...]
+    decade publish RUN_DIR [--to benchmarks/results/ladder]   (records, hyps, leaderboards, blind outputs)
     decade train|translate|score|average ...    -> python -m core_seq2seq ...
     decade backtranslate ...                    -> python -m synth backtranslate ...
     decade prepare|filter|mix|loop ...          -> python -m synth ...
@@ -39,6 +40,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from .publish import publish
+
+    pairs = publish(args.run_dir, args.to, args.blind_to)
+    print(f"published {', '.join(pairs)} to {args.to} (blind outputs: {args.blind_to})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in STAGE_CLIS:
@@ -60,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.num_threads=1 (YAML value; recorded in run.json)")
     p.set_defaults(func=_run)
+    p = sub.add_parser("publish", help="copy a finished run's records, hypotheses, leaderboards, summary and blind "
+                                      "outputs into the repository (re-scorable with python -m evals verify)")
+    p.add_argument("run_dir")
+    p.add_argument("--to", default="benchmarks/results/ladder", help="records and leaderboards (default: %(default)s)")
+    p.add_argument("--blind-to", default="benchmarks/results/blind", help="blind outputs (default: %(default)s)")
+    p.set_defaults(func=_publish)
     for name in STAGE_CLIS:
         sub.add_parser(name, help=f"python -m {STAGE_CLIS[name][0]} {STAGE_CLIS[name][1]} ...")
     args = parser.parse_args(argv)

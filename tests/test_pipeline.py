@@ -122,6 +122,14 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     summary = (killed / "summary.md").read_text()
     assert "## Cost per rung" in summary and "| de-en | +bt | no |" in summary
 
+    # Published into a results folder, the records re-score from the copied hypotheses.
+    from evals.cli import main as evals_main
+
+    published = tmp_path / "published"
+    assert decade_main(["publish", str(reference), "--to", str(published), "--blind-to", str(published / "blind")]) == 0
+    assert evals_main(["verify", str(published / "en-de/results.jsonl"), str(published / "de-en/results.jsonl")]) == 0
+    assert (published / "blind/de-en/+agent.txt").exists() and (published / "en-de/leaderboard/leaderboard.md").exists()
+
 
 def _snapshot(run: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*") if p.is_file()}

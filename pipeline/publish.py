@@ -1,0 +1,65 @@
+"""``decade publish RUN_DIR``: copy a finished ladder's results into the repository, re-scorable.
+
+For each direction of the run: the result records with their test hypotheses copied beside them
+(``<to>/<pair>/results.jsonl``, ``<to>/<pair>/hyps/``), paths rewritten relative to the repository
+root so that ``python -m evals verify`` re-scores them anywhere; the leaderboard and its plots; the
+run's summary (cost per rung, time per stage) and config. Every rung's blind translations go to
+``<blind>/<pair>/<system>.txt``. Nothing is written until everything has been read and checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from evals.leaderboard import render_leaderboard
+from evals.records import read_records, write_records
+from evals.textio import atomic_write_lines, atomic_write_text, read_lines
+
+
+def _relative(path: str | None, root: Path) -> str | None:
+    """``path`` relative to ``root`` (the repository) when it is a file, else unchanged."""
+    if path is None or not os.path.isabs(path):
+        return path
+    return os.path.relpath(path, root)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "+-_." else "_" for ch in text)
+
+
+def publish(run_dir: str | Path, to: str | Path = "benchmarks/results/ladder",
+            blind_to: str | Path = "benchmarks/results/blind", root: str | Path = ".") -> list[str]:
+    """Copy the run's records, hypotheses, leaderboards, summary and blind outputs; return the pairs."""
+    run, to, blind_to, root = Path(run_dir), Path(to), Path(blind_to), Path(root).resolve()
+    pairs = sorted(p.parent.name for p in run.glob("*/results.jsonl"))
+    if not pairs:
+        raise FileNotFoundError(f"{run}: no <pair>/results.jsonl: is this a finished ladder run directory?")
+    if not (run / "summary.md").exists():
+        raise FileNotFoundError(f"{run}/summary.md: not found: the run has not finished")
+    planned: dict[str, tuple] = {}
+    for pair in pairs:
+        records = read_records(run / pair / "results.jsonl")
+        hyps = {}
+        for rec in records:
+            target = to / pair / "hyps" / f"{_slug(rec.system)}.{rec.test_set}.txt"
+            hyps[target] = read_lines(rec.hyp_path)
+            rec.hyp_path = str(target)
+            rec.ref_path, rec.tok_ref_path, rec.src_path = (_relative(p, root) for p in
+                                                            (rec.ref_path, rec.tok_ref_path, rec.src_path))
+            rec.config_path = _relative(rec.config_path, root)
+        blind = {blind_to / pair / p.name: read_lines(p) for p in sorted((run / "blind" / pair).glob("*.txt"))}
+        planned[pair] = (records, hyps, blind)
+    for pair, (records, hyps, blind) in planned.items():
+        if (to / pair / "hyps").exists():
+            shutil.rmtree(to / pair / "hyps")  # a republished run replaces its hypotheses
+        for path, lines in {**hyps, **blind}.items():
+            atomic_write_lines(path, lines)
+        write_records(to / pair / "results.jsonl", records)
+        render_leaderboard(records, str(to / pair / "leaderboard"), wall_clock=False)
+    atomic_write_text(to / "summary.md", (run / "summary.md").read_text(encoding="utf-8"))
+    run_json = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    atomic_write_text(to / "run.json", json.dumps(run_json, indent=1) + "\n")
+    return pairs
