@@ -44,21 +44,26 @@ def _cmd_translate(args: argparse.Namespace) -> None:
         "method": args.method, "beam_size": args.beam, "nbest": args.nbest, "num_samples": args.samples,
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "batch_size": args.batch_size,
         "length_penalty": args.length_penalty, "seed": args.seed}.items() if v is not None})
-    translator = LSTMTranslator.load(args.model, device=args.device)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     streaming = not args.input or args.input == "-"
-    lines = sys.stdin if streaming else _read_input(args.input)
+    lines = sys.stdin if streaming else _read_input(args.input)  # a bad input fails before any output exists
+    translator = LSTMTranslator.load(args.model, device=args.device)
+    # -o FILE is written once, atomically, at the end: an error midway leaves an existing file as it was.
+    written: list[str] = []
     chunk: list[str] = []
 
     def flush() -> None:
         for cands in translator.translate(chunk, settings):
             for c in cands:
                 if args.scores:
-                    out.write(json.dumps({"text": c.text, "logprob": c.logprob, "length": c.length, "score": c.score},
-                                         ensure_ascii=False) + "\n")
+                    text = json.dumps({"text": c.text, "logprob": c.logprob, "length": c.length, "score": c.score},
+                                      ensure_ascii=False)
                 else:
-                    out.write(c.text + "\n")
-        out.flush()
+                    text = c.text
+                if args.output:
+                    written.append(text)
+                else:
+                    sys.stdout.write(text + "\n")
+        sys.stdout.flush()
         chunk.clear()
 
     # stdin is translated batch by batch as it arrives (line by line at a terminal). A file goes in
@@ -72,6 +77,10 @@ def _cmd_translate(args: argparse.Namespace) -> None:
             flush()
     if chunk:
         flush()
+    if args.output:
+        from evals.textio import atomic_write_lines
+
+        atomic_write_lines(args.output, written)
 
 
 def _cmd_score(args: argparse.Namespace) -> None:

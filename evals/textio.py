@@ -93,8 +93,17 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write bytes so that readers see the old file or the complete new one, never a half-written one."""
-    path = os.fspath(path)
+    """Write bytes so that readers see the old file or the complete new one, never a half-written one.
+
+    A symlink is followed (its target is replaced; the link stays a link). A special file that exists
+    (``/dev/stdout``, a pipe) is written as a stream: it cannot be replaced, and must not be."""
+    path = os.path.realpath(os.fspath(path)) if os.path.islink(os.fspath(path)) else os.fspath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path}: is a directory, not a file to write")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")

@@ -234,3 +234,25 @@ def test_a_run_directory_of_another_config_is_not_resumed(tmp_path, capsys):
     assert "model.decoder_hidden_size: 32 -> 48" in capsys.readouterr().err
     assert decade_main(["train", str(path), "--restart"]) == 0
     assert json.loads((run / "best/config.json").read_text())["decoder_hidden_size"] == 48
+
+
+def test_cli_translate_keeps_an_existing_output_on_bad_input_and_follows_a_symlink(toy_en_de, toy_models_dir, tmp_path):
+    model_dir = toy_models_dir / "en_de/best"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "out.de"
+    out.write_text("an earlier translation\n")
+    cmd = [sys.executable, "-m", "core_seq2seq", "translate", "--model", str(model_dir), "--method", "greedy"]
+    for bad_input, message in ((tmp_path / "typo.en", "typo.en: file not found"), (tmp_path / "bad.en", "invalid UTF-8")):
+        if bad_input.name == "bad.en":
+            bad_input.write_bytes(b"The dog sees a cat.\n\xff\xfe\n")
+        run = subprocess.run(cmd + ["-i", str(bad_input), "-o", str(out)], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+        assert out.read_text() == "an earlier translation\n"  # untouched
+    # An output that is a symlink (into shared storage, say) stays a link; its target gets the text.
+    target, link = tmp_path / "shared.de", tmp_path / "link.de"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    (tmp_path / "in.en").write_text("The dog sees a cat.\n")
+    subprocess.run(cmd + ["-i", str(tmp_path / "in.en"), "-o", str(link)], check=True, env=env, cwd=ROOT,
+                   capture_output=True)
+    assert link.is_symlink() and target.read_text() != "old\n" and len(target.read_text().splitlines()) == 1
