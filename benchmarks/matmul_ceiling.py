@@ -11,36 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
-
-def matmul_gflops(size: int = 2048, threads: int = 2, seconds: float = 5.0, per_round: int = 3) -> dict:
-    """GFLOP/s of ``torch.matmul`` on fp32 ``size`` x ``size`` matrices with ``threads`` threads."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        gen = torch.Generator().manual_seed(0)
-        a = torch.randn(size, size, generator=gen)
-        b = torch.randn(size, size, generator=gen)
-        out = torch.empty(size, size)
-        for _ in range(2):  # warm-up: thread pool start, page faults, oneDNN/MKL dispatch
-            torch.matmul(a, b, out=out)
-        flops = 2.0 * size**3 * per_round
-        rounds: list[float] = []
-        start = time.perf_counter()
-        while not rounds or time.perf_counter() - start < seconds:
-            t0 = time.perf_counter()
-            for _ in range(per_round):
-                torch.matmul(a, b, out=out)
-            rounds.append(flops / (time.perf_counter() - t0) / 1e9)
-    finally:
-        torch.set_num_threads(previous)
-    return {"size": size, "threads": threads, "dtype": "float32", "rounds": len(rounds),
-            "products_per_round": per_round, "gflops_best": max(rounds),
-            "gflops_median": statistics.median(rounds), "torch_version": torch.__version__}
+from core_seq2seq.precision import matmul_gflops  # noqa: F401 (core_vs_joeynmt.py imports it from here)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=2048, help="matrix side (default 2048)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to loop (default 5)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args(argv)
     if args.size < 1 or args.threads < 1 or args.seconds <= 0:
         parser.error("--size and --threads must be >= 1 and --seconds > 0")
-    print(json.dumps(matmul_gflops(args.size, args.threads, args.seconds), indent=1))
+    print(json.dumps(matmul_gflops(args.size, args.threads, args.seconds, dtype=args.dtype), indent=1))
     return 0
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import platform
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,33 @@ def autocast(precision: str, device: str | torch.device = "cpu"):
     """The autocast context of a resolved precision (a no-op context for fp32)."""
     device_type = torch.device(device).type
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def matmul_gflops(size: int = 2048, threads: int = 2, seconds: float = 5.0, per_round: int = 3,
+                  dtype: str = "float32") -> dict[str, Any]:
+    """GFLOP/s of ``torch.matmul`` on ``size`` x ``size`` matrices with ``threads`` threads: the
+    ceiling a training run's achieved GFLOP/s is compared with (an n x n product is 2 n^3 FLOPs).
+    Rounds of a few products; the best round is the ceiling, the median says how steady the machine was."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        kind = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        a = torch.randn(size, size, generator=gen).to(kind)
+        b = torch.randn(size, size, generator=gen).to(kind)
+        out = torch.empty(size, size, dtype=kind)
+        for _ in range(2):  # warm-up: thread pool start, page faults, oneDNN/MKL dispatch
+            torch.matmul(a, b, out=out)
+        flops = 2.0 * size**3 * per_round
+        rounds: list[float] = []
+        start = time.perf_counter()
+        while not rounds or time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                torch.matmul(a, b, out=out)
+            rounds.append(flops / (time.perf_counter() - t0) / 1e9)
+    finally:
+        torch.set_num_threads(previous)
+    return {"size": size, "threads": threads, "dtype": dtype, "rounds": len(rounds),
+            "products_per_round": per_round, "gflops_best": max(rounds),
+            "gflops_median": statistics.median(rounds), "torch_version": torch.__version__}

@@ -15,6 +15,7 @@ decoded (and test sets scored).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -750,17 +751,15 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
     return "\n".join(markdown)
 
 
+@functools.lru_cache(maxsize=1)
 def machine_facts() -> dict[str, Any]:
-    """CPU model and the flags that decide speed (bf16, AVX-512), for the records and the summary."""
-    facts: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count()}
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
-        flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-        facts.update(cpu=model, avx2="avx2" in flags, avx512f="avx512f" in flags, avx512_bf16="avx512_bf16" in flags,
-                     amx_bf16="amx_bf16" in flags)
-    except OSError:
-        facts["cpu"] = platform.processor() or None
+    """CPU model, the flags that decide speed, the precision auto picks, and the fp32 matrix-multiply
+    ceiling measured now (2 s, before any stage runs), for the run record and the summary."""
+    from core_seq2seq.precision import cpu_facts, matmul_gflops, resolve_precision
+
+    facts = {"platform": platform.platform(), "cpus": os.cpu_count(), **cpu_facts(),
+             "precision_auto": resolve_precision("auto", "cpu")}
+    facts["fp32_matmul_ceiling_gflops"] = round(matmul_gflops(2048, os.cpu_count() or 1, 2.0)["gflops_best"], 1)
     return facts
 
 
@@ -789,7 +788,7 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: 
             hyps_by_system[s.name] = hyps
             cost = _system_cost(ladder, s)
             compute = {"train_seconds": cost["train_seconds"], "train_steps": cost["train_steps"], "device": "cpu",
-                       **out["compute"]}
+                       "precision": _precision(s.models), **out["compute"]}
             rows.append(make_record(s.name, s.stage, pair, set_name, hyps, data.ref, data.tok_ref,
                                     hyp_path=out["hyp_path"], compute=compute, config_digest=digest,
                                     config_path=config_path, decode=asdict(s.decode),
@@ -807,6 +806,12 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: 
     return render_leaderboard(records, str(out_dir / "leaderboard"), wall_clock=False)
 
 
+def _precision(models: list[str]) -> str | None:
+    """The precision the system's (first) model was trained in, from its decade_meta.json."""
+    meta = Path(models[0]) / "decade_meta.json"
+    return json.loads(meta.read_text()).get("precision", "fp32") if meta.exists() else None
+
+
 def write_blind(run_dir: Path, ladder: Ladder, pair: str) -> None:
     """Each rung's blind translations as ``<run>/blind/<pair>/<system>.txt`` (one line per source line)."""
     for s in ladder.systems[pair]:
@@ -820,8 +825,10 @@ def write_summary(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, runner: St
     facts = machine_facts()
     total = sum(runner.timings.values()) or 1.0
     lines = ["## Cost per rung", "",
-             f"Machine: {facts.get('cpu')}, {facts.get('cpus')} CPUs (AVX-512 bf16: {facts.get('avx512_bf16')}); "
-             f"torch threads {cfg.train.num_threads or 'default'}.", "",
+             f"Machine: {facts.get('cpu')}, {facts.get('cpus')} CPUs, flags {' '.join(facts.get('flags') or []) or 'n/a'}; "
+             f"fp32 matmul ceiling {facts.get('fp32_matmul_ceiling_gflops')} GFLOP/s (2048x2048, measured at the start "
+             f"of this invocation); precision {facts.get('precision_auto')}; {cfg.workers} worker(s) x "
+             f"{cfg.train.num_threads or 'default'} thread(s).", "",
              "| pair | system | kept | val BLEU | built on | stages (s) | share of run | train steps (all models behind it) "
              "| decode GFLOPs (test sets) | decode s (test sets) |",
              "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
