@@ -114,6 +114,13 @@ class LSTMTranslator:
                 # An ensemble averages per-token log-probs, so its members must share one vocabulary;
                 # models with their own tokenizers can still be combined as scorers (inference_compute.MeanScorer).
                 raise ValueError(f"{d}: its tokenizer differs from {dirs[0]}'s; an ensemble needs one shared tokenizer")
+        metas = [json.loads((d / "decade_meta.json").read_text()) if (d / "decade_meta.json").exists() else {} for d in dirs]
+        for d, m in zip(dirs[1:], metas[1:]):  # an ensemble averages one direction's predictions
+            pair = (m.get("src_lang"), m.get("tgt_lang"))
+            first = (metas[0].get("src_lang"), metas[0].get("tgt_lang"))
+            if None not in pair + first and pair != first:
+                raise ValueError(f"{d} translates {pair[0]}->{pair[1]} but {dirs[0]} translates {first[0]}->{first[1]}: "
+                                 "an ensemble needs one direction")
         models = [AutoModelForCausalLM.from_pretrained(d) for d in dirs]
         tokenizer = PreTrainedTokenizerFast.from_pretrained(dirs[0])
         meta_path = dirs[0] / "decade_meta.json"

@@ -122,12 +122,14 @@ def _load(paths, device: str):
 
 
 def _scorers(m: ScorerPaths) -> dict[str, Any]:
-    from .features import load_scorer
+    from .features import check_directions, load_scorer
     from .lm import TargetLM
 
-    return {"forward": _load(m.forward, m.device), "reverse": _load(m.reverse, m.device),
-            "lm": TargetLM.load(m.lm, m.lm_placeholder, m.device) if m.lm else None, "r2l": _load(m.r2l, m.device),
-            "alt": load_scorer(m.alt, m.device)}
+    scorers = {"forward": _load(m.forward, m.device), "reverse": _load(m.reverse, m.device),
+               "lm": TargetLM.load(m.lm, m.lm_placeholder, m.device) if m.lm else None, "r2l": _load(m.r2l, m.device),
+               "alt": load_scorer(m.alt, m.device)}
+    check_directions(scorers["forward"], scorers["reverse"], scorers["lm"], scorers["r2l"], scorers["alt"])
+    return scorers
 
 
 def _read_sources(path: str, limit: int) -> list[str]:

@@ -60,6 +60,34 @@ def load_scorer(paths: str | Sequence[str] | None, device: str = "cpu") -> Any |
     return members[0] if len(members) == 1 else MeanScorer(members)
 
 
+def _langs(model: Any) -> tuple[str, str] | None:
+    model = getattr(model, "translator", model)  # a TargetLM wraps its Translator
+    src, tgt = getattr(model, "src_lang", None), getattr(model, "tgt_lang", None)
+    return (src, tgt) if src and tgt else None
+
+
+def check_directions(forward: Any, reverse: Any | None = None, lm: Any | None = None, r2l: Any | None = None,
+                     alt: Any | None = None) -> None:
+    """Every scorer must fit the forward model's direction: a channel model translates back, an LM
+    and a right-to-left or second model write the forward model's target language. A swapped model
+    would rerank silently and badly; this names it instead."""
+    fwd = _langs(forward)
+    if fwd is None:
+        return
+    src, tgt = fwd
+    expected = {"reverse (noisy channel)": (reverse, (tgt, src)), "r2l": (r2l, (src, tgt)), "alt": (alt, (src, tgt))}
+    for role, (model, want) in expected.items():
+        members = getattr(model, "members", None) or ([model] if model is not None else [])
+        for m in members:
+            got = _langs(m)
+            if got is not None and got != want:
+                raise ValueError(f"{role} model translates {got[0]}->{got[1]}, but the forward model is {src}->{tgt}: "
+                                 f"expected {want[0]}->{want[1]}")
+    got = _langs(lm)
+    if lm is not None and got is not None and got[1] != tgt:
+        raise ValueError(f"the LM writes {got[1]}, but the forward model's target language is {tgt}")
+
+
 def reverse_words(text: str) -> str:
     """The word-reversed text a right-to-left model is trained on and scores."""
     return " ".join(reversed(text.split()))
@@ -99,6 +127,7 @@ def compute_features(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
     the placeholder source). ``r2l``: a Translator trained on word-reversed targets. ``alt``: another
     source->target Translator, or a ``MeanScorer`` of several (their mean).
     """
+    check_directions(forward, reverse, lm, r2l, alt)
     srcs, cands, counts = _flatten(sources, nbest)
     texts = [c.text for c in cands]
     rows: list[dict[str, float]] = [{} for _ in cands]

@@ -27,7 +27,7 @@ from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_te
 from .candidates import CandidateSpec, MethodSpec
 from .candidates import pool as pool_candidates  # (a Pool below is a grid point)
 from .compute import add_compute, record_compute
-from .features import compute_features, length_ratio, load_scorer
+from .features import check_directions, compute_features, length_ratio, load_scorer
 from .generate import generate_nbest_file, job_key
 from .mbr import MbrConfig, expected_from_matrix, model_weights, reference_weights, utility_matrix
 from .rerank import argmax, linear_scores, load_weights, save_weights, select
@@ -250,6 +250,7 @@ class Sweep:
             from .lm import TargetLM
 
             self.lm = TargetLM.load(m.lm, m.lm_placeholder, m.device)
+        check_directions(self.forward, self.reverse, self.lm, self.r2l, self.alt)
         self.src_lang, self.tgt_lang = cfg.pair.split("-", 1)
         # Candidates depend on the forward model only (another scorer must not invalidate them);
         # features depend on every model that is there.

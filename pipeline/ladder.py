@@ -495,7 +495,7 @@ class Ladder:
                        lm: str | None) -> dict:
         """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
         from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
-        from inference_compute.features import compute_features, length_ratio
+        from inference_compute.features import check_directions, compute_features, length_ratio
         from inference_compute.lm import TargetLM
         from inference_compute.mbr import MbrConfig, mbr_decode
         from inference_compute.rerank import save_weights, select
@@ -509,6 +509,7 @@ class Ladder:
             reverse = LSTMTranslator.load(channel[0] if len(channel) == 1 else channel) if channel else None
             r2l_model = LSTMTranslator.load(r2l) if r2l else None
             lm_model = TargetLM.load(lm) if lm else None
+            check_directions(forward, reverse, lm_model, r2l_model)
             spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=rc.nbest)], batch_size=self.cfg.batch_size)
             typical = length_ratio(sets["val"].src, sets["val"].ref)
             nbest, features, compute = {}, {}, {}

@@ -18,6 +18,8 @@ pairs plus the extra copies of the real ones; ``use: sole_corpus`` writes every 
 
 from __future__ import annotations
 
+import json
+
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -99,6 +101,14 @@ def mix(cfg: MixConfig, log: Callable[[str], None] = print) -> Path:
 
     if not cfg.synthetic:
         raise SynthError("mix: no synthetic files given (mix.synthetic)")
+    for path in cfg.synthetic:  # back-translation records the pair it made; a swapped model shows here
+        info = Path(path).with_name("synthetic.json")
+        if info.exists():
+            made = json.loads(info.read_text(encoding="utf-8"))
+            pair = (made.get("src_lang"), made.get("tgt_lang"))
+            if None not in pair and "?" not in pair and pair != (cfg.src_lang, cfg.tgt_lang):
+                raise SynthError(f"{path}: holds {pair[0]}-{pair[1]} pairs ({info}) but the mix is "
+                                 f"{cfg.src_lang}-{cfg.tgt_lang}: was it made by a model of the wrong direction?")
     synthetic, empty = read_synthetic(cfg.synthetic, cfg.max_synthetic)
     if not synthetic:
         raise SynthError(f"mix: no usable synthetic pairs in {', '.join(cfg.synthetic)}")

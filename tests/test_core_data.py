@@ -129,3 +129,22 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
     assert cli_main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bad.yaml" in err and "train.bogus" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("n_train", [300, 1500])
+def test_toy_task_evaluation_sets_do_not_depend_on_the_training_size(tmp_path, n_train):
+    """A different number of toy training pairs changes only the training set: val, test and blind
+    sentences stay the same and never become training pairs."""
+    import gzip as _gzip
+
+    from core_seq2seq.toy import write_toy_task
+
+    def lines(root, rel):
+        return _gzip.open(root / rel, "rt", encoding="utf-8").read().splitlines()
+
+    small, other = write_toy_task(tmp_path / "a", n_train=100), write_toy_task(tmp_path / "b", n_train=n_train)
+    evals = ["task1/raw/val.en.gz", "task1/raw/test_2016_flickr.en.gz", "blind/test_2018_flickr_a.en.gz"]
+    for rel in evals:
+        assert lines(small, rel) == lines(other, rel)
+    train = set(lines(other, "task1/raw/train.en.gz"))
+    assert len(train) == n_train and not train & {x for rel in evals for x in lines(other, rel)}

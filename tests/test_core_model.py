@@ -201,3 +201,8 @@ def test_encoder_on_padded_tensors_equals_nn_lstm_on_packed_sequences(bidirectio
     directions = 2 if bidirectional else 1
     ref_final = h_n.view(layers, directions, 5, 6)[-1].transpose(0, 1).reshape(5, -1)
     torch.testing.assert_close(final, ref_final, rtol=1e-5, atol=1e-6)
+
+
+def test_an_ensemble_of_two_directions_is_refused(toy_en_de, toy_de_en, toy_models_dir):
+    with pytest.raises(ValueError, match="an ensemble needs one direction"):
+        LSTMTranslator.load([toy_models_dir / "en_de/best", toy_models_dir / "de_en/best"])

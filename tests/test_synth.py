@@ -512,3 +512,21 @@ def test_benchmark_trains_its_baseline_at_the_variants_budget(tmp_path):
         assert set(prov["checkpoint_val_bleu"]) == {"best", "average_last2"}
         assert prov["checkpoint_val_bleu"][prov["checkpoint"]] == max(prov["checkpoint_val_bleu"].values())
         assert r["extra"]["model"].endswith("averaged_last2") == (prov["checkpoint"] == "average_last2")
+
+
+def test_mix_refuses_synthetic_pairs_of_the_other_direction(tmp_path):
+    """Back-translating with the forward model makes target-target pairs; synthetic.json says which
+    pair a back-translation made, and mix refuses one that is not its own."""
+    import json as _json
+
+    from synth.io import SynthError as _SynthError
+    from synth.mix import MixConfig as _MixConfig, mix as _mix
+
+    bt = tmp_path / "bt"
+    bt.mkdir()
+    (bt / "synthetic.jsonl").write_text(_json.dumps({"id": 1, "k": 0, "src": "Ein Hund .", "tgt": "Der Hund ."}) + "\n")
+    (bt / "synthetic.json").write_text(_json.dumps({"src_lang": "de", "tgt_lang": "de"}))
+    with pytest.raises(_SynthError, match=r"holds de-de pairs .* but the mix is en-de"):
+        _mix(_MixConfig(src_lang="en", tgt_lang="de", synthetic=[str(bt / "synthetic.jsonl")], output=str(tmp_path / "mix")),
+             log=lambda m: None)
+    assert not (tmp_path / "mix").exists()
