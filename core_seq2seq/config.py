@@ -43,7 +43,7 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where or 'config'}: {e}") from None
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:
@@ -128,3 +128,19 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = child
         node[leaf] = yaml.safe_load(value)
     return data
+
+
+def check_ranges(obj: Any, rules: dict[str, tuple]) -> None:
+    """Range checks for a config dataclass, raised as ValueError naming the key (``from_dict`` adds
+    the section and the file). A rule is ``(low, high)`` (inclusive, None: open) or a tuple of choices
+    (``("in", a, b, ...)``)."""
+    for key, rule in rules.items():
+        value = getattr(obj, key)
+        if rule and rule[0] == "in":
+            if value not in rule[1:]:
+                raise ValueError(f"{key} must be one of {', '.join(map(str, rule[1:]))}, got {value!r}")
+            continue
+        low, high = rule
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = (f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]")
+            raise ValueError(f"{key} must be {bounds}, got {value!r}")

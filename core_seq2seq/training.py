@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from .config import config_hash, from_dict
+from .config import check_ranges, config_hash, from_dict
 from .configuration_lstm import LSTMTranslatorConfig
 from .data import (CleaningReport, ParallelCorpus, find_multi30k, read_multi30k, read_parallel_files,
                    read_tsv_or_jsonl)
@@ -65,6 +65,9 @@ class TokenizerConfig:
     path: str = ""  # a saved tokenizer (a directory with tokenizer.json) to use instead of training one:
     #                 models that share it can be ensembled ("": train one on this run's training text)
 
+    def __post_init__(self) -> None:
+        check_ranges(self, {"kind": ("in", "bpe", "unigram"), "vocab_size": (16, None), "min_frequency": (1, None)})
+
 
 @dataclass
 class ModelConfig:
@@ -80,6 +83,10 @@ class ModelConfig:
     attention: bool = True  # Luong global attention
     dropout: float = 0.3
     tie_word_embeddings: bool = True  # share input embeddings and output layer
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"embed_size": (1, None), "encoder_hidden_size": (1, None), "decoder_hidden_size": (1, None),
+                            "encoder_layers": (1, None), "decoder_layers": (1, None), "dropout": (0.0, 0.99)})
 
 
 @dataclass
@@ -110,6 +117,18 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16: bf16 mixed precision where the hardware runs it faster
     #                          (auto decides by the CPU's flags or the GPU; fp32 everywhere else)
     progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        from .precision import PRECISIONS
+
+        check_ranges(self, {
+            "batch_tokens": (1, None), "optimizer": ("in", "adam", "sgd"), "lr": (1e-12, None),
+            "schedule": ("in", "inverse_sqrt", "constant", "halving"), "warmup_steps": (0, None),
+            "clip_norm": (0.0, None), "label_smoothing": (0.0, 0.99), "weight_decay": (0.0, None), "max_steps": (0, None),
+            "max_epochs": (1, None), "time_budget_minutes": (0.0, None), "eval_every_steps": (1, None),
+            "eval_max_sentences": (0, None), "patience": (0, None), "select_by": ("in", "bleu", "loss"),
+            "keep_checkpoints": (1, None), "log_every_steps": (1, None), "num_threads": (0, None),
+            "precision": ("in", *PRECISIONS)})
 
 
 @dataclass

@@ -46,6 +46,11 @@ class DecodeSettings:
             raise ValueError(f"decode.method must be greedy, beam or sample, got {self.method!r}")
         if not 1 <= self.beam_size <= 256:
             raise ValueError(f"decode.beam_size must be in 1..256, got {self.beam_size}")
+        from .config import check_ranges
+
+        check_ranges(self, {"nbest": (1, None), "num_samples": (1, None), "temperature": (1e-6, None),
+                            "top_k": (0, None), "top_p": (1e-6, 1.0), "epsilon": (0.0, 0.999), "max_len_a": (0.0, None),
+                            "max_len_b": (0, None), "batch_size": (1, None)})
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core_seq2seq.config import check_ranges
 from core_seq2seq.training import ModelConfig, TokenizerConfig, TrainConfig
 
 from .corpora import FilesConfig
@@ -51,12 +52,19 @@ class BacktranslationRung:
     shard_size: int = 2000  # lines per resumable back-translation shard
     model: RoleConfig = field(default_factory=RoleConfig)  # the back-translation model's overrides
 
+    def __post_init__(self) -> None:
+        check_ranges(self, {"beam_size": (1, 256), "max_monolingual": (0, None), "real_ratio": (0.0, None),
+                            "shard_size": (1, None)})
+
 
 @dataclass
 class EnsembleRung:
     enabled: bool = True  # add the +ensemble rung (checkpoint averaging and/or an ensemble, as val says)
     average_last: int = 5  # average each model's last N checkpoints (0 or 1: no averaging)
     combine: bool = True  # also try an ensemble of every forward model of the direction
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"average_last": (0, None)})
 
 
 @dataclass
@@ -71,6 +79,9 @@ class RerankRung:
     trials: int = 200  # random-search trials when tuning weights on val (then coordinate ascent)
     seed: int = 7  # tuning seed
 
+    def __post_init__(self) -> None:
+        check_ranges(self, {"nbest": (1, 256), "trials": (0, None)})
+
 
 @dataclass
 class MbrRung:
@@ -78,6 +89,10 @@ class MbrRung:
     utility: str = "chrf"  # chrf | bleu (sacrebleu sentence scores)
     weighting: str = "model"  # uniform | model (softmax of candidate log-probs)
     temperature: float = 1.0  # model weighting: softmax temperature over log-probs
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"utility": ("in", "chrf", "bleu"), "weighting": ("in", "uniform", "model"),
+                            "temperature": (1e-6, None)})
 
 
 @dataclass
@@ -110,3 +125,7 @@ class PipelineConfig:
     agent: AgentRung = field(default_factory=AgentRung)
     bootstrap_samples: int = 1000  # paired bootstrap resamples for CIs and p-values
     significance_seed: int = 12345  # resampling seed (recorded in every result record)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"workers": (1, 64), "batch_size": (1, None), "tune_set_limit": (0, None),
+                            "bootstrap_samples": (10, None)})

@@ -317,3 +317,23 @@ def test_misspelled_stage_or_test_set_is_an_error(tmp_path, capsys, args, messag
     assert decade_main(["run", str(config), "--out", str(tmp_path / "run"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run/model.fwd.en-de").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  eval_every_steps: 0\n", r"train: eval_every_steps must be >= 1, got 0"),
+    ("train:\n  max_steps: -5\n", r"train: max_steps must be >= 0"),
+    ("train:\n  batch_tokens: 0\n", r"train: batch_tokens must be >= 1"),
+    ("train:\n  precision: fp16\n", r"train: precision must be one of auto, fp32, bf16"),
+    ("tokenizer:\n  vocab_size: -3\n", r"tokenizer: vocab_size must be >= 16"),
+    ("model:\n  dropout: 1.5\n", r"model: dropout must be in \[0.0, 0.99\]"),
+    ("workers: 0\n", r"workers must be in \[1, 64\], got 0"),
+    ("batch_size: -1\n", r"batch_size must be >= 1"),
+    ("rerank:\n  nbest: 0\n", r"rerank: nbest must be in \[1, 256\]"),
+    ("mbr:\n  utility: meteor\n", r"mbr: utility must be one of chrf, bleu"),
+    ("rerank:\n  lm_model:\n    train: {select_by: perplexity}\n", r"rerank.lm_model.train: select_by must be one of bleu, loss"),
+])
+def test_out_of_range_values_are_named_when_the_config_is_read(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"bad\.yaml: " + message):
+        load_pipeline_config(path)
