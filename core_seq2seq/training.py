@@ -272,9 +272,42 @@ def save_model_dir(model: LSTMTranslatorForCausalLM, path: Path, meta: dict, tok
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "decade_meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
     if state is not None:
         torch.save(state, tmp / "training_state.pt")
     replace_dir(tmp, path)
+
+
+def model_card(meta: dict) -> str:
+    """The model directory's README.md (the transformers convention): what it translates, what it was
+    trained on and how long, its validation scores, and how to load it."""
+    cfg = meta.get("config") or {}
+    data, model, tc = cfg.get("data", {}), cfg.get("model", {}), cfg.get("train", {})
+    val = meta.get("val") or {}
+    src, tgt = meta.get("src_lang", "?"), meta.get("tgt_lang", "?")
+    sources = [data.get("train_src") or data.get("corpus")] + list(data.get("extra_train") or [])
+    lines = [
+        "---", "library_name: transformers", "tags: [translation, lstm, decade]", f"language: [{src}, {tgt}]", "---", "",
+        f"# decade LSTM translator, {src} -> {tgt}", "",
+        "A deep LSTM encoder-decoder (Sutskever, Vinyals & Le 2014; Luong attention) trained by decade's "
+        "`core_seq2seq`.", "",
+        "| | |", "| --- | --- |",
+        f"| training data | {', '.join(str(x) for x in sources if x)} ({meta.get('train_pairs', '?')} pairs after cleaning) |",
+        f"| model | embed {model.get('embed_size')}, encoder {model.get('encoder_layers')} x {model.get('encoder_hidden_size')}"
+        f"{' bidirectional' if model.get('bidirectional_encoder') else ''}, decoder {model.get('decoder_layers')} x "
+        f"{model.get('decoder_hidden_size')}, attention {model.get('attention')}, {meta.get('parameters', '?'):,} parameters |"
+        if isinstance(meta.get("parameters"), int) else f"| model | {model} |",
+        f"| this checkpoint | step {meta.get('step', '?')} (batch {tc.get('batch_tokens')} tokens, lr {tc.get('lr')}, "
+        f"seed {meta.get('seed')}, precision {meta.get('precision', 'fp32')}) |",
+        f"| validation | greedy BLEU {val.get('val_bleu', float('nan')):.2f}, chrF++ {val.get('val_chrf', float('nan')):.2f}, "
+        f"loss {val.get('val_loss', float('nan')):.3f} per token on {val.get('val_sentences', '?')} sentences |",
+        f"| config hash | {meta.get('config_hash')} (the full config: decade_meta.json) |", "",
+        "```python", "from core_seq2seq.translator import DecodeSettings, LSTMTranslator",
+        "translator = LSTMTranslator.load(\"THIS_DIRECTORY\")",
+        "print(translator.translate([\"...\"], DecodeSettings(method=\"beam\", beam_size=5))[0][0].text)", "```", "",
+        "or `python -m core_seq2seq translate --model THIS_DIRECTORY -i input.txt`; `AutoModelForCausalLM.from_pretrained` "
+        "loads it too (with `import core_seq2seq`).", ""]
+    return "\n".join(lines)
 
 
 def average_checkpoints(dirs: list[str | Path], out: str | Path) -> Path:

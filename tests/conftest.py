@@ -13,7 +13,7 @@ torch.set_num_threads(int(os.environ.get("DECADE_TEST_THREADS", "1")))
 
 @pytest.fixture(scope="session")
 def toy_models_dir(request):
-    return request.config.cache.mkdir("decade_toy_models_v2")
+    return request.config.cache.mkdir("decade_toy_models_v3")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -206,3 +208,10 @@ def test_encoder_on_padded_tensors_equals_nn_lstm_on_packed_sequences(bidirectio
 def test_an_ensemble_of_two_directions_is_refused(toy_en_de, toy_de_en, toy_models_dir):
     with pytest.raises(ValueError, match="an ensemble needs one direction"):
         LSTMTranslator.load([toy_models_dir / "en_de/best", toy_models_dir / "de_en/best"])
+
+
+def test_a_saved_model_carries_a_model_card(toy_en_de, toy_models_dir):
+    card = (toy_models_dir / "en_de/best/README.md").read_text()
+    meta = json.loads((toy_models_dir / "en_de/best/decade_meta.json").read_text())
+    assert card.startswith("---\nlibrary_name: transformers") and "en -> de" in card
+    assert f"greedy BLEU {meta['val']['val_bleu']:.2f}" in card and f"step {meta['step']}" in card
