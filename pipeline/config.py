@@ -113,7 +113,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # every model's sizes, unless its role overrides them
     train: TrainConfig = field(default_factory=TrainConfig)  # every model's budget: steps, patience (core_seq2seq)
     workers: int = 1  # independent stages run at once (each in its own process with train.num_threads threads):
-    #                   on 2 cores, 2 workers x 1 thread train 1.5x faster than 1 x 2 (benchmarks/train_levers.py)
+    #                   on 2 cores, 2 workers x 1 thread train about 1.25x as fast as 1 x 2 (docs/results/speed.md)
     batch_size: int = 64  # decoding batch (sentences)
     test_sets: list[str] = field(default_factory=lambda: ["test_2016_flickr", "test_2017_flickr", "test_2017_mscoco"])
     tune_set_limit: int = 0  # use the first N val sentences to choose settings (0: all)
