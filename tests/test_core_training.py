@@ -38,6 +38,7 @@ def _small(run: Path, steps: int, **train) -> dict:
 EXACT_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE", "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(tmp_path):
     steps = 60
     script = str(ROOT / "tests/_train_from_json.py")
@@ -114,6 +115,7 @@ def test_schedules_and_batches():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo on Linux")
+@pytest.mark.slow
 def test_two_process_training_matches_one_process(tmp_path):
     """torchrun --nproc_per_node 2 with the same global batches gives the same weights as one process."""
     single, double = tmp_path / "single", tmp_path / "double"

@@ -59,6 +59,7 @@ def _decade(config: Path, out: Path, quiet: bool = False) -> subprocess.Popen:
                             stdout=pipe, stderr=pipe, text=True)
 
 
+@pytest.mark.slow
 def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path):
     config = _config(tmp_path, "toy2")
     # The same ladder with two workers (stages side by side in worker processes) must give the same result.
