@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.fn(args)
-    except (ConfigError, AgentInputError, EvalsInputError, DataError, FileNotFoundError) as e:
+    except BrokenPipeError:
+        raise  # run_cli ends quietly when the reader of stdout goes away
+    except (ConfigError, AgentInputError, EvalsInputError, DataError, OSError) as e:  # OSError: a path that cannot be used
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

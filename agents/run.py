@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from core_seq2seq.translator import DecodeSettings, LSTMTranslator, Translator
+from core_seq2seq.translator import DecodeSettings, LSTMTranslator, Translator, model_languages
 
 from .config import AgentConfig, agent_hash, to_dict
 from .critic import Critic
@@ -36,6 +37,21 @@ class Agent:
         self.toolbox.refiner_weight = self.cfg.selection.refiner_weight
 
 
+def _load_model(key: str, paths: str | Sequence[str], src_lang: str, tgt_lang: str, device: str) -> LSTMTranslator:
+    """Load ``models.<key>``, first checking that each directory translates ``src_lang``->``tgt_lang``
+    (its decade_meta.json): a forward model given as the reverse one, or a model of another pair,
+    would run without a complaint and give the critic and the channel signals nonsense."""
+    dirs = [paths] if isinstance(paths, str) else list(paths)
+    for d in dirs:
+        got = model_languages(d) if Path(d).is_dir() else None
+        if got is not None and got != (src_lang, tgt_lang):
+            swapped = got == (tgt_lang, src_lang)
+            hint = {"reverse": " (is it the forward model?)", "forward": " (is it the reverse model?)"}.get(key, "")
+            raise AgentInputError(f"models.{key}: {d} translates {got[0]}->{got[1]}; expected {src_lang}->{tgt_lang} "
+                                  f"(from models.src_lang and models.tgt_lang){hint if swapped else ''}")
+    return LSTMTranslator.load(dirs[0] if len(dirs) == 1 else dirs, src_lang, tgt_lang, device=device)
+
+
 def build_agent(cfg: AgentConfig, forward: Translator | None = None, reverse: Translator | None = None,
                 lexicon: Lexicon | None = None, log: Callable[[str], None] = lambda m: None,
                 refiner: Translator | None = None) -> Agent:
@@ -44,16 +60,16 @@ def build_agent(cfg: AgentConfig, forward: Translator | None = None, reverse: Tr
     if forward is None:
         if not m.forward:
             raise AgentInputError("models.forward is not set")
-        forward = LSTMTranslator.load(m.forward, m.src_lang, m.tgt_lang, device=m.device)
+        forward = _load_model("forward", m.forward, m.src_lang, m.tgt_lang, m.device)
     if reverse is None and m.reverse:
-        reverse = LSTMTranslator.load(m.reverse, m.tgt_lang, m.src_lang, device=m.device)
+        reverse = _load_model("reverse", m.reverse, m.tgt_lang, m.src_lang, m.device)
     if reverse is not None and (reverse.src_lang, reverse.tgt_lang) != (forward.tgt_lang, forward.src_lang):
         raise AgentInputError(f"models.reverse translates {reverse.src_lang}->{reverse.tgt_lang}; "
                               f"expected {forward.tgt_lang}->{forward.src_lang}")
     if lexicon is None and (cfg.lexicon.path or cfg.lexicon.src_path):
         lexicon = build_or_load(cfg.lexicon, forward.src_lang, forward.tgt_lang, log)
     if refiner is None and m.refiner:
-        refiner = LSTMTranslator.load(m.refiner, m.src_lang, m.tgt_lang, device=m.device)
+        refiner = _load_model("refiner", m.refiner, m.src_lang, m.tgt_lang, m.device)
     view = None
     if refiner is not None:
         d = cfg.draft.decode

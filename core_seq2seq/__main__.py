@@ -29,12 +29,73 @@ def _cmd_train(args: argparse.Namespace) -> None:
     train(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+def _float_in(low: float, high: float | None, low_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        bad = value != value or (value <= low if low_open else value < low) or (high is not None and value > high)
+        if bad:
+            bounds = (f"{'>' if low_open else '>='} {low}" if high is None
+                      else f"in {'(' if low_open else '['}{low}, {high}]")
+            raise argparse.ArgumentTypeError(f"expected a number {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+def _strip_line(line: str, first: bool) -> str:
+    # The same rules as read_text_lines: the newline (and a CR before it) goes, and a byte order mark
+    # that starts the stream.
+    line = line.rstrip("\r\n")
+    return line[1:] if first and line.startswith("\ufeff") else line
+
+
+def _stdin_lines():
+    """Lines of stdin as they arrive, checked like a file's: invalid UTF-8 or a NUL byte is an error
+    naming ``<stdin>`` and the line (not a codec traceback, not a garbled sentence)."""
+    from .data import DataError
+
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream without bytes underneath (tests, embedding)
+        yield from sys.stdin
+        return
+    for number, raw in enumerate(iter(buffer.readline, b""), start=1):
+        if b"\0" in raw:
+            raise DataError(f"<stdin>:{number}: NUL byte at byte {raw.index(bytes(1)) + 1} of the line (binary input?)")
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"<stdin>:{number}: invalid UTF-8 at byte {e.start}: "
+                            f"{raw[max(0, e.start - 10):e.start + 10]!r}") from None
+
+
 def _read_input(path: str | None) -> list[str]:
     from .data import read_text_lines
 
     if path and path != "-":
         return read_text_lines(path)
-    return [line.rstrip("\n") for line in sys.stdin]
+    return [_strip_line(line, i == 0) for i, line in enumerate(_stdin_lines())]
+
+
+def _check_output(path: str | None) -> None:
+    """An output that cannot be written is an error before any work is done."""
+    from .data import DataError
+
+    if path and Path(path).is_dir():
+        raise DataError(f"{path}: is a directory; --output needs a file name")
 
 
 def _cmd_translate(args: argparse.Namespace) -> None:
@@ -45,7 +106,8 @@ def _cmd_translate(args: argparse.Namespace) -> None:
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "batch_size": args.batch_size,
         "length_penalty": args.length_penalty, "seed": args.seed}.items() if v is not None})
     streaming = not args.input or args.input == "-"
-    lines = sys.stdin if streaming else _read_input(args.input)  # a bad input fails before any output exists
+    _check_output(args.output)
+    lines = _stdin_lines() if streaming else _read_input(args.input)  # a bad input fails before any output exists
     translator = LSTMTranslator.load(args.model, device=args.device)
     # -o FILE is written once, atomically, at the end: an error midway leaves an existing file as it was.
     written: list[str] = []
@@ -71,8 +133,8 @@ def _cmd_translate(args: argparse.Namespace) -> None:
     # little and do not dwindle to a few long sentences (beam 5 on test_2016_flickr, one model, runs
     # alternated on 2026-11-24: 120-122 sentences/s against 76-85 for 64-line chunks in file order).
     block = (1 if sys.stdin.isatty() else settings.batch_size) if streaming else FILE_BLOCK_BATCHES * settings.batch_size
-    for line in lines:
-        chunk.append(line.rstrip("\n"))
+    for number, line in enumerate(lines):
+        chunk.append(_strip_line(line, number == 0))
         if len(chunk) >= block:
             flush()
     if chunk:
@@ -86,8 +148,8 @@ def _cmd_translate(args: argparse.Namespace) -> None:
 def _cmd_score(args: argparse.Namespace) -> None:
     from .translator import LSTMTranslator
 
+    src, tgt = _read_input(args.src), _read_input(args.tgt)  # inputs are checked before the model loads
     translator = LSTMTranslator.load(args.model, device=args.device)
-    src, tgt = _read_input(args.src), _read_input(args.tgt)
     if len(src) != len(tgt):
         raise ValueError(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
     for lp, n in translator.score(src, tgt):
@@ -115,14 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", "-i", help="source file (default: stdin)")
     p.add_argument("--output", "-o")
     p.add_argument("--method", choices=["greedy", "beam", "sample"])
-    p.add_argument("--beam", type=int)
-    p.add_argument("--nbest", type=int)
-    p.add_argument("--samples", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
+    # Ranges are checked here so that the error names the flag (DecodeSettings checks them again).
+    p.add_argument("--beam", type=_int_at_least(1), help="beam width (1-256)")
+    p.add_argument("--nbest", type=_int_at_least(1), help="hypotheses per source (beam: <= --beam)")
+    p.add_argument("--samples", type=_int_at_least(1), help="samples per source (--method sample)")
+    p.add_argument("--temperature", type=_float_in(0.0, None, low_open=True))
+    p.add_argument("--top-k", type=_int_at_least(0), help="0: all tokens")
+    p.add_argument("--top-p", type=_float_in(0.0, 1.0, low_open=True), help="nucleus mass in (0, 1]")
     p.add_argument("--length-penalty", type=float)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=_int_at_least(1))
     p.add_argument("--seed", type=int)
     p.add_argument("--scores", action="store_true", help="write JSON lines with log-prob, length and score")
     p.add_argument("--device", default="cpu")
@@ -140,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # DataError and ConfigError are ValueErrors
+    except BrokenPipeError:
+        raise  # run_cli ends quietly when the reader of stdout goes away
+    except (ValueError, OSError) as e:  # DataError and ConfigError are ValueErrors; OSError: a path that cannot be used
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

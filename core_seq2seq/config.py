@@ -81,12 +81,16 @@ def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: invalid UTF-8 at byte {e.start}") from None
+    except OSError as e:  # unreadable (permissions), a special file that fails
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

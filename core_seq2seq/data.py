@@ -7,11 +7,13 @@ dropped, counted and reported, never silently. Misaligned files and invalid UTF-
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import json
 import os
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,18 +57,39 @@ class ParallelCorpus:
 
 
 def read_text_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file (optionally .gz), without their newline. Errors name file and line."""
+    """Lines of a UTF-8 text file (optionally .gz), without their newline. Errors name file and line.
+
+    A UTF-8 byte order mark at the start of the file is stripped (what sacrebleu and editors do):
+    left in, it would glue itself to the first sentence and change its translation and its score.
+    A missing file, a directory, an unreadable file, a truncated or fake ``.gz``, invalid UTF-8 and
+    a NUL byte (a binary file, never a sentence) raise ``DataError`` naming the file (and line).
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a text file")
+    gz = path.suffix == ".gz"
     lines = []
-    with opener(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                lines.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{number}: invalid UTF-8 at byte {e.start}: {raw[max(0, e.start - 10):e.start + 10]!r}") from None
+    try:
+        with (gzip.open if gz else open)(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                raw = raw.rstrip(b"\r\n")
+                nul = raw.find(b"\0")
+                if nul >= 0:
+                    raise DataError(f"{path}:{number}: NUL byte at byte {nul + 1} of the line (a binary file?)")
+                try:
+                    lines.append(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{number}: invalid UTF-8 at byte {e.start}: "
+                                    f"{raw[max(0, e.start - 10):e.start + 10]!r}") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied: cannot read the file") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        what = "not a valid, complete gzip file: " if gz else ""
+        raise DataError(f"{path}: cannot read file ({what}{e})") from None
     return lines
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from . import search
@@ -105,34 +106,59 @@ class LSTMTranslator:
     def load(cls, model_dirs: str | Path | Sequence[str | Path], src_lang: str | None = None,
              tgt_lang: str | None = None, device: str = "cpu", precision: str = "auto") -> "LSTMTranslator":
         """Load one model directory (or several, as an ensemble) saved by training; the tokenizer and
-        the languages are read from the first directory."""
+        the languages are read from the first directory.
+
+        Every file is checked before torch sees it, so a bad directory is one error naming the file
+        (``DataError``, or ``FileNotFoundError`` for a missing one), never a library traceback: the
+        weights must be a complete ``model.safetensors`` (decade saves nothing else, and never
+        unpickles weights), and languages passed in must match the ones the model was trained on
+        (``decade_meta.json``): a model of the other direction would translate silently and badly."""
+        from .data import DataError
+
         dirs = [Path(model_dirs)] if isinstance(model_dirs, (str, Path)) else [Path(d) for d in model_dirs]
+        if not dirs:
+            raise DataError("no model directory given")
         for d in dirs:
+            if not d.exists():
+                raise FileNotFoundError(f"{d}: no such model directory")
+            if not d.is_dir():
+                raise DataError(f"{d}: not a model directory (a file, not a directory)")
             if not (d / "config.json").exists():
                 raise FileNotFoundError(f"{d}: not a model directory (no config.json)")
         for d in dirs:
             if not (d / "tokenizer.json").exists():
                 raise FileNotFoundError(f"{d}: no tokenizer.json beside the model")
+        for d in dirs:
+            check_weights(d)
         vocab = (dirs[0] / "tokenizer.json").read_bytes()
         for d in dirs[1:]:
             if (d / "tokenizer.json").read_bytes() != vocab:
                 # An ensemble averages per-token log-probs, so its members must share one vocabulary;
                 # models with their own tokenizers can still be combined as scorers (inference_compute.MeanScorer).
-                raise ValueError(f"{d}: its tokenizer differs from {dirs[0]}'s; an ensemble needs one shared tokenizer")
-        metas = [json.loads((d / "decade_meta.json").read_text()) if (d / "decade_meta.json").exists() else {} for d in dirs]
+                raise DataError(f"{d}: its tokenizer differs from {dirs[0]}'s; an ensemble needs one shared tokenizer")
+        metas = [read_model_meta(d) for d in dirs]
         for d, m in zip(dirs[1:], metas[1:]):  # an ensemble averages one direction's predictions
             pair = (m.get("src_lang"), m.get("tgt_lang"))
             first = (metas[0].get("src_lang"), metas[0].get("tgt_lang"))
             if None not in pair + first and pair != first:
-                raise ValueError(f"{d} translates {pair[0]}->{pair[1]} but {dirs[0]} translates {first[0]}->{first[1]}: "
-                                 "an ensemble needs one direction")
-        models = [AutoModelForCausalLM.from_pretrained(d) for d in dirs]
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(dirs[0])
-        meta_path = dirs[0] / "decade_meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+                raise DataError(f"{d} translates {pair[0]}->{pair[1]} but {dirs[0]} translates {first[0]}->{first[1]}: "
+                                "an ensemble needs one direction")
+        meta = metas[0]
+        for d, m in zip(dirs, metas):
+            for name, asked in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
+                if asked and m.get(name) and m[name] != asked:
+                    raise DataError(f"{d} translates {m.get('src_lang')}->{m.get('tgt_lang')} (decade_meta.json) but "
+                                    f"{src_lang or m.get('src_lang')}->{tgt_lang or m.get('tgt_lang')} was asked for: "
+                                    "is it the model of the other direction?")
+        try:
+            models = [AutoModelForCausalLM.from_pretrained(d) for d in dirs]
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(dirs[0])
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+            raise DataError(f"{', '.join(map(str, dirs))}: cannot load the model ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
         src_lang, tgt_lang = src_lang or meta.get("src_lang"), tgt_lang or meta.get("tgt_lang")
         if not src_lang or not tgt_lang:
-            raise ValueError(f"{dirs[0]}: languages unknown (no decade_meta.json); pass src_lang and tgt_lang")
+            raise DataError(f"{dirs[0]}: languages unknown (no decade_meta.json); pass src_lang and tgt_lang")
         return cls(models, tokenizer, src_lang, tgt_lang, device, precision)
 
     def flops_per_token(self) -> float:
@@ -164,8 +190,15 @@ class LSTMTranslator:
         start = time.perf_counter()
         ensemble = search.Ensemble(self.models, self.counter)
         ids = encode_batch(self.tokenizer, list(sources))
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # length-sorted batches pad little
         out: list[list[Candidate]] = [[] for _ in ids]
+        # An empty (or blank) source is not decoded: the model would invent a sentence for it. It gets
+        # empty candidates, as many as any other source, so outputs stay aligned with the input lines.
+        n_out = {"greedy": 1, "beam": settings.nbest, "sample": settings.num_samples}[settings.method]
+        for i, text in enumerate(sources):
+            if not text.strip():
+                out[i] = [Candidate("", 0.0, 1, 0.0, []) for _ in range(n_out)]
+        # length-sorted batches pad little
+        order = sorted((i for i in range(len(ids)) if not out[i]), key=lambda i: len(ids[i]))
         generator = torch.Generator(device=self.device).manual_seed(settings.seed)
         for batch in _batches(order, settings.batch_size):
             src, lengths = self._source_tensor([ids[i] for i in batch])
@@ -216,6 +249,44 @@ class LSTMTranslator:
         return {**asdict(self.counter), "forward_calls": self.counter.decoder_calls,
                 "decode_seconds": round(self.decode_seconds, 3),
                 "flops": self.flops(self.counter)}
+
+
+def read_model_meta(model_dir: str | Path) -> dict:
+    """``decade_meta.json`` of a model directory (languages, config, scores); {} when there is none."""
+    from .data import DataError
+
+    path = Path(model_dir) / "decade_meta.json"
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return meta
+
+
+def model_languages(model_dir: str | Path) -> tuple[str, str] | None:
+    """(source, target) language of a saved model, from its ``decade_meta.json`` (None if unknown)."""
+    meta = read_model_meta(model_dir)
+    src, tgt = meta.get("src_lang"), meta.get("tgt_lang")
+    return (src, tgt) if src and tgt else None
+
+
+def check_weights(model_dir: str | Path) -> None:
+    """Raise ``FileNotFoundError``/``DataError`` naming ``model.safetensors`` if it is missing,
+    truncated or not a safetensors file (its header is read and checked against the file size)."""
+    from .data import DataError
+
+    path = Path(model_dir) / "model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no model weights (decade saves them as model.safetensors)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DataError(f"{path}: not a complete safetensors file, truncated or corrupt ({e})") from None
 
 
 def target_tensors(tgt_ids: list[list[int]], bos: int, eos: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:

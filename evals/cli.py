@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .errors import EvalsInputError
 from .metrics import LABELS, score_corpus, sentence_bleu, sentence_chrf
 from .significance import DEFAULT_SEED, bootstrap_ci
-from .textio import atomic_write_text, check_same_length, read_lines
+from .textio import atomic_write_text, check_output_path, check_same_length, read_lines
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +40,8 @@ def _read_aligned(ref: str, **others: str | None) -> tuple[list[str], dict[str, 
 def _cmd_score(args: argparse.Namespace) -> int:
     if args.record and not all([args.system, args.stage, args.pair, args.test_set]):
         args.parser.error("--record needs --system, --stage, --pair and --test-set")
+    check_output_path(args.sentences, "--sentences")
+    check_output_path(args.record, "--record")
     refs, files = _read_aligned(args.ref, hyp=args.hyp, src=args.src, tok_ref=args.tok_ref)
     hyps, srcs, tok_refs = files["hyp"], files["src"], files["tok_ref"]
     trg_lang = args.pair.split("-", 1)[-1] if args.pair else args.trg_lang
@@ -56,15 +58,22 @@ def _cmd_score(args: argparse.Namespace) -> int:
             cols = [str(i + 1), f"{sentence_bleu(h, r):.2f}", f"{sentence_chrf(h, r):.2f}", h, r]
             rows.append("\t".join(cols + ([srcs[i]] if srcs else [])))
         outputs[args.sentences] = "\n".join(rows) + "\n"
+    records = None
     if args.record:
-        from .records import append_records, make_record
+        from .records import make_record, read_records
 
         record = make_record(args.system, args.stage, args.pair, args.test_set, hyps, refs, tok_refs,
                              hyp_path=args.hyp, ref_path=args.ref, tok_ref_path=args.tok_ref, src_path=args.src,
                              n_samples=args.n_samples, seed=args.seed)
-        append_records(args.record, [record])
+        # The existing results file is read (and checked) before anything is written.
+        existing = read_records(args.record, allow_empty=True) if os.path.exists(args.record) else []
+        records = [*existing, record]
     for path, text in outputs.items():
         atomic_write_text(path, text)
+    if records is not None:
+        from .records import write_records
+
+        write_records(args.record, records)
     if args.json:
         print(json.dumps({**scores, "ci": cis, "seed": args.seed, "n_samples": args.n_samples}, indent=2,
                          ensure_ascii=False))
@@ -84,6 +93,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_systems, render_compare_markdown
 
+    check_output_path(args.out, "--out")
     refs, files = _read_aligned(args.ref, a=args.a, b=args.b, src=args.src, tok_ref=args.tok_ref)
     names = tuple(args.names) if args.names else (os.path.basename(args.a), os.path.basename(args.b))
     if names[0] == names[1]:
@@ -226,3 +236,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m evals") -> in
         return 2
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
+    except OSError as exc:  # an output that cannot be written (no space, no permission)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -32,6 +32,7 @@ REQUIRED_KEYS = (
 )
 COMPUTE_REQUIRED = ("train_seconds", "decode_seconds", "forward_calls")
 _PAIR_RE = re.compile(r"^[A-Za-z0-9_]+-[A-Za-z0-9_]+$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _now() -> str:
@@ -172,7 +173,8 @@ _CHECKS = {
     "config_hash": lambda v: _check_str(v, nullable=True),
     "config_path": lambda v: _check_str(v, nullable=True),
     "hyp_path": lambda v: _check_str(v),
-    "hyp_sha256": lambda v: _check_str(v, nullable=True),
+    "hyp_sha256": lambda v: _check_str(v, nullable=True) or (
+        None if v is None or _SHA256_RE.match(v) else f"must be 64 lower-case hex digits (a SHA-256), got {v!r}"),
     "ref_path": lambda v: _check_str(v, nullable=True),
     "tok_ref_path": lambda v: _check_str(v, nullable=True),
     "src_path": lambda v: _check_str(v, nullable=True),

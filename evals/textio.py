@@ -6,10 +6,12 @@ decoded with replacement characters gives a wrong BLEU that looks right.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import NoReturn
 
@@ -22,8 +24,11 @@ def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[str]:
     """Read a UTF-8 text file (``.gz`` allowed) as a list of lines.
 
     Only the line terminator ("\\n" or "\\r\\n") is stripped; other whitespace is kept.
-    Raises EvalsInputError naming the file (and line) for a missing, unreadable or empty
-    file and for invalid UTF-8.
+    A UTF-8 byte order mark at the start of the file is stripped (as sacrebleu and most editors
+    do): left in, it would become part of the first hypothesis or reference and silently lower
+    its score (100 BLEU would read 99.09). Raises EvalsInputError naming the file (and line) for
+    a missing, unreadable or empty file, a directory, a truncated or fake ``.gz``, invalid UTF-8
+    and a NUL byte (the sign of a binary file, never of a sentence).
     """
     path = os.fspath(path)
     try:
@@ -35,8 +40,13 @@ def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[str]:
         raise EvalsInputError("no such file", path) from None
     except IsADirectoryError:
         raise EvalsInputError("is a directory, expected a text file", path) from None
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise EvalsInputError(f"cannot read file ({exc})", path) from None
+    except PermissionError:
+        raise EvalsInputError("permission denied: cannot read the file", path) from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        what = "not a valid, complete gzip file: " if path.endswith(".gz") else ""
+        raise EvalsInputError(f"cannot read file ({what}{exc})", path) from None
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
     if not data:
         if allow_empty:
             return []
@@ -51,6 +61,9 @@ def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[str]:
     for number, chunk in enumerate(raw, start=1):
         if chunk.endswith(b"\r"):
             chunk = chunk[:-1]
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            raise EvalsInputError(f"NUL byte at byte {nul + 1} of the line (a binary file?)", path, number)
         try:
             lines.append(chunk.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -84,6 +97,13 @@ def read_parallel(*paths: PathLike | None) -> list[list[str] | None]:
     loaded = [read_lines(p) if p is not None else None for p in paths]
     check_same_length([(p, lines) for p, lines in zip(paths, loaded) if p is not None and lines is not None])
     return loaded
+
+
+def check_output_path(path: PathLike | None, what: str = "output") -> None:
+    """Raise EvalsInputError if ``path`` cannot be an output file (it is a directory), so that a command
+    fails before it has done any work or written anything."""
+    if path is not None and os.path.isdir(os.fspath(path)):
+        raise EvalsInputError(f"is a directory; {what} needs a file name", path)
 
 
 def _umask() -> int:

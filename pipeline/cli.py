@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except BrokenPipeError:
+        raise  # run_cli ends quietly when the reader of stdout goes away
+    except (ValueError, OSError) as e:  # ConfigError and DataError are ValueErrors; OSError: a path that cannot be used
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cls, run = _commands()[args.command]
         run(load_section(cls, args.config, args.command, args.set))
-    except (ValueError, FileNotFoundError) as e:  # DataError, SynthError and ConfigError are ValueErrors
+    except BrokenPipeError:
+        raise  # run_cli ends quietly when the reader of stdout goes away
+    except (ValueError, OSError) as e:  # DataError, SynthError and ConfigError are ValueErrors; OSError: a path that cannot be used
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

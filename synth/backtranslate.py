@@ -202,11 +202,11 @@ def backtranslate(cfg: BacktranslateConfig, translator: Translator | None = None
     identity = {"generation": asdict(cfg.generation), "mode": cfg.mode, "model": model_name}
     manifest = {"input": str(cfg.input), "input_sha256": file_sha256(cfg.input), "lines": len(lines),
                 "config_hash": config_hash(identity)}
-    check_manifest(out, manifest)  # before anything is written: never overwrite another run's config
+    if translator is None:  # a missing or broken model fails before anything is written
+        translator = load_translator(cfg)
+    check_manifest(out, manifest)  # before anything else is written: never overwrite another run's config
     write_yaml(out / "config.yaml", asdict(cfg))
     plan = ShardPlan(len(lines), cfg.generation.shard_size)
-    if translator is None:
-        translator = load_translator(cfg)
     src_lang, tgt_lang = getattr(translator, "src_lang", "?"), getattr(translator, "tgt_lang", "?")
 
     def work(shard: int, ids: list[int], seed: int) -> list[dict]:

@@ -18,8 +18,6 @@ pairs plus the extra copies of the real ones; ``use: sole_corpus`` writes every 
 
 from __future__ import annotations
 
-import json
-
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +26,7 @@ from pathlib import Path
 from core_seq2seq.config import config_hash
 from core_seq2seq.training import DataConfig, load_corpora
 
-from .io import SynthError, fresh_tmp_dir, read_jsonl, replace_dir, write_json
+from .io import SynthError, fresh_tmp_dir, read_json, read_jsonl, replace_dir, write_json
 
 META = "synth_mix.json"  # the sidecar inside the dataset directory (datasets ignores unknown files)
 
@@ -104,7 +102,9 @@ def mix(cfg: MixConfig, log: Callable[[str], None] = print) -> Path:
     for path in cfg.synthetic:  # back-translation records the pair it made; a swapped model shows here
         info = Path(path).with_name("synthetic.json")
         if info.exists():
-            made = json.loads(info.read_text(encoding="utf-8"))
+            made = read_json(info)
+            if not isinstance(made, dict):
+                raise SynthError(f"{info}: expected a JSON object (the provenance of {path})")
             pair = (made.get("src_lang"), made.get("tgt_lang"))
             if None not in pair and "?" not in pair and pair != (cfg.src_lang, cfg.tgt_lang):
                 raise SynthError(f"{path}: holds {pair[0]}-{pair[1]} pairs ({info}) but the mix is "

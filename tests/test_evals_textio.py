@@ -94,3 +94,40 @@ def test_run_cli_ends_quietly_when_the_reader_closes_the_pipe(wrapped):
     assert (b"BrokenPipeError" in err) is not wrapped  # the unwrapped control shows the problem is real
     if wrapped:
         assert err == b"" and proc.returncode == 1
+
+
+def test_atomic_write_follows_a_symlink_and_streams_into_a_fifo(tmp_path):
+    import threading
+
+    # A symlink stays a link: its target gets the new text.
+    target, link = tmp_path / "target.txt", tmp_path / "link.txt"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    atomic_write_lines(link, ["new"])
+    assert link.is_symlink() and target.read_text() == "new\n"
+    # A special file (a named pipe, like /dev/stdout) is written as a stream, never replaced by a file.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write_lines(fifo, ["a", "b"])
+    reader.join(timeout=10)
+    assert got == [b"a\nb\n"] and fifo.is_fifo()
+    assert sorted(os.listdir(tmp_path)) == ["link.txt", "pipe", "target.txt"]  # no temporary file left behind
+    # A directory is not a file to write.
+    with pytest.raises(IsADirectoryError):
+        atomic_write_text(tmp_path, "x\n")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"ok\nbad\x00byte\n", r"f\.txt:2: NUL byte"),
+    (b"\xef\xbb\xbf", r"f\.txt: file is empty"),  # a byte order mark alone is no line
+])
+def test_read_lines_rejects_nul_bytes_and_strips_a_bom(tmp_path, data, message):
+    path = tmp_path / "f.txt"
+    path.write_bytes(data)
+    with pytest.raises(EvalsInputError, match=message):
+        read_lines(path)
+    path.write_bytes(b"\xef\xbb\xbfEin Hund .\r\nZwei\n")
+    assert read_lines(path) == ["Ein Hund .", "Zwei"]
