@@ -141,6 +141,9 @@ def resolve_corpora(corpus: str, langs: tuple[str, ...], test_sets: list[str], *
 
         if toy_dir is None:
             raise ValueError("the toy corpus needs a directory to be written to")
+        unknown = [t for t in test_sets if t != "test_2016_flickr"]
+        if unknown:  # checked before the toy task is written
+            raise DataError(f"test_sets: no files for {', '.join(map(repr, unknown))} in the toy task (have: test_2016_flickr)")
         marker = toy_dir / "toy_train_pairs.txt"  # written last: a kill midway rewrites the task
         if not marker.exists() or marker.read_text().strip() != str(toy_train_pairs):
             write_toy_task(toy_dir, n_train=toy_train_pairs)

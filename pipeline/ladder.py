@@ -62,7 +62,8 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
             raise ConfigError("beam.widths: give one or more widths >= 1")
         return cfg
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        message = str(e)
+        raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
 
 
 def _split_pair(pair: str) -> tuple[str, str]:
