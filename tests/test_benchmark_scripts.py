@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,16 @@ def test_agent_changes_separates_fixes_from_harms_and_counts_what_a_veto_reverts
     assert out["features"]["fwd_norm"]["auc"] == 0.5  # the same drop for both: no separation
     veto = {v["max_reverse_drop"]: (v["fixed_left"], v["harmed_left"]) for v in out["reverse_veto"]}
     assert veto[1.0] == (1, 1) and veto[0.25] == (1, 0)
+
+
+def test_kill_resume_names_the_stage_that_was_running(tmp_path):
+    kr = _load("kill_resume")
+    for name, finished in (("tokenizer", True), ("model.fwd.en-de", True), ("model.fwd.de-en", False)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "stage.key").write_text("k\n")
+        if finished:
+            (tmp_path / name / "stage.json").write_text("{}")
+        time.sleep(0.01)
+    assert kr.running_stage(tmp_path) == "model.fwd.de-en"
+    (tmp_path / "model.fwd.de-en/stage.json").write_text("{}")
+    assert kr.running_stage(tmp_path) is None
