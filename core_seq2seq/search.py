@@ -2,8 +2,8 @@
 
 decade's own loop instead of ``generate()``: it drops finished sentences from the batch, averages
 log-probs over ensemble members, and counts decoder calls exactly; ``generate()`` does none of
-these, and at an 8k vocabulary it was 20-40% slower on this CPU (shared/notes/library-facts.md).
-``tests/test_search.py`` holds greedy and beam to ``generate()`` on the same weights.
+these, and at an 8k vocabulary it was 20-40% slower on a 2-core CPU.
+``tests/test_core_model.py`` holds greedy and beam to ``generate()`` on the same weights.
 
 Beam search is split into ``_expand`` (scores of every continuation), ``_prune`` (keep the best
 ``beam`` running hypotheses, move finished ones out) and ``_finish`` (n-best per sentence).
