@@ -177,12 +177,26 @@ def find_multi30k(root: str | os.PathLike | None = None, download: bool = False)
         if candidate and (Path(candidate) / "task1/raw").is_dir():
             return Path(candidate)
     cache = multi30k_cache_dir()
-    if (cache / "task1/raw/train.en.gz").exists():
+    missing = missing_from_cache(cache)
+    if not missing:
         return cache
-    if download:
+    if download:  # fetches what is missing and re-checks every file against its checksum
         return download_multi30k(cache)
+    if len(missing) < len(_checksums()):  # an interrupted download: never used as if it were complete
+        raise DataError(f"{cache}: the Multi30K download cache is incomplete ({len(missing)} files missing, e.g. "
+                        f"{missing[0]}); download again (download=True / --download) to complete it")
     raise DataError("Multi30K not found: pass its path, set $DECADE_MULTI30K, place it at ../shared/data/multi30k, "
                     "or download it (download=True / --download)")
+
+
+def _checksums() -> dict[str, str]:
+    return json.loads((Path(__file__).with_name("multi30k_checksums.json")).read_text())
+
+
+def missing_from_cache(cache: Path) -> list[str]:
+    """Files of the checksum list absent from the download cache (a ``.part`` left by a killed
+    download does not count as present)."""
+    return [rel for rel in sorted(_checksums()) if not (cache / rel).exists()]
 
 
 def multi30k_cache_dir() -> Path:
@@ -196,7 +210,7 @@ def _sha256(path: Path) -> str:
 def download_multi30k(cache: Path, files: list[str] | None = None) -> Path:
     """Fetch the raw Multi30K files from github.com/multi30k/dataset into ``cache``, checking each
     against the SHA-256 recorded in ``multi30k_checksums.json`` (written atomically, file by file)."""
-    checksums = json.loads((Path(__file__).with_name("multi30k_checksums.json")).read_text())
+    checksums = _checksums()
     for rel in files or sorted(checksums):
         target = cache / rel
         if target.exists() and _sha256(target) == checksums[rel]:

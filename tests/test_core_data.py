@@ -148,3 +148,17 @@ def test_toy_task_evaluation_sets_do_not_depend_on_the_training_size(tmp_path, n
         assert lines(small, rel) == lines(other, rel)
     train = set(lines(other, "task1/raw/train.en.gz"))
     assert len(train) == n_train and not train & {x for rel in evals for x in lines(other, rel)}
+
+
+def test_a_partial_download_cache_is_not_taken_for_complete(tmp_path):
+    """A cache left by an interrupted download (one file, a .part) lists what is missing."""
+    from core_seq2seq.data import _checksums, missing_from_cache
+
+    every = sorted(_checksums())
+    assert missing_from_cache(tmp_path) == every
+    (tmp_path / "task1/raw").mkdir(parents=True)
+    (tmp_path / "task1/raw/train.en.gz").write_bytes(b"x")
+    (tmp_path / "task1/raw/train.de.gz.part").write_bytes(b"x")
+    missing = missing_from_cache(tmp_path)
+    assert "task1/raw/train.en.gz" not in missing and "task1/raw/train.de.gz" in missing
+    assert len(missing) == len(every) - 1
