@@ -117,7 +117,7 @@ def plot_waterfall(rows: Sequence[dict[str, Any]]) -> bytes:
         Patch(facecolor=COLORS["gain"], edgecolor="#333333", label=f"significant gain (p < {ALPHA})"),
         Patch(facecolor=COLORS["loss"], edgecolor="#333333", label=f"significant loss (p < {ALPHA})"),
         Patch(facecolor=COLORS["ns"], edgecolor="#333333", hatch="//", label="change not significant / untested"),
-    ], loc="upper left", fontsize=8.5, framealpha=0.9)
+    ], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9)  # outside: never over a bar
     return _png(fig)
 
 
@@ -185,5 +185,5 @@ def plot_compute(rows: Sequence[dict[str, Any]]) -> bytes | None:
     ax.set_title(f"{LABELS.get(metric, metric)} against inference compute: {pair}, {test_set}\n"
                  f"(error bars: 95% bootstrap CI; circled: Pareto-optimal{note})", fontsize=10.5)
     ax.grid(alpha=0.3, which="both", zorder=0)
-    ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9)  # outside: never over a point
     return _png(fig)
