@@ -1,14 +1,14 @@
 """kill -9 at random points of a toy two-direction ladder: every resumed run must print the leaderboard
 of an uninterrupted one, to the digit.
 
-    python benchmarks/kill_resume.py --kills 5 --seed 1 --out benchmarks/results/kill_resume.json
+    python benchmarks/kill_resume.py --kills 4 --seed 1 --out benchmarks/results/kill_resume_toy.json
 
 One reference run, then ``--kills`` runs, each killed (SIGKILL to the whole process group: the run
 and its workers) at a moment drawn uniformly from the reference run's duration, then rerun to the
 end. A run that finished before its kill counts as not killed. Each kill records the stage that was
 running (the newest stage directory without ``stage.json``), and whether the leaderboard printed by
-the resumed run equals the reference's. The config is the toy ladder of ``tests/test_pipeline.py``
-with two workers, so kills land in worker processes too. Exit status 1 if any leaderboard differs.
+the resumed run equals the reference's. The config is ``configs/toy.yaml`` (two workers, so kills
+land in worker processes too). Exit status 1 if any leaderboard differs.
 """
 
 from __future__ import annotations
@@ -24,26 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 # MKL's reproducible mode: the same floats in every process (see tests/test_core_training.py).
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE", "PYTHONPATH": str(ROOT)}
-CONFIG = {
-    "data": {"corpus": "toy", "toy_train_pairs": 1500, "pairs": ["en-de", "de-en"]},
-    "tokenizer": {"vocab_size": 200},
-    "model": {"embed_size": 48, "encoder_hidden_size": 48, "decoder_hidden_size": 48, "dropout": 0.1},
-    "train": {"batch_tokens": 1000, "lr": 0.005, "warmup_steps": 20, "max_steps": 160, "eval_every_steps": 40,
-              "eval_max_sentences": 30, "num_threads": 1, "patience": 2},
-    "test_sets": ["test_2016_flickr"], "tune_set_limit": 60, "batch_size": 32, "workers": 2,
-    "beam": {"widths": [2, 4]},
-    "backtranslation": {"method": "greedy", "max_monolingual": 300, "shard_size": 100},
-    "ensemble": {"average_last": 2},
-    "rerank": {"nbest": 4, "trials": 10, "r2l_model": {"train": {"max_steps": 80}},
-               "lm_model": {"train": {"max_steps": 40, "select_by": "loss"}}},
-    "agent": {"max_steps": 1, "tune_on_val": False},
-    "bootstrap_samples": 100,
-}
+CONFIG = ROOT / "configs/toy.yaml"  # the toy two-direction ladder, with two workers
 
 
 def start(config: Path, out: Path) -> subprocess.Popen:
@@ -68,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="decade_kill_resume_"))
     work.mkdir(parents=True, exist_ok=True)
-    config = work / "toy2.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config = CONFIG
     t0 = time.perf_counter()
     ref = start(config, work / "reference")
     reference, _ = ref.communicate()
