@@ -319,3 +319,12 @@ def test_out_of_range_values_are_named_when_the_config_is_read(tmp_path, text, m
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"bad\.yaml: " + message):
         load_pipeline_config(path)
+
+
+@pytest.mark.parametrize("meta, expect", [({"precision": "bf16"}, "bf16"), ({}, "fp32"), (None, None)])
+def test_records_carry_the_precision_a_model_was_trained_in(tmp_path, meta, expect):
+    from pipeline.ladder import _precision
+
+    if meta is not None:
+        (tmp_path / "decade_meta.json").write_text(json.dumps(meta))
+    assert _precision([str(tmp_path)]) == expect
