@@ -1,6 +1,6 @@
 """``decade``: ``decade run CONFIG`` runs the ladder; the stages' own CLIs live under the same roof.
 
-    decade run configs/quickstart.yaml [--out DIR] [--force STAGE ...] [--set train.num_threads=1 ...]
+    decade run configs/quickstart.yaml [--out DIR] [--force STAGE ...] [--set train.num_threads=1 ...] [--plan]
     decade publish RUN_DIR [--to benchmarks/results/ladder]   (records, hyps, leaderboards, blind outputs)
     decade train|translate|score|average ...    -> python -m core_seq2seq ...
     decade backtranslate ...                    -> python -m synth backtranslate ...
@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_pipeline_config(args.config, args.set)
     markdown = run_ladder(cfg, set(args.force or ()), log=lambda m: print(m, file=sys.stderr, flush=True),
-                          config_path=args.config, out=args.out)
+                          config_path=args.config, out=args.out, plan=args.plan)
     print(markdown)
     return 0
 
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                         "model.fwd.en-de, en-de.beam5, en-de.rerank_mbr")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.num_threads=1 (YAML value; recorded in run.json)")
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: print what each stage would do now (cached, resume, start, or start over "
+                        "clearing another config's work), up to the first stages that would run")
     p.set_defaults(func=_run)
     p = sub.add_parser("publish", help="copy a finished run's records, hypotheses, leaderboards, summary and blind "
                                       "outputs into the repository (re-scorable with python -m evals verify)")

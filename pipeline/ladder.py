@@ -37,7 +37,7 @@ from inference_compute.compute import ComputeMeter
 
 from .config import PipelineConfig, RoleConfig
 from .corpora import Corpora, EvalSet, resolve_corpora
-from .stages import StageRunner
+from .stages import PlanStop, StageRunner
 
 Log = Callable[[str], None]
 RUNS_ENV = "DECADE_RUNS"
@@ -285,6 +285,16 @@ class Ladder:
         rung code that follows finds them done. With one worker they simply run here, in order."""
         jobs = [j for j in jobs if j is not None]
         workers = min(self.cfg.workers, len(jobs))
+        if self.runner.plan is not None:  # planning: walk every job here, then stop where any would run
+            stopped = []
+            for method, args in jobs:
+                try:
+                    getattr(self, method)(*args)
+                except PlanStop as e:
+                    stopped.append(str(e))
+            if stopped:
+                raise PlanStop(", ".join(stopped))
+            return
         if workers <= 1:
             for method, args in jobs:
                 getattr(self, method)(*args)
@@ -712,15 +722,18 @@ def resolve_corpus(cfg: PipelineConfig, run_dir: Path, log: Log) -> Corpora:
 
 
 def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = print, config_path: str = "",
-               out: str | None = None) -> str:
+               out: str | None = None, plan: bool = False) -> str:
     """Run (or resume) every rung of every direction; write records, leaderboards, blind outputs and
-    the summary; return the leaderboard Markdown."""
+    the summary; return the leaderboard Markdown. With ``plan``, run nothing: return what each stage
+    would do now, up to the first ones that would run."""
     import sacrebleu
     import torch
     import transformers
 
     check_force(cfg, set(force or ()))
     run_dir = resolve_run_dir(cfg, out, config_path)
+    if plan:
+        return plan_ladder(cfg, run_dir, set(force or ()), log)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -751,6 +764,24 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
     summary = write_summary(cfg, run_dir, ladder, runner, time.time() - started)
     atomic_write_text(run_dir / "summary.md", "\n".join(markdown) + "\n" + summary)
     return "\n".join(markdown)
+
+
+def plan_ladder(cfg: PipelineConfig, run_dir: Path, force: set[str], log: Log) -> str:
+    """What ``decade run`` would do in ``run_dir`` now, stage by stage, without running or writing a stage."""
+    corpora = resolve_corpus(cfg, run_dir, log)
+    runner = StageRunner(run_dir, force, log=lambda m: None, plan=[])
+    ladder = Ladder(cfg, run_dir, corpora, runner, log=lambda m: None)
+    try:
+        ladder.tokenizer()
+        for section, step in RUNGS:
+            if not section or getattr(cfg, section).enabled:
+                step(ladder)
+    except PlanStop:
+        pass
+    width = max((len(name) for name, _ in runner.plan), default=0)
+    lines = [f"run directory {run_dir}: what a run would do now (later stages wait for these)"]
+    lines += [f"  {name:<{width}}  {what}" for name, what in runner.plan]
+    return "\n".join(lines)
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,6 +8,10 @@ A stage whose inputs name files of another stage that finished after it (say, on
 reruns, resuming whatever its own step supports (training resumes from ``last/``, back-translation
 and n-best generation skip finished shards), but only when ``stage.key`` says the work there is its
 own: a directory left by another key is cleared first.
+
+A runner made with ``plan=[]`` runs nothing and writes nothing: it says what each stage would do
+(cached, resume its own unfinished work, start, or start over after clearing another key's work) and
+stops the walk at the first stage that would run (``PlanStop``), since later stages need its outputs.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ def _finished_ns(record: dict[str, Any]) -> int:
         return 0
 
 
+class PlanStop(Exception):
+    """Raised by a planning runner at the first stage that would run."""
+
+
 @dataclass
 class StageRunner:
     run_dir: Path
@@ -47,6 +55,7 @@ class StageRunner:
     cached: set[str] = field(default_factory=set)  # stages this run found finished
     done: dict[str, tuple[str, dict]] = field(default_factory=dict)  # stage -> (key, outputs) finished in this process
     started: float = field(default_factory=time.perf_counter)
+    plan: list[tuple[str, str]] | None = None  # a list: plan only ((stage, what it would do) lands here)
 
     def run(self, name: str, config_slice: Any, inputs: dict[str, Any], work: Callable[[Path], dict]) -> dict:
         """Run ``work(stage_dir) -> outputs`` unless a finished run with the same key exists."""
@@ -59,6 +68,8 @@ class StageRunner:
             done = json.loads(marker.read_text())
             newer = self.rebuilt_since(inputs, _finished_ns(done))
             if done.get("key") == key and not newer:
+                if self.plan is not None:
+                    self.plan.append((name, "cached"))
                 self.log(f"[{name}] cached ({done['seconds']:.0f}s when run)")
                 self.timings[name] = float(done["seconds"])
                 self.cached.add(name)
@@ -67,6 +78,9 @@ class StageRunner:
             self.log(f"[{name}] " + (f"{', '.join(newer)} finished after it: rerunning" if done.get("key") == key
                                      else "config or inputs changed: rerunning"))
         key_file = stage_dir / "stage.key"
+        if self.plan is not None:
+            self.plan.append((name, _would(marker, key_file, key, name in self.force)))
+            raise PlanStop(name)
         if stage_dir.exists() and (not key_file.exists() or key_file.read_text().strip() != key):
             # Whatever is here was made by another config or other inputs (or by an unknown one): a
             # stage resumes only its own work, never someone else's half-trained model.
@@ -106,3 +120,17 @@ class StageRunner:
             if _finished_ns(json.loads(marker.read_text())) > finished_ns:
                 out.append(stage)
         return out
+
+
+def _would(marker: Path, key_file: Path, key: str, forced: bool) -> str:
+    """What running a stage that is not cached would do with its directory."""
+    own = key_file.exists() and key_file.read_text().strip() == key
+    if forced:
+        return "reruns (--force)"
+    if own and not marker.exists():
+        return "resumes its own unfinished work"
+    if marker.exists() and own:
+        return "reruns: a stage it reads finished after it"
+    if marker.parent.exists() and any(marker.parent.iterdir()):
+        return "STARTS OVER: its directory holds work of another config or inputs, which is cleared"
+    return "starts"

@@ -119,6 +119,12 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     assert evals_main(["verify", str(published / "en-de/results.jsonl"), str(published / "de-en/results.jsonl")]) == 0
     assert (published / "blind/de-en/+agent.txt").exists() and (published / "en-de/leaderboard/leaderboard.md").exists()
 
+    # A finished run plans nothing but cached stages, every one of them.
+    plan = subprocess.run([sys.executable, "-m", "pipeline", "run", str(config), "--out", str(reference), "--plan"],
+                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    stages = plan.stdout.splitlines()[1:]
+    assert plan.returncode == 0 and len(stages) > 20 and all(line.endswith(" cached") for line in stages), plan.stdout
+
 
 def _snapshot(run: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*") if p.is_file()}
@@ -328,3 +334,33 @@ def test_records_carry_the_precision_a_model_was_trained_in(tmp_path, meta, expe
     if meta is not None:
         (tmp_path / "decade_meta.json").write_text(json.dumps(meta))
     assert _precision([str(tmp_path)]) == expect
+
+
+@pytest.mark.parametrize("state, force, expect", [
+    ("empty", set(), "starts"),
+    ("done", set(), "cached"),
+    ("done", {"up"}, "reruns (--force)"),
+    ("killed", set(), "resumes its own unfinished work"),         # stage.key is its own, no marker
+    ("other", set(), "STARTS OVER"),                              # another config's half-made work
+])
+def test_plan_says_what_each_stage_would_do_and_writes_nothing(tmp_path, state, force, expect):
+    from pipeline.stages import PlanStop
+
+    if state in ("done", "other"):
+        _two_stages(tmp_path)
+    if state == "killed":
+        with pytest.raises(KeyboardInterrupt):
+            _two_stages(tmp_path, fail="up")
+    if state == "other":
+        (tmp_path / "up/stage.json").unlink()
+        (tmp_path / "up/stage.key").write_text("another-key\n")
+    before = _snapshot(tmp_path)
+    runner = StageRunner(tmp_path, set(force), log=lambda m: None, plan=[])
+    try:
+        runner.run("up", {"n": 1}, {}, lambda d: pytest.fail("a plan ran a stage"))
+        runner.run("down", {"n": 2}, {"made": str(tmp_path / "up/out.txt")}, lambda d: pytest.fail("ran"))
+    except PlanStop as e:
+        assert str(e) == "up"
+    assert runner.plan[0][0] == "up" and runner.plan[0][1].startswith(expect), runner.plan
+    assert runner.plan[1:] == ([("down", "cached")] if expect == "cached" else [])
+    assert _snapshot(tmp_path) == before
