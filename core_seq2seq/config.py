@@ -111,10 +111,36 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
+# Field metadata for a setting added to a config class after runs were made with it:
+# ``x: int = field(default=0, metadata=KEYED_WHEN_SET)`` leaves ``x`` out of ``key_dict`` (and so out of
+# every hash and cached stage's key) while it holds its default, so adding a setting never reruns the
+# finished work of older runs; set to anything else, it is part of the key as usual.
+KEYED_WHEN_SET = {"key": "when_set"}
+
+
+def key_dict(obj: Any) -> Any:
+    """``asdict`` for hashing: nested dataclasses, lists and dicts, minus ``KEYED_WHEN_SET`` fields
+    that hold their default."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("key") == "when_set":
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                if value == default:
+                    continue
+            out[f.name] = key_dict(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(key_dict(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: key_dict(v) for k, v in obj.items()}
+    return obj
+
+
 def config_hash(obj: Any) -> str:
     """A short stable hash of a config (dataclass or dict): what makes an artifact what it is."""
-    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(key_dict(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
+from core_seq2seq.config import ConfigError, apply_overrides, from_dict, key_dict, load_yaml
 from core_seq2seq.data import DataError
 from core_seq2seq.training import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, train
 from core_seq2seq.translator import DecodeSettings, LSTMTranslator
@@ -187,7 +187,7 @@ class Ladder:
 
         if tc.path:
             return tc.path
-        return self.runner.run("tokenizer", {**asdict(tc), "tag": self.cfg.backtranslation.tag,
+        return self.runner.run("tokenizer", {**key_dict(tc), "tag": self.cfg.backtranslation.tag,
                                              "max_train_pairs": self.cfg.data.max_train_pairs},
                                {"files": files}, work)["path"]
 
@@ -213,7 +213,7 @@ class Ladder:
                     "val_bleu": meta.get("val", {}).get("val_bleu"), "best_step": meta.get("step"),
                     "steps": stop["step"], "stop_reason": stop["reason"], "train_seconds_total": stop["elapsed"]}
 
-        key = {k: v for k, v in asdict(exp).items() if k != "output_dir"}
+        key = {k: v for k, v in key_dict(exp).items() if k != "output_dir"}
         key["train"].pop("progress")
         self.models[name] = self.runner.run(name, key, dict(inputs or {}), work)
         self.models[name]["stage"] = name
@@ -247,7 +247,7 @@ class Ladder:
                 out[set_name] = {"hyp_path": str(path), "compute": {k: meter.result[k] for k in COMPUTE_KEYS}}
             return out
 
-        return self.runner.run(name, asdict(settings), {"models": models, "sets": _set_key(sets)}, work)
+        return self.runner.run(name, key_dict(settings), {"models": models, "sets": _set_key(sets)}, work)
 
     def best(self, pair: str) -> System:
         """The kept system of ``pair`` so far: the last rung val kept."""
@@ -369,7 +369,7 @@ class Ladder:
             return {"mix": str(mixed), "synthetic": str(synthetic), "synthetic_pairs": meta.get("synthetic_pairs"),
                     "real_copies": meta.get("real_copies_total")}
 
-        key = {k: v for k, v in asdict(bt).items() if k != "model"}
+        key = {k: v for k, v in key_dict(bt).items() if k != "model"}
         return self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
                                {"monolingual": mono["path"], "back_translator": back_translator}, work)
 
@@ -557,7 +557,7 @@ class Ladder:
 
         inputs = {"models": models, "channel": channel, "r2l": r2l, "lm": lm, "sets": _set_key(sets)}
         return self.runner.run(f"{pair}.rerank_mbr", {
-            "rerank": {k: v for k, v in asdict(rc).items() if not k.endswith("_model")}, "mbr": asdict(mc),
+            "rerank": {k: v for k, v in key_dict(rc).items() if not k.endswith("_model")}, "mbr": key_dict(mc),
             "batch_size": self.cfg.batch_size}, inputs, work)
 
     def rerank_and_mbr(self) -> None:
@@ -636,7 +636,7 @@ class Ladder:
                     "agent_multiple_forward_calls": cost["multiple_forward_calls"]}}
             return out
 
-        return self.runner.run(f"{pair}.agent", asdict(ac), {"models": models, "reverse": reverse, "drafts": {
+        return self.runner.run(f"{pair}.agent", key_dict(ac), {"models": models, "reverse": reverse, "drafts": {
             k: v["hyp_path"] for k, v in drafts.items()}, "draft_decode": decode}, work)
 
     def agent(self) -> None:
@@ -645,7 +645,7 @@ class Ladder:
         for pair in self.pairs:
             base = self.best(pair)
             reverse, _, reverse_trained = self.reverse_system(pair)
-            plans[pair] = (base, reverse_trained, (pair, base.models, asdict(base.decode), reverse[0], base.outputs))
+            plans[pair] = (base, reverse_trained, (pair, base.models, key_dict(base.decode), reverse[0], base.outputs))
         self.parallel([("agent_outputs", plan[-1]) for plan in plans.values()])
         for pair, (base, reverse_trained, args) in plans.items():
             out = self.agent_outputs(*args)

@@ -16,7 +16,6 @@ stops the walk at the first stage that would run (``PlanStop``), since later sta
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,9 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core_seq2seq.config import config_hash
 
-def stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 
 def _finished_ns(record: dict[str, Any]) -> int:
@@ -61,7 +60,7 @@ class StageRunner:
         """Run ``work(stage_dir) -> outputs`` unless a finished run with the same key exists."""
         stage_dir = self.run_dir / name
         marker = stage_dir / "stage.json"
-        key = stable_hash({"config": config_slice, "inputs": inputs})
+        key = config_hash({"config": config_slice, "inputs": inputs})
         if name in self.done and self.done[name][0] == key:  # asked for again by a later rung of this run
             return self.done[name][1]
         if marker.exists() and name not in self.force:

@@ -162,3 +162,31 @@ def test_a_partial_download_cache_is_not_taken_for_complete(tmp_path):
     missing = missing_from_cache(tmp_path)
     assert "task1/raw/train.en.gz" not in missing and "task1/raw/train.de.gz" in missing
     assert len(missing) == len(every) - 1
+
+
+@pytest.mark.parametrize("added, same_key", [
+    (0, True),     # a setting added later, at its default: older runs' keys (and cached stages) hold
+    (3, False),    # set to anything else: part of the key
+])
+def test_a_setting_added_later_keeps_old_keys_until_it_is_set(added, same_key):
+    import dataclasses
+
+    from core_seq2seq.config import KEYED_WHEN_SET, config_hash, key_dict
+
+    @dataclasses.dataclass
+    class Old:
+        lr: float = 0.1
+        sizes: list = dataclasses.field(default_factory=lambda: [1, 2])
+
+    @dataclasses.dataclass
+    class New(Old):
+        extra: int = dataclasses.field(default=0, metadata=KEYED_WHEN_SET)
+
+    @dataclasses.dataclass
+    class Outer:
+        inner: Old
+
+    assert key_dict(Outer(New(extra=added))) == ({"inner": {"lr": 0.1, "sizes": [1, 2]}} if same_key else
+                                                {"inner": {"lr": 0.1, "sizes": [1, 2], "extra": added}})
+    assert (config_hash(Outer(New(extra=added))) == config_hash(Outer(Old()))) is same_key
+    assert config_hash(Old()) == config_hash(dataclasses.asdict(Old()))  # dataclass or dict: one hash
