@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 SETTINGS = {
     "beam5": {"method": "beam", "beam_size": 5, "nbest": 1},

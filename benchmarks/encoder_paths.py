@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core_seq2seq.configuration_lstm import LSTMTranslatorConfig  # noqa: E402
 from core_seq2seq.modeling_lstm import LSTMTranslatorModel  # noqa: E402
 

@@ -17,8 +17,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+def _load(name: str, folder: str = "benchmarks"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -286,17 +286,17 @@ def test_summary_ratios_are_decade_over_joeynmt_and_goals_follow_them():
 
 
 def test_union_rerank_names_what_is_missing(tmp_path, capsys):
-    """benchmarks/union_rerank.py needs a finished inference sweep; without one it says which files."""
+    """experiments/union_rerank.py needs a finished inference sweep; without one it says which files."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("union_rerank", Path(__file__).resolve().parents[1] / "benchmarks/union_rerank.py")
+    spec = importlib.util.spec_from_file_location("union_rerank", Path(__file__).resolve().parents[1] / "experiments/union_rerank.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     with pytest.raises(SystemExit, match=r"missing .*nowhere/features/val/beam64.json"):
         mod.main(["--sweep-dir", str(tmp_path / "nowhere")])
 
 
-# ---- benchmarks/agent_changes.py ---------------------------------------------------------------
+# ---- experiments/agent_changes.py ---------------------------------------------------------------
 
 def _record(i: int, draft: str, final: str, rev: tuple[float, float]) -> dict:
     steps = [{"step": 0, "fwd_norm": -0.5, "rev_norm": rev[0], "values": {"refiner_margin": 0.3}},
@@ -306,7 +306,7 @@ def _record(i: int, draft: str, final: str, rev: tuple[float, float]) -> dict:
 
 
 def test_agent_changes_separates_fixes_from_harms_and_counts_what_a_veto_reverts():
-    changes = _load("agent_changes")
+    changes = _load("agent_changes", "experiments")
     refs = ["ein Hund rennt", "eine Katze schläft", "ein Mann liest"]
     records = [_record(0, "ein Katze rennt", "ein Hund rennt", (-1.0, -0.8)),  # fixed, reverse score up
                _record(1, "eine Katze schläft", "eine Katze", (-1.0, -1.5)),  # harmed, reverse score down

@@ -458,10 +458,10 @@ def test_loop_decides_on_val_bleu():
 
 
 def test_benchmark_script_defaults():
-    """benchmarks/bt_multi30k.py is run by hand (hours); here only its command line is checked."""
+    """experiments/bt_multi30k.py is run by hand (hours); here only its command line is checked."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bt_multi30k", REPO / "benchmarks/bt_multi30k.py")
+    spec = importlib.util.spec_from_file_location("bt_multi30k", REPO / "experiments/bt_multi30k.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     args = bench.parse_args([])
@@ -476,7 +476,7 @@ def test_benchmark_trains_its_baseline_at_the_variants_budget(tmp_path):
     import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("bt_multi30k", REPO / "benchmarks/bt_multi30k.py")
+    spec = importlib.util.spec_from_file_location("bt_multi30k", REPO / "experiments/bt_multi30k.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     work = tmp_path / "bt"
