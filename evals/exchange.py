@@ -146,6 +146,11 @@ def choose_form(pairs: Sequence[float], scores: Sequence[float], variances: Sequ
     sat = {k: float(v[0]) for k, v in _fit_saturating(n, y[None]).items()}
     if not np.isfinite(sat["c"]):
         return "loglinear", f"log-linear kept: rejected ({how}), but no rising saturating curve fits the points", stats
+    if sat["alpha"] <= _EXPONENTS[0] or np.sum((y - _predict("saturating", sat, n)) ** 2) >= np.sum(resid ** 2):
+        # The best "saturating" curve is the straight line itself (exponent at its lower end): the points bend
+        # the other way (faster than log-linear), which a ceiling cannot describe.
+        return "loglinear", (f"log-linear kept: rejected ({how}), but the points bend upwards, "
+                             "not towards a ceiling, so a saturating form fits no better"), stats
     return "saturating", f"saturating: the points reject a straight line in log(pairs) ({how})", stats
 
 

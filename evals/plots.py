@@ -242,6 +242,12 @@ def plot_exchange(result: dict[str, Any], pair: str, test_set: str) -> bytes:
                     + (" (extrapolated)" if step.get("extrapolation") else ""))
         ax.annotate(name, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, zorder=5)
     ax.set_xlim(lo, hi)
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}")  # 1,500 rather than 1.5x10^3
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("real parallel training pairs (log scale)")
     ax.set_ylabel(AXIS_LABELS.get(metric, metric))
     ax.set_title(f"What each step is worth in real pairs: {pair}, {test_set}\n"

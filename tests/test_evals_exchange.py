@@ -95,6 +95,10 @@ def test_a_saturating_curve_is_chosen_only_when_the_points_demand_it():
     assert math.isinf(fit.invert(41))  # above the ceiling: no amount of real data reaches it
     # The same curvature with the noise of a small test set does not reject the straight line.
     assert choose_form(n, ceiling, variances=[4.0] * 5)[0] == "loglinear"
+    # Points that bend upwards (faster than log-linear) have no ceiling: the straight line stays.
+    accelerating = 10 + 0.5 * np.log(n) ** 2
+    form, why, lack = choose_form(n, accelerating, variances=[0.04] * 5)
+    assert form == "loglinear" and lack["p_value"] < 0.05 and "bend upwards" in why
     # Two points cannot test curvature.
     assert "two points" in choose_form(n[:2], ceiling[:2], [0.04] * 2)[1]
 

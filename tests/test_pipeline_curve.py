@@ -114,3 +114,12 @@ def test_curve_trains_nested_subsets_reuses_the_baseline_and_puts_the_worth_on_t
     assert (run / "en-de/curve/exchange_en-de_test_2016_flickr.png").stat().st_size > 10_000
     csv_head = _lines(run / "en-de/leaderboard/leaderboard.csv")[0]
     assert csv_head.endswith("worth_multiple,worth_ci_low,worth_ci_high,worth_pairs,worth_extrapolation")
+
+    # Published, the curve's records re-score from their copied hypotheses; its fits and plots travel along.
+    from evals.cli import main as evals_main
+
+    published = tmp_path / "published"
+    assert decade_main(["publish", str(run), "--to", str(published), "--blind-to", str(published / "blind")]) == 0
+    assert evals_main(["verify", str(published / "en-de/curve/results.jsonl")]) == 0
+    assert {p.name for p in (published / "en-de/curve").iterdir()} >= {
+        "results.jsonl", "exchange.json", "curve.md", "exchange_en-de_test_2016_flickr.png", "hyps"}
