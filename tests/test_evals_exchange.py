@@ -122,3 +122,42 @@ def test_a_falling_curve_is_refused_and_chi2_tail_is_right():
     # Closed-form tails against the textbook 5% points.
     for df, x in ((1, 3.841), (2, 5.991), (3, 7.815), (4, 9.488), (5, 11.070)):
         assert chi2_sf(x, df) == pytest.approx(0.05, abs=2e-4)
+
+
+SMALL = 200  # the command scores whole records (TER included): a smaller test set keeps it quick
+
+
+def _hyps(q: float) -> list[str]:
+    right = set(np.random.default_rng(1).permutation(SMALL)[:round(q * SMALL)].tolist())
+    return [REFS[i] if i in right else " ".join(f"z{i}x{j}" for j in range(6)) for i in range(SMALL)]
+
+
+def test_exchange_command_values_systems_from_records(tmp_path, capsys):
+    from evals.cli import main as evals_main
+    from evals.records import make_record, write_records
+
+    (tmp_path / "ref.txt").write_text("\n".join(REFS[:SMALL]) + "\n")
+
+    def record(name: str, q: float, **extra) -> object:
+        path = tmp_path / f"{name}.txt"
+        hyps = _hyps(q)
+        path.write_text("\n".join(hyps) + "\n")
+        return make_record(name, "curve" if "real_pairs" in extra else name, "en-de", "test", hyps, REFS[:SMALL],
+                           hyp_path=str(path), ref_path=str(tmp_path / "ref.txt"), n_samples=20, extra=extra)
+
+    write_records(tmp_path / "curve.jsonl", [record(f"curve{n}", share(n), real_pairs=n) for n in PAIRS])
+    write_records(tmp_path / "results.jsonl", [record("baseline", share(8000), kept=True),
+                                               record("+bt", share(16000), kept=True),
+                                               record("+worse", share(4000), kept=False)])
+    out = tmp_path / "out"
+    assert evals_main(["exchange", str(tmp_path / "curve.jsonl"), str(tmp_path / "results.jsonl"), "--n-samples", "200",
+                       "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| +bt | 30.00 | 2.00x [" in text and "x2.0 beyond the largest point" in text
+    assert "| baseline | 25.00 | 1.00x [" in text and "+worse" not in text  # kept systems only
+    assert (out / "exchange_en-de_test.png").stat().st_size > 10_000 and (out / "exchange.json").exists()
+    # A curve record without its number of real pairs is named, file and line.
+    bad = tmp_path / "bad.jsonl"
+    write_records(bad, [record("curve1000", share(1000), real_pairs=1000), record("x", share(2000), fraction=0.5)])
+    assert evals_main(["exchange", str(bad), str(tmp_path / "results.jsonl")]) == 2
+    assert f"{bad}:2: curve record 'x' needs extra.real_pairs" in capsys.readouterr().err

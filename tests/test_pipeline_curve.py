@@ -108,7 +108,8 @@ def test_curve_trains_nested_subsets_reuses_the_baseline_and_puts_the_worth_on_t
         worth = rec["extra"].get("exchange")
         assert (worth is not None) == rec["extra"]["kept"], name  # kept rungs only
         if worth:
-            assert worth["bleu"] == result["steps"][name] and set(worth) == {"bleu", "chrf"}
+            assert {k: worth["bleu"][k] for k in result["steps"][name]} == result["steps"][name]
+            assert set(worth) == {"bleu", "chrf"} and worth["bleu"]["form"] == report["form"]["chosen"]
     assert "Worth x real pairs [95% CI]" in second.out and "## Learning curve: en-de" in second.out
     assert "held-out largest point" in second.out
     assert (run / "en-de/curve/exchange_en-de_test_2016_flickr.png").stat().st_size > 10_000
