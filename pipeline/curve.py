@@ -163,21 +163,26 @@ def write_curve(ladder: "Ladder", pair: str, records: list[ResultRecord], *, con
         # The form is chosen on val's points; the test sets only report.
         val = exchange_rates([_stats(p["outputs"], "val", sets["val"].ref, "bleu", tgt) for p in points], pairs, {},
                              "bleu", form=cfg.curve.form, **kw)
-        form, why = val["fit"]["form"], val["fit"]["reason"]
-        report["form"] = {"chosen": form, "on": "val", "why": why, "val_points": val["points"],
-                          "val_lack_of_fit": val["fit"]["lack_of_fit"], "val_held_out": val["held_out"]}
-        for set_name, data in sets.items():
-            if set_name == "val":
-                continue
-            report["sets"][set_name] = by_metric = {}
-            for metric in METRICS:
+        report["form"] = {"chosen": val["fit"]["form"], "on": "val", "why": val["fit"]["reason"],
+                          "val_points": val["points"], "val_lack_of_fit": val["fit"]["lack_of_fit"],
+                          "val_held_out": val["held_out"]}
+    except EvalsInputError as e:  # e.g. the curve does not rise on val: said in curve.md, the run still ends
+        ladder.log(f"[{pair}] curve: no exchange rate: val: {e}")
+        report["error"] = f"val: {e}"
+    for set_name, data in sets.items() if "error" not in report else ():
+        if set_name == "val":
+            continue
+        report["sets"][set_name] = by_metric = {}
+        for metric in METRICS:
+            try:
                 curve_stats = [_stats(p["outputs"], set_name, data.ref, metric, tgt) for p in points]
                 steps = {s.name: _stats(s.outputs, set_name, data.ref, metric, tgt) for s in kept}
-                by_metric[metric] = exchange_rates(curve_stats, pairs, steps, metric, form=form, **kw)
+                by_metric[metric] = exchange_rates(curve_stats, pairs, steps, metric, form=report["form"]["chosen"], **kw)
+            except EvalsInputError as e:
+                ladder.log(f"[{pair}] curve: no exchange rate on {set_name} ({metric}): {e}")
+                by_metric[metric] = {"error": str(e)}
+        if "error" not in by_metric["bleu"]:
             images[f"exchange_{pair}_{set_name}.png"] = plot_exchange(by_metric["bleu"], pair, set_name)
-    except EvalsInputError as e:
-        ladder.log(f"[{pair}] curve: no exchange rate: {e}")
-        report["error"] = str(e)
     curve_records = [make_record(p["system"], "curve", pair, set_name, read_lines(p["outputs"][set_name]["hyp_path"]),
                                  data.ref, data.tok_ref, hyp_path=p["outputs"][set_name]["hyp_path"],
                                  compute={"device": "cpu", **p["outputs"][set_name]["compute"]}, config_digest=digest,
@@ -192,16 +197,12 @@ def write_curve(ladder: "Ladder", pair: str, records: list[ResultRecord], *, con
     for name, data in images.items():
         atomic_write_bytes(out_dir / name, data)
     atomic_write_text(out_dir / "curve.md", curve_markdown(report, list(images)))
-    if "error" in report:
-        return records
     out = []
     for rec in records:
         result = report["sets"].get(rec.test_set, {})
-        if rec.system in result.get("bleu", {}).get("steps", {}):
-            worth = {m: {**result[m]["steps"][rec.system], "form": result[m]["fit"]["form"],
-                         "used_pairs": result[m]["used_pairs"], "largest_point": pairs[-1]} for m in METRICS}
-            rec = replace(rec, extra={**rec.extra, "exchange": worth})
-        out.append(rec)
+        worth = {m: {**r["steps"][rec.system], "form": r["fit"]["form"], "used_pairs": r["used_pairs"],
+                     "largest_point": pairs[-1]} for m, r in result.items() if rec.system in r.get("steps", {})}
+        out.append(replace(rec, extra={**rec.extra, "exchange": worth}) if worth else rec)
     return out
 
 
@@ -227,6 +228,9 @@ def curve_markdown(report: dict, images: list[str]) -> str:
                   "predicted - measured [95% CI] | held-out fit's worth of that point |",
                   "| --- | --- | --- | ---: | ---: |"]
         for metric, r in by_metric.items():
+            if "error" in r:
+                lines.append(f"| {'BLEU' if metric == 'bleu' else 'chrF++'} | no fit: {r['error']} | | | |")
+                continue
             held = r["held_out"]
             held_cell = "n/a (" + held["why"] + ")" if held.get("error") is None else (
                 f"{held['error']:+.2f} [{held['error_ci'][0]:+.2f}, {held['error_ci'][1]:+.2f}] ({held['form']})")
@@ -235,9 +239,13 @@ def curve_markdown(report: dict, images: list[str]) -> str:
                          + ", ".join(f"{x:+.2f}" for x in r["fit"]["residuals"]) + f" | {held_cell} | {worth} |")
         lines += ["", "| rung | BLEU | worth in real pairs (BLEU) [95% CI] | chrF++ | worth (chrF++) [95% CI] |",
                   "| --- | ---: | --- | ---: | --- |"]
-        for name, step in by_metric["bleu"]["steps"].items():
-            chrf = by_metric["chrf"]["steps"][name]
-            lines.append(f"| {name} | {step['score']:.2f} | {worth_cell(step)} | {chrf['score']:.2f} | {worth_cell(chrf)} |")
+        names = next((r["steps"] for r in by_metric.values() if "steps" in r), {})
+        for name in names:
+            cells = []
+            for metric in METRICS:
+                step = by_metric[metric].get("steps", {}).get(name)
+                cells += [f"{step['score']:.2f}", worth_cell(step)] if step else ["n/a", "n/a (no fit)"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", f"![exchange_{pair}_{set_name}.png](exchange_{pair}_{set_name}.png)" if
                   f"exchange_{pair}_{set_name}.png" in images else "", ""]
     lines.append("Worth: the real pairs the plain recipe would need to reach the rung's score, read off the fitted "
