@@ -242,6 +242,7 @@ def plot_exchange(result: dict[str, Any], pair: str, test_set: str) -> bytes:
                     + (" (extrapolated)" if step.get("extrapolation") else ""))
         ax.annotate(name, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, zorder=5)
     ax.set_xlim(lo, hi)
+    ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]))  # a score below 0 is the fit's, never a measurement
     from matplotlib.ticker import FuncFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:,.0f}")  # 1,500 rather than 1.5x10^3
@@ -251,7 +252,7 @@ def plot_exchange(result: dict[str, Any], pair: str, test_set: str) -> bytes:
     ax.set_xlabel("real parallel training pairs (log scale)")
     ax.set_ylabel(AXIS_LABELS.get(metric, metric))
     ax.set_title(f"What each step is worth in real pairs: {pair}, {test_set}\n"
-                 f"({fit['form']} fit on {len(xs)} points; bars: 95% paired-bootstrap intervals over test sentences)",
+                 f"({'log-linear' if fit['form'] == 'loglinear' else 'saturating'} fit on {len(xs)} points; bars: 95% paired-bootstrap intervals over test sentences)",
                  fontsize=10.5)
     ax.grid(alpha=0.3, which="both", zorder=0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, framealpha=0.9)  # outside: never over a point
