@@ -10,7 +10,7 @@ the step actually used. Forms, with n the number of real pairs:
 
 ``form="auto"`` keeps the log-linear form unless the points reject it: its residuals, scaled by each
 point's own test-set bootstrap variance, are compared with chi-square on (points - 2) degrees of
-freedom, and only at p < 0.05 is the saturating form fitted instead (if a rising one exists). The
+freedom, and only at p < 0.01 is the saturating form fitted instead (if a rising one exists). The
 per-point variance ignores the positive correlation between points scored on the same sentences,
 which makes the test reject less often: curvature has to be plain before the ceiling is believed.
 
@@ -35,7 +35,7 @@ from .significance import DEFAULT_SEED, bootstrap_scores, score_from_stats
 
 FORMS = ("auto", "loglinear", "saturating")
 FORMULAS = {"loglinear": "score = a + b ln(pairs)", "saturating": "score = c - k pairs^(-alpha)"}
-ALPHA = 0.05  # lack-of-fit level at which "auto" gives up the log-linear form
+ALPHA = 0.01  # lack-of-fit level at which "auto" gives up the log-linear form (strict: a ceiling must be plain)
 # Exponents tried for the saturating form (variable projection: for each, c and k by least squares).
 _EXPONENTS = np.geomspace(1e-3, 3.0, 400)
 

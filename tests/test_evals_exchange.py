@@ -57,6 +57,27 @@ def test_a_step_equal_to_doubling_the_data_is_worth_2x_and_its_interval_covers_i
         "= 16,000 pairs (extrapolated: x2.0 beyond the largest point)")
 
 
+def test_intervals_cover_the_truth_on_noisy_test_sets():
+    """Twenty test sets on which every system gets each sentence right independently, with its expected
+    share: the curve's points and the step are noisy, and the step's true worth is still 2x."""
+    right, wrong = system(1.0), system(0.0)
+    covered, multiples = 0, []
+    for trial in range(20):
+        rng = np.random.default_rng(100 + trial)
+
+        def noisy(q: float) -> np.ndarray:
+            return np.where((rng.random(N_SENT) < q)[:, None], right, wrong)
+
+        curve = [noisy(share(n)) for n in PAIRS]
+        step = exchange_rates(curve, PAIRS, {"doubled": noisy(share(16000))}, "bleu", n_samples=200,
+                              seed=trial + 1)["steps"]["doubled"]
+        lo, hi = (math.inf if v == "inf" else v for v in step["multiple_ci"])
+        covered += lo <= 2.0 <= hi
+        multiples.append(step["multiple"])
+    assert covered >= 18  # a 95% interval; all 20 cover here
+    assert 1.8 < float(np.median(multiples)) < 2.2
+
+
 def test_steps_inside_the_trained_range_are_not_marked(result):
     same, half = result["steps"]["same"], result["steps"]["half"]
     assert same["multiple"] == pytest.approx(1.0, rel=0.01) and same["extrapolation"] is None
