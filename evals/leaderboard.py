@@ -207,10 +207,11 @@ def render_group_markdown(rows: Sequence[dict[str, Any]], group: Sequence[Result
     worth = next((r["worth"] for r in rows if r.get("worth")), None)
     if worth:
         notes.append(f"Worth: the real pairs the plain recipe (the baseline's training and greedy search) would need "
-                     f"to reach the row's BLEU, read off a {worth['form']} learning curve fitted on real-data fractions "
+                     f"to reach the row's BLEU, read off a {worth['form'].replace('loglinear', 'log-linear')} learning "
+                     f"curve fitted on real-data fractions "
                      f"up to {worth['largest_point']:,.0f} pairs, as a multiple of the {worth['used_pairs']:,.0f} real "
                      "pairs the row used; 95% paired bootstrap over test sentences; extrapolated: beyond the largest "
-                     "trained point (the curve, its residuals and a held-out check: <pair>/curve/curve.md). "
+                     f"trained point (the curve, its residuals and a held-out check: `{rows[0]['pair']}/curve/curve.md`). "
                      "Kept rungs only.")
     notes_md = "\n".join(f"- {n}" for n in notes)
     return f"{title}\n\n{markdown_table(rows, wall_clock)}\n\n{notes_md}\n"

@@ -182,3 +182,24 @@ def test_exchange_command_values_systems_from_records(tmp_path, capsys):
     write_records(bad, [record("curve1000", share(1000), real_pairs=1000), record("x", share(2000), fraction=0.5)])
     assert evals_main(["exchange", str(bad), str(tmp_path / "results.jsonl")]) == 2
     assert f"{bad}:2: curve record 'x' needs extra.real_pairs" in capsys.readouterr().err
+
+
+def test_the_leaderboard_shows_the_worth_of_rows_that_have_one(result, tmp_path):
+    import dataclasses
+    from pathlib import Path
+
+    from evals.leaderboard import render_leaderboard
+    from evals.records import read_records
+
+    example = Path(__file__).resolve().parents[1] / "benchmarks/results/example_results.jsonl"
+    first, second = read_records(example)[:2]
+    worth = {"bleu": {**result["steps"]["doubled"], "form": "loglinear", "used_pairs": 8000.0, "largest_point": 8000}}
+    records = [first, dataclasses.replace(second, extra={**second.extra, "exchange": worth})]
+    markdown = render_leaderboard(records, tmp_path, plots=False)
+    head, row1, row2 = [line for line in markdown.splitlines() if line.startswith("| ")][:3]
+    assert head.endswith("| Worth x real pairs [95% CI] |") and row1.endswith("| – |")
+    assert row2.endswith("= 16,000 pairs (extrapolated: x2.0 beyond the largest point) |")
+    assert "log-linear learning curve fitted on real-data fractions up to 8,000 pairs" in markdown
+    assert (tmp_path / "leaderboard.csv").read_text().splitlines()[0].endswith(",worth_extrapolation")
+    # Without a measured curve the table is as it always was.
+    assert "Worth" not in render_leaderboard([first, second], plots=False)
