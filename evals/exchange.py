@@ -188,7 +188,8 @@ def fit_curve(pairs: Sequence[float], scores: Sequence[float], form: str = "auto
         raise EvalsInputError(f"a saturating curve has 3 parameters and needs at least 3 points, got {len(n)}")
     params = {k: float(v[0]) for k, v in _fit(chosen, n, y[None]).items()}
     if not all(np.isfinite(list(params.values()))) or params.get("b", 1.0) <= 0:
-        raise EvalsInputError(f"no rising {chosen} curve fits the points {list(zip(n.astype(int).tolist(), y.tolist()))}")
+        points = ", ".join(f"({p:,.0f} pairs, {v:.2f})" for p, v in zip(n, y))
+        raise EvalsInputError(f"no rising {chosen} curve fits the points {points}: the score does not grow with the data")
     fitted = _predict(chosen, params, n)
     return CurveFit(chosen, params, n.tolist(), y.tolist(), fitted.tolist(), (y - fitted).tolist(), reason)
 
