@@ -1,4 +1,4 @@
-"""Command line: ``python -m evals score|compare|leaderboard|verify``.
+"""Command line: ``python -m evals score|compare|leaderboard|verify|exchange``.
 
 Bad input prints ``error: FILE:LINE: ...`` and exits with status 2, without a traceback
 and without leaving a partial output file.
@@ -169,6 +169,57 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+# --- exchange ----------------------------------------------------------------------------
+
+def _cmd_exchange(args: argparse.Namespace) -> int:
+    from .exchange import exchange_rates, worth_cell
+    from .records import read_records
+    from .significance import sentence_stats
+
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise EvalsInputError("--out must be a folder", args.out)
+    curve = read_records(args.curve)
+    for number, rec in enumerate(curve, start=1):
+        pairs = rec.extra.get("real_pairs")
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+            raise EvalsInputError(f"curve record {rec.system!r} needs extra.real_pairs (a positive integer)", args.curve, number)
+    steps = [r for r in read_records(args.results) if r.extra.get("kept", True) is not False]  # kept rungs only
+    reports, lines = {}, []
+    for pair, test_set in dict.fromkeys((r.pair, r.test_set) for r in curve):
+        points = sorted((r for r in curve if (r.pair, r.test_set) == (pair, test_set)), key=lambda r: r.extra["real_pairs"])
+        if not points[0].ref_path:
+            raise EvalsInputError(f"curve record {points[0].system!r} ({pair}, {test_set}) names no ref_path", args.curve)
+        refs = read_lines(_resolve(points[0].ref_path, args.curve))
+
+        def stats(rec, where: str) -> "object":
+            return sentence_stats(read_lines(_resolve(rec.hyp_path, where)), refs, args.metric, rec.trg_lang)
+
+        mine = {r.system: stats(r, args.results) for r in steps if (r.pair, r.test_set) == (pair, test_set)}
+        result = exchange_rates([stats(r, args.curve) for r in points], [r.extra["real_pairs"] for r in points], mine,
+                                args.metric, form=args.form, n_samples=args.n_samples, seed=args.seed)
+        reports[f"{pair} {test_set}"] = result
+        fit, held = result["fit"], result["held_out"]
+        lines += [f"### {pair} · {test_set}", "", f"Fit: {fit['formula']}, " + ", ".join(
+            f"{k} = {v:.4g}" for k, v in fit["params"].items()) + f" ({fit['reason']}); residuals "
+            + ", ".join(f"{r:+.2f}" for r in fit["residuals"]) + "; held-out largest point: "
+            + (f"predicted - measured {held['error']:+.2f}" if held.get("error") is not None else held["why"]), "",
+            "| system | score | worth in real pairs [95% CI] |", "| --- | ---: | --- |"]
+        lines += [f"| {name} | {st['score']:.2f} | {worth_cell(st)} |" for name, st in result["steps"].items()] + [""]
+        if args.out:
+            from .leaderboard import slug
+            from .plots import plot_exchange
+            from .textio import atomic_write_bytes
+
+            atomic_write_bytes(os.path.join(args.out, f"exchange_{slug(pair)}_{slug(test_set)}.png"),
+                               plot_exchange(result, pair, test_set))
+    if not reports:
+        raise EvalsInputError("contains no curve records", args.curve)
+    if args.out:
+        atomic_write_text(os.path.join(args.out, "exchange.json"), json.dumps(reports, indent=1, allow_nan=False) + "\n")
+    print(json.dumps(reports, indent=1) if args.json else "\n".join(lines))
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------
 
 def build_parser(prog: str = "python -m evals") -> argparse.ArgumentParser:
@@ -223,6 +274,18 @@ def build_parser(prog: str = "python -m evals") -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+")
     p.add_argument("--tolerance", type=float, default=0.01, help="allowed difference in score points (0.01)")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("exchange", help="what each system is worth in real pairs, from learning-curve records")
+    p.add_argument("curve", help="records of the plain recipe on fractions of the real pairs (extra.real_pairs), "
+                                 "e.g. <run>/<pair>/curve/results.jsonl")
+    p.add_argument("results", help="records of the systems to value (kept rungs only), e.g. <run>/<pair>/results.jsonl")
+    p.add_argument("--metric", choices=["bleu", "chrf"], default="bleu")
+    p.add_argument("--form", choices=["auto", "loglinear", "saturating"], default="auto",
+                   help="curve form (auto: log-linear unless the points reject it; the ladder chooses it on val)")
+    p.add_argument("--out", help="folder for exchange.json and the PNG plots")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    stats_args(p)
+    p.set_defaults(func=_cmd_exchange)
     return parser
 
 

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from .exchange import worth_cell
 from .records import ResultRecord
 from .textio import atomic_write_bytes
 
@@ -77,6 +78,8 @@ def build_rows(group: Sequence[ResultRecord]) -> list[dict[str, Any]]:
             "train_steps": rec.compute.get("train_steps"),
             # A stacked ladder marks the rungs val did not keep (the next rung built on an earlier one).
             "kept": rec.extra.get("kept"),
+            # What the rung is worth in real pairs, read off the learning curve (evals/exchange.py), if measured.
+            "worth": (rec.extra.get("exchange") or {}).get("bleu"),
         }
         for tag, other in (("prev", prev), ("baseline", first if rank > 1 else None)):
             delta = ci = None
@@ -152,6 +155,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], wall_clock: bool = True) -> s
     head.append("Fwd calls")
     if show_flops:
         head.append("Decode GFLOPs")
+    show_worth = any(r.get("worth") for r in rows)
+    if show_worth:
+        head.append("Worth x real pairs [95% CI]")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h not in ("System", "Stage", "Kept") else "---"
                                                           for h in head) + "|"]
     for r in rows:
@@ -164,6 +170,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], wall_clock: bool = True) -> s
         cells.append(_num(r["forward_calls"]))
         if show_flops:
             cells.append(_flops(r["flops"]))
+        if show_worth:
+            cells.append(worth_cell(r["worth"]) if r.get("worth") else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -196,13 +204,26 @@ def render_group_markdown(rows: Sequence[dict[str, Any]], group: Sequence[Result
     if any(r.get("kept") is False for r in rows):
         notes.append("Kept: whether val kept the rung; a rung that was not kept is shown, and the next rung "
                      "builds on the last kept one (its Δ vs prev is against that system).")
+    worth = next((r["worth"] for r in rows if r.get("worth")), None)
+    if worth:
+        notes.append(f"Worth: the real pairs the plain recipe (the baseline's training and greedy search) would need "
+                     f"to reach the row's BLEU, read off a {worth['form'].replace('loglinear', 'log-linear')} learning "
+                     f"curve fitted on real-data fractions "
+                     f"up to {worth['largest_point']:,.0f} pairs, as a multiple of the {worth['used_pairs']:,.0f} real "
+                     "pairs the row used; 95% paired bootstrap over test sentences; extrapolated: beyond the largest "
+                     f"trained point (the curve, its residuals and a held-out check: `{rows[0]['pair']}/curve/curve.md`). "
+                     "Kept rungs only.")
     notes_md = "\n".join(f"- {n}" for n in notes)
     return f"{title}\n\n{markdown_table(rows, wall_clock)}\n\n{notes_md}\n"
 
 
+WORTH_COLUMNS = ["worth_multiple", "worth_ci_low", "worth_ci_high", "worth_pairs", "worth_extrapolation"]
+
+
 def _csv(all_rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    worth = any(r.get("worth") for r in all_rows)  # the columns appear only where a learning curve was measured
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS + (WORTH_COLUMNS if worth else []), lineterminator="\n")
     writer.writeheader()
     for r in all_rows:
         flat = {k: r.get(k) for k in CSV_COLUMNS}
@@ -210,6 +231,10 @@ def _csv(all_rows: Sequence[dict[str, Any]]) -> str:
             ci = r.get(key) or [None, None]
             flat[f"{key}_low"], flat[f"{key}_high"] = ci
         flat["bleu_signature"] = r["signature"].get("bleu")
+        if worth and r.get("worth"):
+            w = r["worth"]
+            flat.update(worth_multiple=w["multiple"], worth_ci_low=w["multiple_ci"][0], worth_ci_high=w["multiple_ci"][1],
+                        worth_pairs=w["pairs"], worth_extrapolation=(w.get("extrapolation") or {}).get("text"))
         writer.writerow({k: "" if v is None else v for k, v in flat.items()})
     return buf.getvalue()
 

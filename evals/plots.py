@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -186,4 +187,73 @@ def plot_compute(rows: Sequence[dict[str, Any]]) -> bytes | None:
                  f"(error bars: 95% bootstrap CI; circled: Pareto-optimal{note})", fontsize=10.5)
     ax.grid(alpha=0.3, which="both", zorder=0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9)  # outside: never over a point
+    return _png(fig)
+
+
+def plot_exchange(result: dict[str, Any], pair: str, test_set: str) -> bytes:
+    """Score against real training pairs (log x axis): the learning curve's measured points with their
+    95% intervals, the fitted curve (dashed where it extrapolates), and each ladder step drawn at its
+    score and its equivalent pairs (horizontal bar: the 95% interval of those pairs).
+    ``result`` is one ``evals.exchange.exchange_rates`` result."""
+    import math
+
+    from .exchange import FORMULAS, _predict
+
+    metric = result["metric"]
+    fit, points, steps = result["fit"], result["points"], result["steps"]
+
+    def num(v: Any) -> float:
+        return math.inf if v == "inf" else math.nan if v is None else float(v)
+
+    xs = [p["pairs"] for p in points]
+    ys = [p["score"] for p in points]
+    finite = [num(s["pairs"]) for s in steps.values() if math.isfinite(num(s["pairs"]))]
+    lo, hi = min(xs + finite) / 1.6, max(xs + finite) * 1.6
+    fig = Figure(figsize=(8.0, 5.2))
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    inside = np.geomspace(xs[0], xs[-1], 100)
+    ax.plot(inside, _predict(fit["form"], fit["params"], inside), color="#4c72b0", linewidth=1.6, zorder=2,
+            label=f"fit: {FORMULAS[fit['form']]}")
+    for a, b in ((lo, xs[0]), (xs[-1], hi)):
+        if b > a:
+            grid = np.geomspace(a, b, 50)
+            ax.plot(grid, _predict(fit["form"], fit["params"], grid), color="#4c72b0", linewidth=1.4, linestyle="--",
+                    zorder=2, label="fit, extrapolated" if a == xs[-1] else None)
+    ax.errorbar(xs, ys, yerr=[[max(0.0, y - p["ci"][0]) for y, p in zip(ys, points)],
+                              [max(0.0, p["ci"][1] - y) for y, p in zip(ys, points)]],
+                fmt="o", color="#4c72b0", markersize=7, capsize=3, zorder=3,
+                label="plain recipe on a share of the real pairs (95% CI)")
+    ax.axvline(xs[-1], color="#888888", linestyle=":", linewidth=1, zorder=1,
+               label=f"all real pairs used ({xs[-1]:,.0f})")
+    palette = ["#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"]
+    for n, (name, step) in enumerate(steps.items()):
+        x, y = num(step["pairs"]), step["score"]
+        c_lo, c_hi = (num(v) for v in step["pairs_ci"])
+        color = palette[n % len(palette)]
+        if not math.isfinite(x):  # above a saturating ceiling: drawn at the right edge
+            ax.scatter([hi], [y], marker=">", s=70, color=color, zorder=4, label=f"{name}: above the curve's ceiling")
+            continue
+        c_lo = c_lo if math.isfinite(c_lo) else lo
+        c_hi = c_hi if math.isfinite(c_hi) else hi
+        mult = num(step["multiple"])
+        ax.errorbar([x], [y], xerr=[[max(0.0, x - c_lo)], [max(0.0, c_hi - x)]], fmt="D", markersize=7, capsize=3,
+                    color=color, zorder=4, label=f"{name}: worth {mult:.2f}x the real pairs"
+                    + (" (extrapolated)" if step.get("extrapolation") else ""))
+        ax.annotate(name, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, zorder=5)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]))  # a score below 0 is the fit's, never a measurement
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}")  # 1,500 rather than 1.5x10^3
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("real parallel training pairs (log scale)")
+    ax.set_ylabel(AXIS_LABELS.get(metric, metric))
+    ax.set_title(f"What each step is worth in real pairs: {pair}, {test_set}\n"
+                 f"({'log-linear' if fit['form'] == 'loglinear' else 'saturating'} fit on {len(xs)} points; bars: 95% paired-bootstrap intervals over test sentences)",
+                 fontsize=10.5)
+    ax.grid(alpha=0.3, which="both", zorder=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, framealpha=0.9)  # outside: never over a point
     return _png(fig)

@@ -161,22 +161,48 @@ def paired_delta_ci(
     the same seeded index draw, so both come from one set of resamples.
     """
     _check_args(metric, "bs", n_samples, seed)
-    base = _prepare(baseline_hyps, metric, trg_lang)
-    system = _prepare(system_hyps, metric, trg_lang)
     refs = list(refs)
-    if not base or len(base) != len(refs) or len(system) != len(refs):
-        raise EvalsInputError(f"need equally many hypotheses and references (got {len(base)}, {len(system)}, {len(refs)})")
-    m = new_metric(metric)
-    base_stats = np.array(m._extract_corpus_statistics(base, [refs]), dtype="float32")
-    sys_stats = np.array(m._extract_corpus_statistics(system, [refs]), dtype="float32")
-    rng = np.random.default_rng(seed)
-    idxs = rng.choice(len(refs), size=(n_samples, len(refs)), replace=True)
-    deltas = np.array(
-        [
-            m._compute_score_from_stats(s.sum(0)).score - m._compute_score_from_stats(b.sum(0)).score
-            for s, b in zip(sys_stats[idxs], base_stats[idxs])
-        ]
-    )
-    deltas.sort()
+    if not baseline_hyps or len(baseline_hyps) != len(refs) or len(system_hyps) != len(refs):
+        raise EvalsInputError(f"need equally many hypotheses and references "
+                              f"(got {len(baseline_hyps)}, {len(system_hyps)}, {len(refs)})")
+    stats = [sentence_stats(h, refs, metric, trg_lang) for h in (baseline_hyps, system_hyps)]
+    scores = bootstrap_scores(stats, metric, n_samples, seed)  # (n_samples, 2)
+    deltas = np.sort(scores[:, 1] - scores[:, 0])
     lower = n_samples // 40  # sacrebleu's estimate_ci convention for the 2.5% / 97.5% points
     return [float(deltas[lower]), float(deltas[n_samples - lower - 1])]
+
+
+def sentence_stats(hyps: Sequence[str], refs: Sequence[str], metric: str = "bleu", trg_lang: str = "de") -> np.ndarray:
+    """Per-sentence sufficient statistics of ``metric`` (sacrebleu's own), shape (n_sentences, n_stats).
+
+    Summing rows and scoring the sum gives the corpus score, so resampled corpus scores cost a sum
+    each (``bootstrap_scores``). For "tok_bleu", ``refs`` are the tok-lc references.
+    """
+    if metric not in ("bleu", "chrf", "tok_bleu"):
+        raise ValueError(f"no additive sentence statistics for {metric!r}; expected bleu, chrf or tok_bleu")
+    hyps, refs = _prepare(hyps, metric, trg_lang), list(refs)
+    if not hyps or len(hyps) != len(refs):
+        raise EvalsInputError(f"need equally many hypotheses and references (got {len(hyps)}, {len(refs)})")
+    return np.array(new_metric(metric)._extract_corpus_statistics(hyps, [refs]), dtype="float32")
+
+
+def score_from_stats(stats: np.ndarray, metric: str = "bleu") -> float:
+    """The corpus score of summed sufficient statistics (shape (n_stats,))."""
+    return float(new_metric(metric)._compute_score_from_stats(stats).score)
+
+
+def bootstrap_scores(stats: Sequence[np.ndarray], metric: str = "bleu", n_samples: int = 1000,
+                     seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Corpus scores of every system on the same resamples of sentences: shape (n_samples, n_systems).
+
+    ``stats`` holds each system's ``sentence_stats`` on one test set. One index draw per replicate
+    is shared by all systems (a paired bootstrap), drawn as sacrebleu's "bs" test draws it.
+    """
+    _check_args(metric, "bs", n_samples, seed)
+    n = {len(s) for s in stats}
+    if len(n) != 1 or 0 in n:
+        raise EvalsInputError(f"every system needs statistics for the same, non-empty test set (got lengths {sorted(n)})")
+    m = new_metric(metric)
+    rng = np.random.default_rng(seed)
+    idxs = rng.choice(n.pop(), size=(n_samples, len(stats[0])), replace=True)
+    return np.array([[m._compute_score_from_stats(s[idx].sum(0)).score for s in stats] for idx in idxs])

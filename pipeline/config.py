@@ -104,6 +104,25 @@ class AgentRung:
 
 
 @dataclass
+class CurveSection:
+    enabled: bool = False  # the learning curve: what each kept rung is worth in real pairs (pipeline/curve.py)
+    fractions: list[float] = field(default_factory=lambda: [0.125, 0.25, 0.5])  # shares of the real pairs, each in
+    #   (0, 1), trained with the baseline recipe unchanged; the full data is the baseline model itself (not retrained)
+    seed: int = 1  # the one permutation of the real pairs: each fraction is a prefix, so a superset of the smaller ones
+    form: str = "auto"  # auto (log-linear unless val's points reject it) | loglinear | saturating (evals/exchange.py)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"form": ("in", "auto", "loglinear", "saturating")})
+        if not self.fractions:
+            raise ValueError("fractions must name at least one share of the real pairs below 1, e.g. [0.25, 0.5]")
+        for f in self.fractions:
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
+                raise ValueError(f"fractions must each be in (0, 1) (the full data is the baseline), got {f!r}")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ValueError(f"fractions must not repeat a share, got {self.fractions}")
+
+
+@dataclass
 class PipelineConfig:
     run_dir: str = ""  # where the run lives ("": --out, else $DECADE_RUNS/<config name>, else ~/decade-runs/<config name>)
     toy_fallback: bool = True  # when Multi30K is neither found nor downloadable, run on the packaged toy task
@@ -123,6 +142,7 @@ class PipelineConfig:
     rerank: RerankRung = field(default_factory=RerankRung)
     mbr: MbrRung = field(default_factory=MbrRung)
     agent: AgentRung = field(default_factory=AgentRung)
+    curve: CurveSection = field(default_factory=CurveSection)  # the learning curve (after every rung)
     bootstrap_samples: int = 1000  # paired bootstrap resamples for CIs and p-values
     significance_seed: int = 12345  # resampling seed (recorded in every result record)
 

@@ -95,7 +95,8 @@ def stage_patterns(cfg: PipelineConfig) -> list[str]:
     langs = "|".join(sorted({lang for p in cfg.data.pairs for lang in _split_pair(p)}))
     return ["tokenizer", f"model\\.(fwd|bt|r2l)\\.({pairs}|{rev})", f"model\\.lm\\.({langs})", f"(mono|data\\.lm)\\.({langs})",
             f"data\\.r2l\\.({pairs})", f"average\\.(fwd|bt)\\.({pairs})",
-            f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|ensemble_\\w+|rerank_mbr|agent)"]
+            f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|ensemble_\\w+|rerank_mbr|agent)",
+            f"(data|model)\\.curve\\d+\\.({pairs})", f"({pairs})\\.curve\\d+"]
 
 
 def check_force(cfg: PipelineConfig, force: set[str]) -> None:
@@ -652,6 +653,17 @@ class Ladder:
             self.add(System("+agent", "agent", pair, base.models, base.decode, out, _union(base.trained, reverse_trained),
                             built_on=base.name, stages=[f"{pair}.agent"], provenance={"draft": base.name, "reverse": args[3]}))
 
+    def curve(self) -> None:
+        """The learning curve of the plain recipe: what each kept rung is worth in real pairs (pipeline/curve.py)."""
+        from .curve import learning_curve
+
+        learning_curve(self)
+
+    def curve_model(self, pair: str, k: int) -> dict:
+        from .curve import curve_model
+
+        return curve_model(self, pair, k)
+
 
 def _die_with_parent() -> None:
     """In a worker process: be killed when the run's main process dies (a kill -9 of the run must not
@@ -703,6 +715,7 @@ RUNGS: list[tuple[str, Callable[[Ladder], None]]] = [
     ("ensemble", Ladder.ensemble),
     ("rerank", Ladder.rerank_and_mbr),
     ("agent", Ladder.agent),
+    ("curve", Ladder.curve),  # last: it needs every rung's scores and must not delay the ladder
 ]
 
 
@@ -835,8 +848,14 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: 
                                        compare_to=compare_to)
     out_dir = run_dir / pair
     out_dir.mkdir(parents=True, exist_ok=True)
+    curve_md = ""
+    if cfg.curve.enabled:  # each kept rung's worth in real pairs, on its records (pipeline/curve.py)
+        from .curve import write_curve
+
+        records = write_curve(ladder, pair, records, config_path=config_path, digest=digest)
+        curve_md = "\n" + (out_dir / "curve/curve.md").read_text()
     write_records(out_dir / "results.jsonl", records)
-    return render_leaderboard(records, str(out_dir / "leaderboard"), wall_clock=False)
+    return render_leaderboard(records, str(out_dir / "leaderboard"), wall_clock=False) + curve_md
 
 
 def _precision(models: list[str]) -> str | None:

@@ -3,8 +3,9 @@
 For each direction of the run: the result records with their test hypotheses copied beside them
 (``<to>/<pair>/results.jsonl``, ``<to>/<pair>/hyps/``), paths rewritten relative to the repository
 root so that ``python -m evals verify`` re-scores them anywhere; the leaderboard and its plots; the
-run's summary (cost per rung, time per stage) and config. Every rung's blind translations go to
-``<blind>/<pair>/<system>.txt``. Nothing is written until everything has been read and checked.
+run's summary (cost per rung, time per stage) and config; the learning curve (``<to>/<pair>/curve/``)
+when the run measured one. Every rung's blind translations go to ``<blind>/<pair>/<system>.txt``.
+Nothing is written until everything has been read and checked.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from evals.leaderboard import render_leaderboard
 from evals.records import read_records, write_records
-from evals.textio import atomic_write_lines, atomic_write_text, read_lines
+from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_lines
 
 
 def _relative(path: str | None, root: Path) -> str | None:
@@ -30,6 +31,20 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "+-_." else "_" for ch in text)
 
 
+def _moved(results: Path, hyps_dir: Path, root: Path) -> tuple[list, dict[Path, list[str]]]:
+    """Records of ``results`` with their hypotheses planned under ``hyps_dir`` and other paths made relative to ``root``."""
+    records = read_records(results)
+    hyps = {}
+    for rec in records:
+        target = hyps_dir / f"{_slug(rec.system)}.{rec.test_set}.txt"
+        hyps[target] = read_lines(rec.hyp_path)
+        rec.hyp_path = str(target)
+        rec.ref_path, rec.tok_ref_path, rec.src_path = (_relative(p, root) for p in
+                                                        (rec.ref_path, rec.tok_ref_path, rec.src_path))
+        rec.config_path = _relative(rec.config_path, root)
+    return records, hyps
+
+
 def publish(run_dir: str | Path, to: str | Path = "benchmarks/results/ladder",
             blind_to: str | Path = "benchmarks/results/blind", root: str | Path = ".") -> list[str]:
     """Copy the run's records, hypotheses, leaderboards, summary and blind outputs; return the pairs."""
@@ -41,22 +56,25 @@ def publish(run_dir: str | Path, to: str | Path = "benchmarks/results/ladder",
         raise FileNotFoundError(f"{run}/summary.md: not found: the run has not finished")
     planned: dict[str, tuple] = {}
     for pair in pairs:
-        records = read_records(run / pair / "results.jsonl")
-        hyps = {}
-        for rec in records:
-            target = to / pair / "hyps" / f"{_slug(rec.system)}.{rec.test_set}.txt"
-            hyps[target] = read_lines(rec.hyp_path)
-            rec.hyp_path = str(target)
-            rec.ref_path, rec.tok_ref_path, rec.src_path = (_relative(p, root) for p in
-                                                            (rec.ref_path, rec.tok_ref_path, rec.src_path))
-            rec.config_path = _relative(rec.config_path, root)
+        records, hyps = _moved(run / pair / "results.jsonl", to / pair / "hyps", root)
         blind = {blind_to / pair / p.name: read_lines(p) for p in sorted((run / "blind" / pair).glob("*.txt"))}
-        planned[pair] = (records, hyps, blind)
-    for pair, (records, hyps, blind) in planned.items():
-        if (to / pair / "hyps").exists():
-            shutil.rmtree(to / pair / "hyps")  # a republished run replaces its hypotheses
+        # The learning curve, when the run measured one: its records (hypotheses beside them), fits, plots.
+        curve = run / pair / "curve"
+        curve_records, curve_hyps = _moved(curve / "results.jsonl", to / pair / "curve/hyps", root) \
+            if (curve / "results.jsonl").exists() else ([], {})
+        curve_files = {to / pair / "curve" / p.name: p.read_bytes() for p in sorted(curve.glob("*"))
+                       if p.suffix in (".json", ".md", ".png")}
+        planned[pair] = (records, {**hyps, **curve_hyps}, blind, curve_records, curve_files)
+    for pair, (records, hyps, blind, curve_records, curve_files) in planned.items():
+        for old in (to / pair / "hyps", to / pair / "curve/hyps"):
+            if old.exists():
+                shutil.rmtree(old)  # a republished run replaces its hypotheses
         for path, lines in {**hyps, **blind}.items():
             atomic_write_lines(path, lines)
+        if curve_records:
+            write_records(to / pair / "curve/results.jsonl", curve_records)
+        for path, data in curve_files.items():
+            atomic_write_bytes(path, data)
         write_records(to / pair / "results.jsonl", records)
         render_leaderboard(records, str(to / pair / "leaderboard"), wall_clock=False)
     atomic_write_text(to / "summary.md", (run / "summary.md").read_text(encoding="utf-8"))
