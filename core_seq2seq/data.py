@@ -12,7 +12,10 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
+import urllib.error
 import urllib.request
+from http.client import HTTPException
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,10 @@ SPLITS = ("train", "val") + TEST_SETS
 
 class DataError(ValueError):
     """Bad input data; the message names the file and (where it applies) the line."""
+
+
+class DownloadError(DataError):
+    """A download that could not reach its server (offline, DNS, refused, timed out)."""
 
 
 @dataclass
@@ -217,7 +224,14 @@ def download_multi30k(cache: Path, files: list[str] | None = None) -> Path:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".part")
-        urllib.request.urlretrieve(f"{MULTI30K_URL}/{rel}", tmp)  # noqa: S310 (fixed https URL)
+        url = f"{MULTI30K_URL}/{rel}"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:  # noqa: S310 (fixed https URL)
+                shutil.copyfileobj(response, f)
+        except (urllib.error.URLError, HTTPException, TimeoutError, ConnectionError) as e:
+            tmp.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: could not download Multi30K ({getattr(e, 'reason', None) or e}); "
+                                "offline? (or place it at ../shared/data/multi30k or $DECADE_MULTI30K)") from None
         if _sha256(tmp) != checksums[rel]:
             tmp.unlink()
             raise DataError(f"{MULTI30K_URL}/{rel}: checksum mismatch; the download is corrupt or the file changed")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from core_seq2seq.config import ConfigError, apply_overrides, from_dict, key_dict, load_yaml
-from core_seq2seq.data import DataError
+from core_seq2seq.data import DataError, DownloadError
 from core_seq2seq.training import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, train
 from core_seq2seq.translator import DecodeSettings, LSTMTranslator
 from evals.records import attach_significance, make_record, write_records
@@ -724,14 +724,17 @@ def resolve_corpus(cfg: PipelineConfig, run_dir: Path, log: Log) -> Corpora:
     langs = tuple(sorted({lang for p in cfg.data.pairs for lang in _split_pair(p)}))
     d = cfg.data
     try:
-        return resolve_corpora(d.corpus, langs, cfg.test_sets, root=d.root, download=cfg.download, files=d.files,
-                               toy_dir=run_dir / "toy_data", toy_train_pairs=d.toy_train_pairs)
+        corpora = resolve_corpora(d.corpus, langs, cfg.test_sets, root=d.root, download=cfg.download, files=d.files,
+                                  toy_dir=run_dir / "toy_data", toy_train_pairs=d.toy_train_pairs)
     except (DataError, OSError) as e:
-        if d.corpus != "multi30k" or not cfg.toy_fallback or "not found" not in str(e).lower():
+        missing = isinstance(e, DownloadError) or "not found" in str(e).lower()  # not found, or offline
+        if d.corpus != "multi30k" or not cfg.toy_fallback or not missing:
             raise
         log(f"Multi30K not available ({e}); running on the toy task shipped in the package instead.")
         return resolve_corpora("toy", langs, ["test_2016_flickr"], toy_dir=run_dir / "toy_data",
                                toy_train_pairs=d.toy_train_pairs)
+    log(f"corpus: {corpora.kind} (training pairs from {corpora.train[langs[0]]})")
+    return corpora
 
 
 def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = print, config_path: str = "",

@@ -190,3 +190,17 @@ def test_a_setting_added_later_keeps_old_keys_until_it_is_set(added, same_key):
                                                 {"inner": {"lr": 0.1, "sizes": [1, 2], "extra": added}})
     assert (config_hash(Outer(New(extra=added))) == config_hash(Outer(Old()))) is same_key
     assert config_hash(Old()) == config_hash(dataclasses.asdict(Old()))  # dataclass or dict: one hash
+
+
+def test_an_offline_download_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import urllib.error
+
+    from core_seq2seq.data import DownloadError, download_multi30k
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(DownloadError, match=r"multi30k/dataset.*could not download Multi30K \(Name or service"):
+        download_multi30k(tmp_path)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no .part, no half file

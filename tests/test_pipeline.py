@@ -364,3 +364,29 @@ def test_plan_says_what_each_stage_would_do_and_writes_nothing(tmp_path, state, 
     assert runner.plan[0][0] == "up" and runner.plan[0][1].startswith(expect), runner.plan
     assert runner.plan[1:] == ([("down", "cached")] if expect == "cached" else [])
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("error, falls_back", [
+    ("offline", True),                                    # the download could not reach its server
+    ("not found", True),                                  # no Multi30K and no download asked for
+    ("corrupt", False),                                   # a checksum mismatch is never papered over
+])
+def test_the_quickstart_says_which_corpus_it_used(tmp_path, monkeypatch, error, falls_back):
+    from core_seq2seq.data import DataError, DownloadError
+    from pipeline.ladder import resolve_corpus
+
+    def find(root=None, download=False):
+        assert download, "the quickstart downloads Multi30K by default"
+        raise {"offline": DownloadError("https://x/train.en.gz: could not download Multi30K (no route)"),
+               "not found": DataError("Multi30K not found: ..."),
+               "corrupt": DataError("https://x/train.en.gz: checksum mismatch")}[error]
+
+    monkeypatch.setattr("pipeline.corpora.find_multi30k", find)
+    cfg = load_pipeline_config(ROOT / "configs/quickstart.yaml")
+    said: list[str] = []
+    if not falls_back:
+        with pytest.raises(DataError, match="checksum"):
+            resolve_corpus(cfg, tmp_path, said.append)
+        return
+    corpora = resolve_corpus(cfg, tmp_path, said.append)
+    assert str(tmp_path / "toy_data") in corpora.train["en"] and "toy task shipped in the package" in said[-1]
