@@ -12,6 +12,7 @@ Small pure pieces (``get_lr``, ``make_batches``, ``evaluate``) and one loop. A r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from .config import check_ranges, config_hash, from_dict
+from .config import KEYED_WHEN_SET, check_ranges, config_hash, from_dict
 from .configuration_lstm import LSTMTranslatorConfig
 from .data import (CleaningReport, ParallelCorpus, find_multi30k, read_multi30k, read_parallel_files,
                    read_tsv_or_jsonl)
@@ -117,6 +118,9 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16: bf16 mixed precision where the hardware runs it faster
     #                          (auto decides by the CPU's flags or the GPU; fp32 everywhere else)
     progress: bool = True  # tqdm progress bar
+    log_with: str = field(default="", metadata=KEYED_WHEN_SET)  # "" | tensorboard: also write the training
+    #   curves (loss, lr, tokens/s, val loss and BLEU) for TensorBoard under <output_dir>/tensorboard, through
+    #   accelerate's trackers (needs `pip install tensorboard`); train_log.jsonl is always written
 
     def __post_init__(self) -> None:
         from .precision import PRECISIONS
@@ -128,7 +132,9 @@ class TrainConfig:
             "max_epochs": (1, None), "time_budget_minutes": (0.0, None), "eval_every_steps": (1, None),
             "eval_max_sentences": (0, None), "patience": (0, None), "select_by": ("in", "bleu", "loss"),
             "keep_checkpoints": (1, None), "log_every_steps": (1, None), "num_threads": (0, None),
-            "precision": ("in", *PRECISIONS)})
+            "precision": ("in", *PRECISIONS), "log_with": ("in", "", "tensorboard")})
+        if self.log_with == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("log_with: tensorboard needs the tensorboard package (pip install tensorboard)")
 
 
 @dataclass
@@ -379,7 +385,7 @@ def _pad(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 # Keys that may change between a run and its resumption: where it lives, how it reports, and its
 # budget (training the same model longer, or stopping it sooner, is still that model).
-RESUMABLE_CHANGES = {"output_dir", "train.progress", "train.num_threads", "train.log_every_steps", "train.max_steps",
+RESUMABLE_CHANGES = {"output_dir", "train.progress", "train.log_with", "train.num_threads", "train.log_every_steps", "train.max_steps",
                      "train.max_epochs", "train.time_budget_minutes", "train.patience", "train.keep_checkpoints"}
 
 
@@ -468,7 +474,8 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
     precision, why = resolve_precision(tc.precision, device_kind, explain=True)
     # accelerate only recognises torchrun's processes on a CPU machine when told cpu=True.
     # mixed_precision="bf16": autocast around the loss module's forward, fp32 master weights.
-    accelerator = Accelerator(cpu=device_kind == "cpu", mixed_precision="bf16" if precision == "bf16" else "no")
+    accelerator = Accelerator(cpu=device_kind == "cpu", mixed_precision="bf16" if precision == "bf16" else "no",
+                              log_with=tc.log_with or None, project_dir=cfg.output_dir if tc.log_with else None)
     if accelerator.is_main_process:
         log(f"precision: {precision} ({why})")
     run, tokenizer, train_corpus, val, reports = prepare_run(cfg) if accelerator.is_main_process else (None,) * 5
@@ -529,6 +536,10 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
             "parameters": sum(p.numel() for p in model.parameters())}
     steps_per_epoch = len(make_batches(src_lens, tgt_lens, tc.batch_tokens, random.Random(tc.seed)))
     log_path = run / "train_log.jsonl"
+    if tc.log_with:  # TensorBoard's hyperparameter table takes flat scalars: model and train sections
+        accelerator.init_trackers("tensorboard", config={f"{section}.{k}": v for section in ("model", "train")
+                                                         for k, v in asdict(getattr(cfg, section)).items()
+                                                         if isinstance(v, (int, float, str, bool))})
     bar = tqdm(total=tc.max_steps or None, initial=state["step"], disable=not (tc.progress and accelerator.is_main_process),
                unit="step", dynamic_ncols=True)
     start_time = time.perf_counter() - state["elapsed"]
@@ -569,6 +580,9 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
                          "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
                          "elapsed_s": now - start_time}
                 _append_jsonl(log_path, entry)
+                if tc.log_with:
+                    accelerator.log({f"train/{k}": entry[k] for k in ("loss_per_token", "lr", "tokens_per_s")},
+                                    step=state["step"])
                 bar.set_postfix(loss=f"{entry['loss_per_token']:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
                 window_tokens, window_start, window_loss = 0, now, 0.0
             state["elapsed"] = time.perf_counter() - start_time
@@ -586,6 +600,8 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
     bar.close()
+    if tc.log_with:
+        accelerator.end_training()
     if accelerator.is_main_process:
         log(f"stopped ({stop_reason}) at step {state['step']}, {state['elapsed']:.0f}s, best val BLEU {state['best_bleu']:.2f}")
         _append_jsonl(log_path, {"event": "stop", "reason": stop_reason, **state})
@@ -613,6 +629,8 @@ def _validate_and_checkpoint(accelerator, model, optimizer, tokenizer, val, val_
         state["elapsed"] = time.perf_counter() - start_time
         _append_jsonl(log_path, {"step": state["step"], "epoch": state["epoch"], **result,
                                  "best_bleu": state["best_bleu"], "elapsed_s": state["elapsed"]})
+        if tc.log_with:
+            accelerator.log({"val/loss": result["val_loss"], "val/bleu": result["val_bleu"]}, step=state["step"])
         log(f"step {state['step']}: val loss {result['val_loss']:.3f}, val BLEU {result['val_bleu']:.2f}"
             f" (best {state['best_bleu']:.2f}), {state['elapsed'] / 60:.1f} min")
         meta = {**meta, "step": state["step"], "val": result}

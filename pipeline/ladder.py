@@ -216,6 +216,7 @@ class Ladder:
 
         key = {k: v for k, v in key_dict(exp).items() if k != "output_dir"}
         key["train"].pop("progress")
+        key["train"].pop("log_with", None)  # how training reports is not what it makes
         self.models[name] = self.runner.run(name, key, dict(inputs or {}), work)
         self.models[name]["stage"] = name
         return self.models[name]

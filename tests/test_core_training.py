@@ -258,3 +258,20 @@ def test_cli_translate_keeps_an_existing_output_on_bad_input_and_follows_a_symli
     subprocess.run(cmd + ["-i", str(tmp_path / "in.en"), "-o", str(link)], check=True, env=env, cwd=ROOT,
                    capture_output=True)
     assert link.is_symlink() and target.read_text() != "old\n" and len(target.read_text().splitlines()) == 1
+
+
+def test_training_curves_go_to_tensorboard_when_asked(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _small(tmp_path / "tb", 20, log_every_steps=5, log_with="tensorboard")
+    train(experiment_from_dict(cfg), log=lambda m: None)
+    events = EventAccumulator(str(tmp_path / "tb/tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss_per_token", "train/lr", "val/bleu", "val/loss"} <= tags
+    assert [e.step for e in events.Scalars("val/bleu")] == [10, 20]
+    assert (tmp_path / "tb/train_log.jsonl").exists()  # the JSONL log stays
+    # Without the package: a clear error naming the key, before anything trains.
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "tensorboard" else object())
+    with pytest.raises(ValueError, match="log_with: tensorboard needs the tensorboard package"):
+        experiment_from_dict(_small(tmp_path / "tb2", 1, log_with="tensorboard"))
