@@ -61,7 +61,8 @@ class PosttrainConfig:
     cpo_alpha: float = 1.0  # cpo: weight of the NLL term on the chosen side
     num_samples: int = 8  # mrt/grpo: samples per source
     temperature: float = 1.0  # mrt/grpo: sampling temperature
-    sharpness: float = 1.0  # mrt: q(y) ∝ p(y)^sharpness over a source's distinct samples (Shen et al.'s alpha)
+    sharpness: float = 0.1  # mrt: q(y) ∝ p(y)^sharpness over a source's distinct samples (Shen et al. 2016: 0.005 on
+    #                         long sentences; larger sharpens q towards the likeliest sample, whose gradient vanishes)
     nll_weight: float = 1.0  # mrt: weight of the reference's per-token NLL mixed into the risk
     max_len_a: float = 1.5  # mrt/grpo: max sampled target tokens = a * source tokens + b
     max_len_b: int = 10
