@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from .config import check_ranges, config_hash
-from .data import DataError, read_text_lines, read_tsv_or_jsonl
+from .data import DataError, read_parallel_files, read_text_lines, read_tsv_or_jsonl
 
 METHODS = ("dpo", "cpo", "orpo", "mrt", "grpo")
 PREFERENCE_METHODS = ("dpo", "cpo", "orpo")
@@ -50,7 +50,9 @@ PREFERENCE_METHODS = ("dpo", "cpo", "orpo")
 class PosttrainConfig:
     method: str = "dpo"  # dpo | cpo | orpo (preference pairs) | mrt | grpo (reference pairs, chrF++ reward)
     model: str = ""  # the model directory to start from (a training run's best/)
-    data: str = ""  # dpo/cpo/orpo: preference-pair JSONL {src, chosen, rejected}; mrt/grpo: pairs (.tsv or .jsonl)
+    data: str = ""  # dpo/cpo/orpo: preference-pair JSONL {src, chosen, rejected}; mrt/grpo: pairs (.tsv or .jsonl,
+    #                 or a plain-text source file with data_tgt)
+    data_tgt: str = ""  # mrt/grpo: the target file of a plain-text source file in data ("": data holds both sides)
     output_dir: str = ""  # writes model/, posttrain_log.jsonl, config.yaml; a finished run of this config is reused
     max_steps: int = 200  # the budget: optimizer updates
     batch_size: int = 16  # preference pairs (dpo/cpo/orpo) or source sentences (mrt/grpo) per update
@@ -273,7 +275,13 @@ def _reference_pairs(cfg: PosttrainConfig, model):
     from .translator import read_model_meta
 
     meta = read_model_meta(cfg.model)
-    corpus, _ = read_tsv_or_jsonl(cfg.data, meta.get("src_lang", "src"), meta.get("tgt_lang", "tgt"))
+    langs = meta.get("src_lang", "src"), meta.get("tgt_lang", "tgt")
+    if cfg.data_tgt:
+        corpus, _ = read_parallel_files(cfg.data, cfg.data_tgt, *langs)
+    elif str(cfg.data).endswith((".tsv", ".jsonl", ".tsv.gz", ".jsonl.gz")):
+        corpus, _ = read_tsv_or_jsonl(cfg.data, *langs)
+    else:
+        raise DataError(f"{cfg.data}: reference pairs must be .tsv or .jsonl, or a plain-text source with data_tgt")
     if cfg.max_pairs:
         corpus.src, corpus.tgt = corpus.src[:cfg.max_pairs], corpus.tgt[:cfg.max_pairs]
     if not len(corpus):
@@ -316,8 +324,9 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
 
     if not cfg.output_dir:
         raise DataError("posttrain: output_dir is required")
-    if not cfg.data or not Path(cfg.data).exists():
-        raise FileNotFoundError(f"{cfg.data or '(posttrain.data)'}: no such data file")
+    for path in [cfg.data] + ([cfg.data_tgt] if cfg.data_tgt else []):
+        if not path or not Path(path).exists():
+            raise FileNotFoundError(f"{path or '(posttrain.data)'}: no such data file")
     out = Path(cfg.output_dir)
     final = out / "model"
     digest = config_hash({**asdict(cfg), "output_dir": None, "log_every_steps": None, "num_threads": None})
