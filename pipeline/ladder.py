@@ -497,7 +497,7 @@ class Ladder:
         return self.train_model("lm", lang, lang, data, self.cfg.rerank.lm_model, d)
 
     def rerank_outputs(self, pair: str, models: list[str], channel: list[str] | None, r2l: str | None,
-                       lm: str | None) -> dict:
+                       lm: str | None, name: str = "") -> dict:
         """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
         from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
         from inference_compute.features import check_directions, compute_features, length_ratio
@@ -550,7 +550,7 @@ class Ladder:
             return result
 
         inputs = {"models": models, "channel": channel, "r2l": r2l, "lm": lm, "sets": _set_key(sets)}
-        return self.runner.run(f"{pair}.rerank_mbr", {
+        return self.runner.run(name or f"{pair}.rerank_mbr", {
             "rerank": {k: v for k, v in asdict(rc).items() if not k.endswith("_model")}, "mbr": asdict(mc),
             "batch_size": self.cfg.batch_size}, inputs, work)
 
@@ -759,6 +759,23 @@ class Ladder:
                                         "train_cost_by_method": {m: {"steps": v[0]["steps"],
                                                                      "seconds": round(v[0]["train_seconds_total"], 1)}
                                                                  for m, v in tried.items()}}))
+            reranked = next((s for s in self.systems[pair] if s.stage == "rerank"), None)
+            if reranked is not None:  # the same reranker (weights tuned again on val) over the new model's n-best
+                self.rerank_on_top(pair, model, reranked)
+
+    def rerank_on_top(self, pair: str, model: dict, reranked: System) -> None:
+        rc, p = self.cfg.rerank, reranked.provenance
+        rm = self.rerank_outputs(pair, [model["model"]], p["channel"], p["r2l"], p["lm"], name=f"{pair}.distillation_rerank")
+        sets, tgt = self.sets[pair], _split_pair(pair)[1]
+        kinds = {"rerank": rm["rerank"], **({"mbr": rm["mbr"]} if rm["mbr"] else {})}
+        kind = max(kinds, key=lambda k: val_bleu(kinds[k], sets, tgt))
+        decode = DecodeSettings(method="beam", beam_size=rc.nbest, nbest=rc.nbest, batch_size=self.cfg.batch_size)
+        self.add(System("+distillation+rerank", "distillation_rerank", pair, [model["model"]], decode, kinds[kind],
+                        _union(reranked.trained, [model["stage"]]), built_on=self.best(pair).name,
+                        stages=[f"{pair}.distillation_rerank"],
+                        provenance={"selector": kind, "nbest": rc.nbest, "weights": rm["weights"], "channel": p["channel"],
+                                    "r2l": p["r2l"], "lm": p["lm"], "val_bleu_by_selector": {
+                                        k: round(val_bleu(v, sets, tgt), 2) for k, v in kinds.items()}}))
 
     def agent_outputs(self, pair: str, models: list[str], decode: dict, reverse: str, drafts: dict) -> dict:
         """The self-correcting agent over ``drafts`` (set -> {hyp_path, compute}); tuned on val."""

@@ -39,6 +39,8 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(tmp_path, capsys)
     assert all(c["steps"] == 12 and c["seconds"] > 0 for c in prov["train_cost_by_method"].values())
     assert rec["extra"]["built_on"] in {r["system"] for r in records} and rec["compute"]["decode_seconds"] > 0
     assert rec["compute"]["train_steps"] > 12  # the student's training and the chosen method's 12 steps
+    (top,) = [r for r in records if r["system"] == "+distillation+rerank"]
+    assert top["provenance"]["selector"] == "rerank" and top["extra"]["built_on"] in {"+rerank", "+distillation"}
     pairs = [json.loads(x) for x in (run / "en-de.preference_data/pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
     capsys.readouterr()
