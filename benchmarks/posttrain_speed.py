@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -40,6 +41,7 @@ def main() -> None:
 
     from benchmarks.decode_throughput import machine_info
     from core_seq2seq.posttrain import PosttrainConfig, posttrain
+    from core_seq2seq.precision import cpu_facts
     from core_seq2seq.toy import toy_corpus
 
     torch.set_num_threads(args.threads)
@@ -67,7 +69,8 @@ def main() -> None:
             seconds[method].append(info["train_seconds"] / args.steps)
     sentences = args.batch * args.samples
     result = {"model": model, "pairs": pairs, "steps": args.steps, "batch_sources": args.batch, "samples": args.samples,
-              "rounds": args.rounds, "threads": args.threads, "machine": machine_info()}
+              "rounds": args.rounds, "threads": args.threads, "machine": {**machine_info(), **cpu_facts()},
+              "date": time.strftime("%Y-%m-%d")}
     for method, xs in seconds.items():
         result[method] = {"seconds_per_update_median": statistics.median(xs), "all": xs,
                           "sampled_sentences_per_s": sentences / statistics.median(xs)}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from core_seq2seq.posttrain import (PosttrainConfig, differ_beyond_punctuation, mrt_loss, posttrain,
                                     read_preference_pairs)
@@ -259,3 +260,35 @@ def test_posttrain_refuses_an_output_of_another_config(toy_models_dir, tmp_path)
     cfg.max_steps = 2
     with pytest.raises(ValueError, match="another config"):
         posttrain(cfg, log=lambda m: None)
+
+
+def test_pairs_command_writes_pairs_and_distillation_data(toy_en_de, toy_models_dir, tmp_path):
+    from inference_compute.candidates import beam_spec, generate_candidates
+    from inference_compute.nbest import write_nbest
+    from inference_compute.rerank import save_weights
+
+    sources, _ = toy_corpus(20, seed=71)
+    (tmp_path / "src.en").write_text("\n".join(sources) + "\n", encoding="utf-8")
+
+    write_nbest(tmp_path / "n.nbest", generate_candidates(toy_en_de, sources, beam_spec(5)),
+                {"model": str(toy_models_dir / "en_de/best")})
+    save_weights(tmp_path / "w.json", {"fwd_per_token": 1.0, "rev_per_token": 0.5}, typical_ratio=1.0)
+    cfg = {"pairs": {"nbest": str(tmp_path / "n.nbest"), "src": str(tmp_path / "src.en"), "weights": str(tmp_path / "w.json"),
+                     "models": {"reverse": str(toy_models_dir / "de_en/best")}, "out": str(tmp_path / "pairs.jsonl"),
+                     "distill_out": str(tmp_path / "distill.tsv")}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run = subprocess.run([sys.executable, "-m", "inference_compute", "pairs", "--config", str(tmp_path / "c.yaml")],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    pairs = read_preference_pairs(tmp_path / "pairs.jsonl")  # the posttrain reader accepts every line
+    assert pairs and all(differ_beyond_punctuation(p["chosen"], p["rejected"]) for p in pairs)
+    distilled = (tmp_path / "distill.tsv").read_text(encoding="utf-8").splitlines()
+    assert [line.split("\t")[0] for line in distilled] == sources
+    assert (tmp_path / "pairs.jsonl.config.yaml").exists()
+    # a weights file naming a feature no model gives is a clear error, and nothing is written
+    save_weights(tmp_path / "w.json", {"lm_per_token": 1.0}, typical_ratio=1.0)
+    (tmp_path / "pairs.jsonl").unlink()
+    run = subprocess.run([sys.executable, "-m", "inference_compute", "pairs", "--config", str(tmp_path / "c.yaml")],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert run.returncode == 2 and "lm_per_token" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "pairs.jsonl").exists()
