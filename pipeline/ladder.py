@@ -758,7 +758,10 @@ class Ladder:
                                         "val_bleu_by_method": {m: round(val_bleu(v[1], sets, tgt), 2) for m, v in tried.items()},
                                         "train_cost_by_method": {m: {"steps": v[0]["steps"],
                                                                      "seconds": round(v[0]["train_seconds_total"], 1)}
-                                                                 for m, v in tried.items()}}))
+                                                                 for m, v in tried.items()},
+                                        # the system's decoding that made the data (stage seconds)
+                                        "data_seconds": {s: round(self.runner.timings[s], 1) for s in (
+                                            f"{pair}.distill_data", f"{pair}.preference_data") if s in self.runner.timings}}))
             reranked = next((s for s in self.systems[pair] if s.stage == "rerank"), None)
             if reranked is not None:  # the same reranker (weights tuned again on val) over the new model's n-best
                 self.rerank_on_top(pair, model, reranked)
