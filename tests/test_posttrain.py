@@ -106,6 +106,18 @@ def test_dpo_steps_widen_the_preference_margin(toy_en_de, toy_models_dir, tmp_pa
     assert again == out and json.loads((out / "decade_meta.json").read_text())["posttrain"] == meta
 
 
+@pytest.mark.parametrize("method", ["cpo", "orpo"])
+def test_reference_free_preference_methods_widen_the_margin(method, toy_en_de, toy_models_dir, tmp_path):
+    sources, targets = toy_corpus(16, seed=33)
+    pairs = [{"src": s, "chosen": t, "rejected": targets[(i + 1) % len(targets)]} for i, (s, t) in
+             enumerate(zip(sources, targets))]
+    out = posttrain(PosttrainConfig(method=method, model=str(toy_models_dir / "en_de/best"),
+                                    data=str(_write_jsonl(tmp_path / "pairs.jsonl", pairs)),
+                                    output_dir=str(tmp_path / method), max_steps=4, batch_size=8, lr=2e-3),
+                    log=lambda m: None)
+    assert float(_margins(LSTMTranslator.load(out), pairs).mean()) > float(_margins(toy_en_de, pairs).mean())
+
+
 # ---- RL with a metric reward: minimum risk training --------------------------------------------------
 
 def test_mrt_loss_is_the_expected_cost_under_q():
