@@ -20,7 +20,8 @@ spacing, are an error naming the line. Reference pairs (mrt, grpo): ``.tsv`` or 
 ``core_seq2seq.data.read_tsv_or_jsonl`` reads them. Output (``output_dir``): ``model/`` (a model
 directory like training's, its ``decade_meta.json`` carrying ``posttrain``: method, steps, seconds,
 data, config), ``posttrain_log.jsonl``, ``config.yaml``. A finished output of the same config is
-reused; anything else in ``output_dir`` is an error, never overwritten. Budgets are in steps.
+reused; a finished output of another config is an error, never overwritten; a run killed midway
+starts over (the model is written last, atomically). Budgets are in steps.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def mrt_step(model, tokenizer, src: list[str], ref: list[str], tgt_lang: str, cf
         samples = search.sample(search.Ensemble([model]), s, lengths, tag, eos, max_len, cfg.num_samples,
                                 cfg.temperature, generator=generator)
     model.train()
-    rows, groups, hyps, refs = [], [], [], []
+    rows, groups, refs = [], [], []
     for i, hs in enumerate(samples):
         for h in _distinct_samples(hs, cfg.num_samples):
             rows.append(h.tokens)
@@ -251,7 +252,7 @@ def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, work: Path, 
 
         from .tokenizer import encode_batch
 
-        corpus = _reference_pairs(cfg, model)
+        corpus = _reference_pairs(cfg)
         data = Dataset.from_dict({"prompt": [_prompt(s, tgt_lang) for s in corpus.src], "reference": corpus.tgt})
         longest = max(len(ids) for ids in encode_batch(tokenizer, corpus.src))
 
@@ -271,7 +272,7 @@ def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, work: Path, 
     return trainer.model, [{**h, "examples": n_data} for h in history]
 
 
-def _reference_pairs(cfg: PosttrainConfig, model):
+def _reference_pairs(cfg: PosttrainConfig):
     from .translator import read_model_meta
 
     meta = read_model_meta(cfg.model)
@@ -290,7 +291,7 @@ def _reference_pairs(cfg: PosttrainConfig, model):
 
 
 def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, log) -> tuple[object, list[dict]]:
-    corpus = _reference_pairs(cfg, model)
+    corpus = _reference_pairs(cfg)
     rng = random.Random(cfg.seed)
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -241,16 +241,18 @@ def test_identical_or_punctuation_only_pairs_are_refused(tmp_path):
     ("not json", r"pairs\.jsonl:2: not valid JSON"),
     ('["a", "b", "c"]', r"pairs\.jsonl:2: expected a JSON object"),
 ])
-def test_posttrain_cli_bad_pairs_name_file_and_line(toy_models_dir, tmp_path, line, message):
+def test_posttrain_cli_bad_pairs_name_file_and_line(toy_models_dir, tmp_path, capsys, line, message):
     import re
+
+    from core_seq2seq.__main__ import main
 
     data = tmp_path / "pairs.jsonl"
     data.write_text('{"src": "The dog.", "chosen": "Der Hund.", "rejected": "Ein Vogel."}\n' + line + "\n")
     cfg = tmp_path / "post.yaml"
     cfg.write_text(f"method: dpo\nmodel: {toy_models_dir / 'en_de/best'}\ndata: {data}\noutput_dir: {tmp_path / 'out'}\n")
-    run = subprocess.run([sys.executable, "-m", "core_seq2seq", "posttrain", str(cfg)], capture_output=True, text=True,
-                         env=ENV, cwd=ROOT)
-    assert run.returncode == 2 and re.search(message, run.stderr) and "Traceback" not in run.stderr, run.stderr
+    assert main(["posttrain", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
     assert not (tmp_path / "out/model").exists()
 
 
@@ -274,7 +276,8 @@ def test_posttrain_refuses_an_output_of_another_config(toy_models_dir, tmp_path)
         posttrain(cfg, log=lambda m: None)
 
 
-def test_pairs_command_writes_pairs_and_distillation_data(toy_en_de, toy_models_dir, tmp_path):
+def test_pairs_command_writes_pairs_and_distillation_data(toy_en_de, toy_models_dir, tmp_path, capsys):
+    from inference_compute.cli import main as ic_main
     from inference_compute.candidates import beam_spec, generate_candidates
     from inference_compute.nbest import write_nbest
     from inference_compute.rerank import save_weights
@@ -289,9 +292,7 @@ def test_pairs_command_writes_pairs_and_distillation_data(toy_en_de, toy_models_
                      "models": {"reverse": str(toy_models_dir / "de_en/best")}, "out": str(tmp_path / "pairs.jsonl"),
                      "distill_out": str(tmp_path / "distill.tsv")}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    run = subprocess.run([sys.executable, "-m", "inference_compute", "pairs", "--config", str(tmp_path / "c.yaml")],
-                         capture_output=True, text=True, env=ENV, cwd=ROOT)
-    assert run.returncode == 0, run.stderr
+    assert ic_main(["pairs", "--config", str(tmp_path / "c.yaml")]) == 0, capsys.readouterr().err
     pairs = read_preference_pairs(tmp_path / "pairs.jsonl")  # the posttrain reader accepts every line
     assert pairs and all(differ_beyond_punctuation(p["chosen"], p["rejected"]) for p in pairs)
     distilled = (tmp_path / "distill.tsv").read_text(encoding="utf-8").splitlines()
@@ -300,7 +301,7 @@ def test_pairs_command_writes_pairs_and_distillation_data(toy_en_de, toy_models_
     # a weights file naming a feature no model gives is a clear error, and nothing is written
     save_weights(tmp_path / "w.json", {"lm_per_token": 1.0}, typical_ratio=1.0)
     (tmp_path / "pairs.jsonl").unlink()
-    run = subprocess.run([sys.executable, "-m", "inference_compute", "pairs", "--config", str(tmp_path / "c.yaml")],
-                         capture_output=True, text=True, env=ENV, cwd=ROOT)
-    assert run.returncode == 2 and "lm_per_token" in run.stderr and "Traceback" not in run.stderr
+    capsys.readouterr()
+    assert ic_main(["pairs", "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "lm_per_token" in capsys.readouterr().err
     assert not (tmp_path / "pairs.jsonl").exists()
