@@ -106,6 +106,8 @@ class DistillationRung:
     #   dpo | cpo | orpo (preference pairs: the reranker's pick over the beam's best), mrt | grpo (chrF++ reward)
     steps: int = 1000  # every method's budget in updates (equal training budgets)
     max_monolingual: int = 0  # distill: source-language monolingual lines the system translates (0: all, decontaminated)
+    train_sources: bool = False  # distill: the system also translates the real training sources (sequence-level
+    #                              knowledge distillation, Kim & Rush 2016), added beside the real pairs
     preference_sources: int = 2000  # dpo/cpo/orpo: monolingual lines whose ranked n-best gives preference pairs
     tag: str = ""  # distill: tag prepended to distilled sources ("": untagged)
     real_ratio: float = 1.0  # distill: real:distilled rows, by upsampling the real pairs (0: real pairs once)

@@ -635,11 +635,19 @@ class Ladder:
         name = f"{pair}.distill_data"
 
         def work(stage_dir: Path) -> dict:
+            from core_seq2seq.data import read_text_lines
+
             d = teacher["decode"]
             generation = GenerationConfig(method="beam", beam_size=d["beam_size"], length_penalty=d["length_penalty"],
                                           shard_size=dc.shard_size, batch_size=self.cfg.batch_size, seed=self.cfg.train.seed)
-            synthetic = backtranslate(BacktranslateConfig(input=mono, output_dir=str(stage_dir / "distill"), mode="forward",
-                                                          max_lines=dc.max_monolingual, progress=self.progress,
+            source, max_lines = mono, dc.max_monolingual
+            if dc.train_sources:  # monolingual lines (they exclude the training side) then the training sources
+                lines = read_text_lines(mono)[:dc.max_monolingual or None]
+                lines += read_text_lines(self.corpora.train[src])[:self.cfg.data.max_train_pairs or None]
+                source, max_lines = str(stage_dir / "sources.txt"), 0
+                atomic_write_lines(source, lines)
+            synthetic = backtranslate(BacktranslateConfig(input=source, output_dir=str(stage_dir / "distill"), mode="forward",
+                                                          max_lines=max_lines, progress=self.progress,
                                                           generation=generation),
                                       translator=self.teacher_translator(pair, teacher), model_name=teacher["system"],
                                       log=lambda m: self.log(f"[{name}] {m}"))
@@ -650,8 +658,11 @@ class Ladder:
             return {"mix": str(mixed), "synthetic": str(synthetic), "synthetic_pairs": meta.get("synthetic_pairs")}
 
         key = {k: getattr(dc, k) for k in ("max_monolingual", "tag", "real_ratio", "shard_size")}
+        inputs = {"monolingual": mono, "teacher": teacher}
+        if dc.train_sources:  # only then: the key of a run without it stays as it was
+            key["train_sources"], inputs["train"] = True, self.corpora.train[src]
         return self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
-                               {"monolingual": mono, "teacher": teacher}, work)
+                               inputs, work)
 
     def preference_data(self, pair: str, teacher: dict, mono: str) -> dict:
         """Preference pairs from the system's ranked n-best of monolingual source lines."""

@@ -23,7 +23,7 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(tmp_path, capsys)
     cfg["rerank"] = {**cfg["rerank"], "r2l": False, "lm": False}
     cfg["mbr"] = {"enabled": False}
     cfg["agent"] = {"enabled": False}
-    cfg["distillation"] = {"enabled": True, "methods": ["distill", "dpo", "mrt"], "steps": 12, "max_monolingual": 200,
+    cfg["distillation"] = {"enabled": True, "methods": ["distill", "dpo", "mrt"], "steps": 12, "max_monolingual": 200, "train_sources": True,
                            "preference_sources": 60, "shard_size": 100, "train": {"eval_every_steps": 12},
                            "posttrain": {"batch_size": 8, "num_samples": 4, "lr": 1e-4}}
     path = tmp_path / "toy_distill.yaml"
@@ -41,6 +41,8 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(tmp_path, capsys)
     assert rec["compute"]["train_steps"] > 12  # the student's training and the chosen method's 12 steps
     (top,) = [r for r in records if r["system"] == "+distillation+rerank"]
     assert top["provenance"]["selector"] == "rerank" and top["extra"]["built_on"] in {"+rerank", "+distillation"}
+    distilled = json.loads((run / "en-de.distill_data/stage.json").read_text())["outputs"]
+    assert distilled["synthetic_pairs"] == 200 + 1500  # monolingual lines, then the toy task's training sources
     pairs = [json.loads(x) for x in (run / "en-de.preference_data/pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
     capsys.readouterr()
