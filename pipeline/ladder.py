@@ -1,6 +1,6 @@
 """The stacked ladder: each rung takes the best system so far (chosen on val) and adds one step.
 
-    baseline (greedy) -> +beam -> +bt -> +ensemble -> +rerank -> +mbr -> +agent
+    baseline (greedy) -> +beam -> +bt -> +ensemble -> +rerank -> +mbr -> +distillation -> +agent
 
 A rung that loses on val is still built, scored and shown, marked as not kept; the next rung builds
 on the kept system. Its ``p_vs_prev`` compares it with the system it built on. With two directions
