@@ -1,4 +1,4 @@
-"""``python -m core_seq2seq train|translate|score|average ...``"""
+"""``python -m core_seq2seq train|translate|score|average|posttrain ...``"""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
         clear_run(Path(cfg.output_dir))
     train(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def _cmd_posttrain(args: argparse.Namespace) -> None:
+    from .posttrain import PosttrainConfig, posttrain
+
+    data = apply_overrides(load_yaml(args.config), args.set or [])
+    try:
+        cfg = from_dict(PosttrainConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{args.config}: {e}") from None
+    print(posttrain(cfg, log=lambda m: print(m, file=sys.stderr, flush=True)))
 
 
 def _int_at_least(low: int):
@@ -196,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tgt", required=True)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_score)
+    p = sub.add_parser("posttrain", help="post-train a model: DPO/CPO/ORPO on preference pairs, MRT/GRPO on a "
+                       "chrF++ reward (a YAML config; see configs/posttrain_toy.yaml)")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. max_steps=50")
+    p.set_defaults(func=_cmd_posttrain)
     p = sub.add_parser("average", help="average the weights of checkpoints")
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--output", "-o", required=True)

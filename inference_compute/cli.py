@@ -1,4 +1,4 @@
-"""``python -m inference_compute nbest|rerank|tune|mbr|sweep|lm|r2l --config FILE.yaml [--set key=value ...]``
+"""``python -m inference_compute nbest|rerank|tune|mbr|pairs|sweep|lm|r2l --config FILE.yaml [--set key=value ...]``
 
 Each command reads its own section of the YAML file (the command's name, or ``--section``), so one
 file can hold a whole workflow (``configs/inference_toy.yaml``). Every output is written atomically
@@ -275,6 +275,54 @@ def cmd_mbr(cfg: MbrCommand, log) -> None:
         f"MBR changed {sum(p != 0 for p in picks)} of {len(picks)} choices")
 
 
+@dataclass
+class PairsCommand:
+    nbest: str = ""  # n-best file (written by the nbest command), beam order: rank 0 is the beam's best
+    src: str = ""  # its source sentences
+    selector: str = "rerank"  # rerank (frozen weights over features) | mbr (expected utility)
+    weights: str = ""  # selector=rerank: frozen weights JSON (written by the tune command)
+    models: ScorerPaths = field(default_factory=ScorerPaths)  # selector=rerank: the feature models, as for rerank
+    mbr: MbrConfig = field(default_factory=MbrConfig)  # selector=mbr: utility, weighting, temperature
+    out: str = ""  # preference pairs JSONL {id, src, chosen, rejected, ...} for python -m core_seq2seq posttrain
+    distill_out: str | None = None  # also write every source with the selector's pick as TSV (distillation data)
+    limit: int = 0  # only the first N sources (0: all)
+
+    def __post_init__(self) -> None:
+        if self.selector not in ("rerank", "mbr"):
+            raise ValueError(f"selector must be rerank or mbr, got {self.selector!r}")
+
+
+def cmd_pairs(cfg: PairsCommand, log) -> None:
+    from evals.textio import atomic_write_text
+
+    from .mbr import expected_utility, reference_weights
+    from .preference import preference_pairs
+    from .rerank import linear_scores, load_weights
+
+    for key in ("nbest", "src", "out") + (("weights",) if cfg.selector == "rerank" else ()):
+        if not getattr(cfg, key):
+            raise ConfigError(f"pairs.{key} is required")
+    sources = _read_sources(cfg.src, cfg.limit)
+    nbest = _nbest_for(cfg.nbest, len(sources), cfg.limit, cfg.src)
+    if cfg.selector == "rerank":
+        weights = load_weights(cfg.weights)
+        ratio = float(json.loads(Path(cfg.weights).read_text(encoding="utf-8")).get("typical_ratio", 1.0))
+        feats, _ = _features(sources, nbest, _scorers(cfg.models, cfg.nbest), ratio)
+        scores = linear_scores(feats, weights)
+    else:
+        scores = [expected_utility([c.text for c in cs], cfg.mbr.utility, reference_weights(cs, cfg.mbr)) for cs in nbest]
+    pairs, dropped = preference_pairs(sources, nbest, scores)
+    atomic_write_text(cfg.out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    if cfg.distill_out:
+        from .rerank import argmax
+
+        atomic_write_text(cfg.distill_out, "".join(f"{s}\t{cs[argmax(row)].text}\n"
+                                                   for s, cs, row in zip(sources, nbest, scores)))
+    _write_config(cfg.out, cfg, "pairs")
+    log(f"wrote {len(pairs)} preference pairs to {cfg.out} ({dropped['no_alternative']} of {len(sources)} sources had "
+        f"no candidate differing from the pick beyond punctuation)")
+
+
 def cmd_sweep(cfg: SweepConfig, log) -> None:
     from .sweep import run_sweep
 
@@ -332,7 +380,8 @@ def cmd_lm(cfg: LmCommand, log) -> None:
 
 
 COMMANDS = {"nbest": (NbestCommand, cmd_nbest), "rerank": (RerankCommand, cmd_rerank),
-            "tune": (TuneCommand, cmd_tune), "mbr": (MbrCommand, cmd_mbr), "sweep": (SweepConfig, cmd_sweep),
+            "tune": (TuneCommand, cmd_tune), "mbr": (MbrCommand, cmd_mbr), "pairs": (PairsCommand, cmd_pairs),
+            "sweep": (SweepConfig, cmd_sweep),
             "lm": (LmCommand, cmd_lm), "r2l": (R2lCommand, cmd_r2l)}
 
 
@@ -342,7 +391,9 @@ def build_parser(prog: str = "python -m inference_compute") -> argparse.Argument
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"nbest": "generate candidates (beams, samples, unions) to an n-best file",
              "rerank": "select with frozen reranker weights", "tune": "tune reranker weights on val (corpus BLEU)",
-             "mbr": "MBR selection over an n-best file", "sweep": "the quality-for-compute grid on val and test",
+             "mbr": "MBR selection over an n-best file",
+             "pairs": "preference pairs (chosen: the reranker's or MBR's pick) and distillation data from an n-best file",
+             "sweep": "the quality-for-compute grid on val and test",
              "lm": "write a target-LM training corpus and config (placeholder source)",
              "r2l": "write a right-to-left training corpus (word-reversed targets) and config"}
     for name in COMMANDS:

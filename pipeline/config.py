@@ -95,6 +95,37 @@ class MbrRung:
                             "temperature": (1e-6, None)})
 
 
+DISTILLATION_METHODS = ("distill", "dpo", "cpo", "orpo", "mrt", "grpo")
+
+
+@dataclass
+class DistillationRung:
+    enabled: bool = False  # add the +distillation rung: the model learns from the stacked system's outputs
+    methods: list[str] = field(default_factory=lambda: ["distill", "dpo", "mrt"])  # tried side by side; val picks one:
+    #   distill (fine-tune on real + the system's translations of source-language monolingual text),
+    #   dpo | cpo | orpo (preference pairs: the reranker's pick over the beam's best), mrt | grpo (chrF++ reward)
+    steps: int = 1000  # every method's budget in updates (equal training budgets)
+    max_monolingual: int = 0  # distill: source-language monolingual lines the system translates (0: all, decontaminated)
+    train_sources: bool = False  # distill: the system also translates the real training sources (sequence-level
+    #                              knowledge distillation, Kim & Rush 2016), added beside the real pairs
+    preference_sources: int = 2000  # dpo/cpo/orpo: monolingual lines whose ranked n-best gives preference pairs
+    tag: str = ""  # distill: tag prepended to distilled sources ("": untagged)
+    real_ratio: float = 1.0  # distill: real:distilled rows, by upsampling the real pairs (0: real pairs once)
+    shard_size: int = 2000  # distill: lines per resumable translation shard
+    train: dict[str, Any] = field(default_factory=dict)  # distill: train-section overrides of the fine-tuning
+    #                                                      (init_from and max_steps are set by the rung)
+    posttrain: dict[str, Any] = field(default_factory=dict)  # the other methods: core_seq2seq.posttrain keys (lr,
+    #                                                          batch_size, beta, num_samples, ...); method, model,
+    #                                                          data, output_dir and max_steps are set by the rung
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"steps": (1, None), "max_monolingual": (0, None), "preference_sources": (1, None),
+                            "real_ratio": (0.0, None), "shard_size": (1, None)})
+        bad = [m for m in self.methods if m not in DISTILLATION_METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"distillation.methods: {bad or 'empty'}; choose from {', '.join(DISTILLATION_METHODS)}")
+
+
 @dataclass
 class AgentRung:
     enabled: bool = True  # add the self-correcting agent rung
@@ -141,6 +172,7 @@ class PipelineConfig:
     ensemble: EnsembleRung = field(default_factory=EnsembleRung)
     rerank: RerankRung = field(default_factory=RerankRung)
     mbr: MbrRung = field(default_factory=MbrRung)
+    distillation: DistillationRung = field(default_factory=DistillationRung)
     agent: AgentRung = field(default_factory=AgentRung)
     curve: CurveSection = field(default_factory=CurveSection)  # the learning curve (after every rung)
     bootstrap_samples: int = 1000  # paired bootstrap resamples for CIs and p-values

@@ -1,6 +1,6 @@
 """The stacked ladder: each rung takes the best system so far (chosen on val) and adds one step.
 
-    baseline (greedy) -> +beam -> +bt -> +ensemble -> +rerank -> +mbr -> +agent
+    baseline (greedy) -> +beam -> +bt -> +ensemble -> +rerank -> +mbr -> +distillation -> +agent
 
 A rung that loses on val is still built, scored and shown, marked as not kept; the next rung builds
 on the kept system. Its ``p_vs_prev`` compares it with the system it built on. With two directions
@@ -56,6 +56,9 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         for where, role in (("backtranslation.model", cfg.backtranslation.model), ("rerank.r2l_model", cfg.rerank.r2l_model),
                             ("rerank.lm_model", cfg.rerank.lm_model)):
             role_sections(cfg, role, where)
+        role_sections(cfg, RoleConfig(train=cfg.distillation.train), "distillation")
+        from core_seq2seq.posttrain import PosttrainConfig
+        from_dict(PosttrainConfig, cfg.distillation.posttrain, "distillation.posttrain")
         if not cfg.data.pairs:
             raise ConfigError("data.pairs: name at least one direction, e.g. [en-de]")
         if not cfg.beam.widths or min(cfg.beam.widths) < 1:
@@ -95,6 +98,7 @@ def stage_patterns(cfg: PipelineConfig) -> list[str]:
     langs = "|".join(sorted({lang for p in cfg.data.pairs for lang in _split_pair(p)}))
     return ["tokenizer", f"model\\.(fwd|bt|r2l)\\.({pairs}|{rev})", f"model\\.lm\\.({langs})", f"(mono|data\\.lm)\\.({langs})",
             f"data\\.r2l\\.({pairs})", f"average\\.(fwd|bt)\\.({pairs})",
+            f"model\\.(dst|dpo|cpo|orpo|mrt|grpo)\\.({pairs})", f"({pairs})\\.(distill_data|preference_data|distillation_\\w+)",
             f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|ensemble_\\w+|rerank_mbr|agent)",
             f"(data|model)\\.curve\\d+\\.({pairs})", f"({pairs})\\.curve\\d+"]
 
@@ -505,7 +509,7 @@ class Ladder:
         return self.train_model("lm", lang, lang, data, self.cfg.rerank.lm_model, d)
 
     def rerank_outputs(self, pair: str, models: list[str], channel: list[str] | None, r2l: str | None,
-                       lm: str | None) -> dict:
+                       lm: str | None, name: str = "") -> dict:
         """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
         from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
         from inference_compute.features import check_directions, compute_features, length_ratio
@@ -558,7 +562,7 @@ class Ladder:
             return result
 
         inputs = {"models": models, "channel": channel, "r2l": r2l, "lm": lm, "sets": _set_key(sets)}
-        return self.runner.run(f"{pair}.rerank_mbr", {
+        return self.runner.run(name or f"{pair}.rerank_mbr", {
             "rerank": {k: v for k, v in key_dict(rc).items() if not k.endswith("_model")}, "mbr": key_dict(mc),
             "batch_size": self.cfg.batch_size}, inputs, work)
 
@@ -594,6 +598,210 @@ class Ladder:
                                 built_on=self.best(pair).name, stages=[],
                                 provenance={"nbest": rc.nbest, "utility": mc.utility, "weighting": mc.weighting,
                                             "candidates_from": base.name, "reranked": rerank.kept}))
+
+    # -- +distillation: the model learns from the stacked system's own outputs --
+
+    def teacher(self, base: System) -> dict:
+        """What translates for distillation: the kept system's reranker or MBR over its n-best, or its
+        plain search when neither was kept (a description: stage keys and worker jobs carry it)."""
+        rc = self.cfg.rerank
+        kind = base.stage if base.stage in ("rerank", "mbr") else "search"
+        out = {"kind": kind, "system": base.name, "models": base.models, "decode": key_dict(base.decode), "nbest": rc.nbest}
+        if kind == "rerank":
+            p = base.provenance
+            out.update(weights=p["weights"], channel=p.get("channel"), r2l=p.get("r2l"), lm=p.get("lm"))
+        if kind == "mbr":
+            mc = self.cfg.mbr
+            out.update(mbr={"utility": mc.utility, "weighting": mc.weighting, "temperature": mc.temperature})
+        return out
+
+    def teacher_translator(self, pair: str, teacher: dict):
+        from inference_compute.features import length_ratio
+        from inference_compute.lm import TargetLM
+        from inference_compute.mbr import MbrConfig
+        from inference_compute.preference import RerankedTranslator
+
+        models = teacher["models"]
+        forward = LSTMTranslator.load(models[0] if len(models) == 1 else models)
+        if teacher["kind"] == "search":
+            return forward
+        if teacher["kind"] == "mbr":
+            return RerankedTranslator(forward, teacher["nbest"], mbr=MbrConfig(**teacher["mbr"]), batch_size=self.cfg.batch_size)
+        channel = teacher.get("channel")
+        val = self.sets[pair]["val"]
+        return RerankedTranslator(
+            forward, teacher["nbest"], teacher["weights"],
+            reverse=LSTMTranslator.load(channel[0] if len(channel) == 1 else channel) if channel else None,
+            r2l=LSTMTranslator.load(teacher["r2l"]) if teacher.get("r2l") else None,
+            lm=TargetLM.load(teacher["lm"]) if teacher.get("lm") else None,
+            typical_ratio=length_ratio(val.src, val.ref), batch_size=self.cfg.batch_size)
+
+    def distill_data(self, pair: str, teacher: dict, mono: str) -> dict:
+        """The system translates the source language's clean monolingual text (synth, sharded and
+        resumable); its picks are mixed with the real pairs."""
+        from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+        from synth.mix import META as MIX_META, MixConfig, mix
+
+        dc = self.cfg.distillation
+        src, tgt = _split_pair(pair)
+        name = f"{pair}.distill_data"
+
+        def work(stage_dir: Path) -> dict:
+            from core_seq2seq.data import read_text_lines
+
+            d = teacher["decode"]
+            generation = GenerationConfig(method="beam", beam_size=d["beam_size"], length_penalty=d["length_penalty"],
+                                          shard_size=dc.shard_size, batch_size=self.cfg.batch_size, seed=self.cfg.train.seed)
+            source, max_lines = mono, dc.max_monolingual
+            if dc.train_sources:  # monolingual lines (they exclude the training side) then the training sources
+                lines = read_text_lines(mono)[:dc.max_monolingual or None]
+                lines += read_text_lines(self.corpora.train[src])[:self.cfg.data.max_train_pairs or None]
+                source, max_lines = str(stage_dir / "sources.txt"), 0
+                atomic_write_lines(source, lines)
+            synthetic = backtranslate(BacktranslateConfig(input=source, output_dir=str(stage_dir / "distill"), mode="forward",
+                                                          max_lines=max_lines, progress=self.progress,
+                                                          generation=generation),
+                                      translator=self.teacher_translator(pair, teacher), model_name=teacher["system"],
+                                      log=lambda m: self.log(f"[{name}] {m}"))
+            mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / "mix"),
+                                  tag=dc.tag, real_ratio=dc.real_ratio, real=self.data_config(src, tgt) if dc.real_ratio else None),
+                        log=lambda m: self.log(f"[{name}] {m}"))
+            meta = json.loads((Path(mixed) / MIX_META).read_text())
+            return {"mix": str(mixed), "synthetic": str(synthetic), "synthetic_pairs": meta.get("synthetic_pairs")}
+
+        key = {k: getattr(dc, k) for k in ("max_monolingual", "tag", "real_ratio", "shard_size")}
+        inputs = {"monolingual": mono, "teacher": teacher}
+        if dc.train_sources:  # only then: the key of a run without it stays as it was
+            key["train_sources"], inputs["train"] = True, self.corpora.train[src]
+        return self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
+                               inputs, work)
+
+    def preference_data(self, pair: str, teacher: dict, mono: str) -> dict:
+        """Preference pairs from the system's ranked n-best of monolingual source lines."""
+        from core_seq2seq.data import read_text_lines
+        from inference_compute.preference import preference_pairs
+
+        n = self.cfg.distillation.preference_sources
+
+        def work(stage_dir: Path) -> dict:
+            sources = read_text_lines(mono)[:n]
+            nbest, scores = self.teacher_translator(pair, teacher).rank(sources)
+            pairs, dropped = preference_pairs(sources, nbest, scores)
+            atomic_write_text(stage_dir / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+            return {"pairs": str(stage_dir / "pairs.jsonl"), "n_pairs": len(pairs), "sources": len(sources), **dropped}
+
+        return self.runner.run(f"{pair}.preference_data", {"sources": n, "batch_size": self.cfg.batch_size},
+                               {"monolingual": mono, "teacher": teacher}, work)
+
+    def distill_model(self, pair: str, student: str, mix: str) -> dict:
+        dc = self.cfg.distillation
+        src, tgt = _split_pair(pair)
+        role = RoleConfig(train={**dc.train, "init_from": student, "max_steps": dc.steps})
+        return self.train_model("dst", src, tgt, self.data_config(src, tgt, [mix]), role, {"mix": mix, "student": student})
+
+    def posttrain_model(self, pair: str, method: str, student: str, data: str, data_tgt: str = "") -> dict:
+        """``model.<method>.<pair>``: core_seq2seq.posttrain from the student; the same keys as a trained
+        model's outputs, so its cost is charged like one."""
+        from core_seq2seq.posttrain import PosttrainConfig, posttrain
+
+        name = f"model.{method}.{pair}"
+        if name in self.models:
+            return self.models[name]
+        pc = from_dict(PosttrainConfig, {**self.cfg.distillation.posttrain, "method": method, "model": student,
+                                         "data": data, "data_tgt": data_tgt, "max_steps": self.cfg.distillation.steps,
+                                         "seed": self.cfg.train.seed, "max_pairs": self.cfg.data.max_train_pairs
+                                         if data_tgt else 0}, "distillation.posttrain")
+
+        def work(stage_dir: Path) -> dict:
+            model = posttrain(replace(pc, output_dir=str(stage_dir / "run")), log=lambda m: self.log(f"[{name}] {m}"))
+            info = json.loads((model / "decade_meta.json").read_text())["posttrain"]
+            return {"model": str(model), "run": str(stage_dir / "run"), "train_seconds": info["train_seconds"],
+                    "steps": info["steps"], "train_seconds_total": info["train_seconds"], "examples": info["examples"]}
+
+        key = {k: v for k, v in key_dict(pc).items() if k not in ("output_dir", "num_threads", "log_every_steps")}
+        self.models[name] = self.runner.run(name, key, {"student": student, "data": data, "data_tgt": data_tgt}, work)
+        self.models[name]["stage"] = name
+        return self.models[name]
+
+    def distillation(self) -> None:
+        """Each method trains the kept system's (first) model on what the whole system knows, within
+        the same step budget; each is decoded with the +beam rung's search; val picks one."""
+        dc = self.cfg.distillation
+        plans = {}
+        for pair in self.pairs:
+            base = self.best(pair)
+            src = _split_pair(pair)[0]
+            teacher = self.teacher(base)
+            mono = self.monolingual(src)["path"]
+            methods = [m for m in dc.methods if m not in ("dpo", "cpo", "orpo") or teacher["kind"] != "search"]
+            if len(methods) < len(dc.methods):
+                self.log(f"[{pair}] +distillation: no reranker or MBR kept, so no preference pairs: "
+                         f"{', '.join(sorted(set(dc.methods) - set(methods)))} skipped")
+            plans[pair] = (base, teacher, mono, methods)
+        self.parallel([("distill_data", (p, t, m)) for p, (_, t, m, ms) in plans.items() if "distill" in ms]
+                      + [("preference_data", (p, t, m)) for p, (_, t, m, ms) in plans.items()
+                         if {"dpo", "cpo", "orpo"} & set(ms)])
+        jobs, data = [], {}
+        for pair, (base, teacher, mono, methods) in plans.items():
+            src, tgt = _split_pair(pair)
+            student = base.models[0]
+            for method in methods:
+                if method == "distill":
+                    mix = self.distill_data(pair, teacher, mono)["mix"]
+                    data[(pair, method)] = ("distill_model", (pair, student, mix))
+                elif method in ("dpo", "cpo", "orpo"):
+                    pairs = self.preference_data(pair, teacher, mono)["pairs"]
+                    data[(pair, method)] = ("posttrain_model", (pair, method, student, pairs))
+                else:
+                    data[(pair, method)] = ("posttrain_model", (pair, method, student, self.corpora.train[src],
+                                                                self.corpora.train[tgt]))
+            jobs += [data[(pair, m)] for m in methods]
+        self.parallel(jobs)
+        for pair, (base, teacher, mono, methods) in plans.items():
+            sets, tgt = self.sets[pair], _split_pair(pair)[1]
+            beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
+            settings = beam.decode if beam else DecodeSettings(method="beam", beam_size=self.cfg.beam.widths[0],
+                                                               batch_size=self.cfg.batch_size)
+            tried = {}
+            for method in methods:
+                fn, args = data[(pair, method)]
+                model = getattr(self, fn)(*args)
+                tried[method] = (model, self.decode(f"{pair}.distillation_{method}", [model["model"]], settings, sets))
+            start = self.decode(f"{pair}.distillation_start", [base.models[0]], settings, sets)
+            choice = max(tried, key=lambda m: val_bleu(tried[m][1], sets, tgt))
+            model, out = tried[choice]
+            self.add(System("+distillation", "distillation", pair, [model["model"]], settings, out,
+                            _union(base.trained, [model["stage"]]), built_on=base.name,
+                            stages=[s for s in (f"{pair}.distill_data", f"{pair}.preference_data") if s in self.runner.timings]
+                            + [tried[m][0]["stage"] for m in tried] + [f"{pair}.distillation_{m}" for m in tried]
+                            + [f"{pair}.distillation_start"],
+                            provenance={"method": choice, "teacher": teacher["system"], "teacher_kind": teacher["kind"],
+                                        "student": base.models[0], "decode": f"beam {settings.beam_size}",
+                                        "val_bleu_start": round(val_bleu(start, sets, tgt), 2),
+                                        "val_bleu_by_method": {m: round(val_bleu(v[1], sets, tgt), 2) for m, v in tried.items()},
+                                        "train_cost_by_method": {m: {"steps": v[0]["steps"],
+                                                                     "seconds": round(v[0]["train_seconds_total"], 1)}
+                                                                 for m, v in tried.items()},
+                                        # the system's decoding that made the data (stage seconds)
+                                        "data_seconds": {s: round(self.runner.timings[s], 1) for s in (
+                                            f"{pair}.distill_data", f"{pair}.preference_data") if s in self.runner.timings}}))
+            reranked = next((s for s in self.systems[pair] if s.stage == "rerank"), None)
+            if reranked is not None:  # the same reranker (weights tuned again on val) over the new model's n-best
+                self.rerank_on_top(pair, model, reranked)
+
+    def rerank_on_top(self, pair: str, model: dict, reranked: System) -> None:
+        rc, p = self.cfg.rerank, reranked.provenance
+        rm = self.rerank_outputs(pair, [model["model"]], p["channel"], p["r2l"], p["lm"], name=f"{pair}.distillation_rerank")
+        sets, tgt = self.sets[pair], _split_pair(pair)[1]
+        kinds = {"rerank": rm["rerank"], **({"mbr": rm["mbr"]} if rm["mbr"] else {})}
+        kind = max(kinds, key=lambda k: val_bleu(kinds[k], sets, tgt))
+        decode = DecodeSettings(method="beam", beam_size=rc.nbest, nbest=rc.nbest, batch_size=self.cfg.batch_size)
+        self.add(System("+distillation+rerank", "distillation_rerank", pair, [model["model"]], decode, kinds[kind],
+                        _union(reranked.trained, [model["stage"]]), built_on=self.best(pair).name,
+                        stages=[f"{pair}.distillation_rerank"],
+                        provenance={"selector": kind, "nbest": rc.nbest, "weights": rm["weights"], "channel": p["channel"],
+                                    "r2l": p["r2l"], "lm": p["lm"], "val_bleu_by_selector": {
+                                        k: round(val_bleu(v, sets, tgt), 2) for k, v in kinds.items()}}))
 
     def agent_outputs(self, pair: str, models: list[str], decode: dict, reverse: str, drafts: dict) -> dict:
         """The self-correcting agent over ``drafts`` (set -> {hyp_path, compute}); tuned on val."""
@@ -715,6 +923,7 @@ RUNGS: list[tuple[str, Callable[[Ladder], None]]] = [
     ("backtranslation", Ladder.backtranslation),
     ("ensemble", Ladder.ensemble),
     ("rerank", Ladder.rerank_and_mbr),
+    ("distillation", Ladder.distillation),
     ("agent", Ladder.agent),
     ("curve", Ladder.curve),  # last: it needs every rung's scores and must not delay the ladder
 ]
@@ -765,7 +974,7 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
     runner = StageRunner(run_dir, set(force or ()), log)
     done = len(list(run_dir.glob("*/stage.json")))
     log(f"run directory {run_dir}: {done} finished stages found; directions {', '.join(cfg.data.pairs)}; rungs "
-        + " -> ".join(["baseline"] + [s for s in ("beam", "backtranslation", "ensemble", "rerank", "mbr", "agent")
+        + " -> ".join(["baseline"] + [s for s in ("beam", "backtranslation", "ensemble", "rerank", "mbr", "distillation", "agent")
                                       if getattr(cfg, s).enabled]))
     ladder = Ladder(cfg, run_dir, corpora, runner, log)
     # Rung by rung across directions: each direction's next rung can use the other's best system so far.

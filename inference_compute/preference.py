@@ -1,0 +1,95 @@
+"""Learning from one's own ranked outputs: preference pairs from an n-best and a selector's scores, and
+``RerankedTranslator``, the reranker (or MBR) over a beam n-best behind the ``Translator`` interface.
+
+Preference pairs need no reference: per source, chosen = the selector's pick (the reranker's or
+MBR's), rejected = the beam's best where it differs from the pick, else the next candidate below
+the pick in the selector's order. A pair whose sides are identical or differ only in punctuation
+and spacing teaches nothing and is dropped (``core_seq2seq.posttrain.differ_beyond_punctuation``);
+sources where no candidate differs that way give no pair. The pairs are what
+``python -m core_seq2seq posttrain`` (dpo, cpo, orpo) reads; the picks alone are distillation data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from core_seq2seq.posttrain import differ_beyond_punctuation
+from core_seq2seq.translator import Candidate, DecodeSettings
+
+from .rerank import argmax
+
+
+def preference_pairs(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]],
+                     scores: Sequence[Sequence[float]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Pairs ``{"id", "src", "chosen", "rejected", "chosen_rank", "rejected_rank", "rejected_is"}`` (ranks
+    in the n-best's own order, 0 = the beam's best) and counts of the sources that gave none."""
+    if not len(sources) == len(nbest) == len(scores):
+        raise ValueError(f"preference_pairs: {len(sources)} sources, {len(nbest)} n-best lists, {len(scores)} score lists")
+    pairs, dropped = [], {"no_alternative": 0}
+    for i, (src, cands, row) in enumerate(zip(sources, nbest, scores)):
+        if len(cands) != len(row):
+            raise ValueError(f"source {i}: {len(cands)} candidates but {len(row)} scores")
+        if not cands:
+            dropped["no_alternative"] += 1
+            continue
+        pick = argmax(row)
+        chosen = cands[pick].text
+        if pick != 0 and differ_beyond_punctuation(chosen, cands[0].text):
+            rejected, kind = 0, "beam_best"
+        else:
+            below = sorted((r for r in range(len(cands)) if row[r] < row[pick] or (row[r] == row[pick] and r > pick)),
+                           key=lambda r: (-row[r], r))
+            rejected = next((r for r in below if differ_beyond_punctuation(chosen, cands[r].text)), None)
+            kind = "next_ranked"
+            if rejected is None:
+                dropped["no_alternative"] += 1
+                continue
+        pairs.append({"id": i, "src": src, "chosen": chosen, "rejected": cands[rejected].text, "chosen_rank": pick,
+                      "rejected_rank": rejected, "rejected_is": kind})
+    return pairs, dropped
+
+
+class RerankedTranslator:
+    """A beam n-best of ``forward`` ordered by a selector: reranker weights over features (noisy channel,
+    right-to-left, LM), or MBR when ``mbr`` is given. ``translate`` returns every candidate, the
+    selector's pick first; ``score`` is the forward model's. This is how a stacked system translates
+    new text (distillation data) and ranks its own candidates (preference pairs)."""
+
+    def __init__(self, forward: Any, nbest: int, weights: Mapping[str, float] | None = None, reverse: Any = None,
+                 r2l: Any = None, lm: Any = None, typical_ratio: float = 1.0, mbr: Any = None, batch_size: int = 64):
+        if weights is None and mbr is None:
+            raise ValueError("RerankedTranslator: give reranker weights or an MBR config")
+        self.forward, self.nbest, self.weights, self.mbr = forward, nbest, dict(weights or {}), mbr
+        self.reverse, self.r2l, self.lm, self.typical_ratio, self.batch_size = reverse, r2l, lm, typical_ratio, batch_size
+        self.src_lang, self.tgt_lang = forward.src_lang, forward.tgt_lang
+
+    def rank(self, sources: Sequence[str]) -> tuple[list[list[Candidate]], list[list[float]]]:
+        """The beam n-best of every source (beam order) and the selector's score of each candidate."""
+        from .candidates import CandidateSpec, MethodSpec, generate_candidates
+        from .features import compute_features
+        from .mbr import expected_utility, reference_weights
+        from .rerank import linear_scores
+
+        spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=self.nbest)], batch_size=self.batch_size)
+        nbest = generate_candidates(self.forward, list(sources), spec)
+        if self.mbr is not None:
+            scores = [expected_utility([c.text for c in cs], self.mbr.utility, reference_weights(cs, self.mbr))
+                      for cs in nbest]
+        else:
+            feats = compute_features(list(sources), nbest, None, self.reverse, self.lm, r2l=self.r2l,
+                                     typical_ratio=self.typical_ratio)
+            scores = linear_scores(feats, self.weights)
+        return nbest, scores
+
+    def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:
+        nbest, scores = self.rank(sources)
+        out = []
+        for cands, row in zip(nbest, scores):
+            order = sorted(range(len(cands)), key=lambda r: (-row[r], r))
+            out.append([replace(cands[r], score=row[r]) for r in order])
+        return out
+
+    def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
+        return self.forward.score(sources, targets)

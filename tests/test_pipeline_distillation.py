@@ -1,0 +1,51 @@
+"""The +distillation rung on the toy ladder: self-distillation, DPO and MRT from the reranked system,
+val picks one, costs recorded, a rerun reuses every stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main as decade_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_distillation_rung_tries_each_method_and_val_picks_one(tmp_path, capsys):
+    cfg = yaml.safe_load((ROOT / "configs/toy.yaml").read_text())
+    cfg.update(workers=1, data={**cfg["data"], "pairs": ["en-de"]}, test_sets=["test_2016_flickr"])
+    cfg["backtranslation"] = {"enabled": False}
+    cfg["ensemble"] = {"enabled": False}
+    cfg["rerank"] = {**cfg["rerank"], "r2l": False, "lm": False}
+    cfg["mbr"] = {"enabled": False}
+    cfg["agent"] = {"enabled": False}
+    cfg["distillation"] = {"enabled": True, "methods": ["distill", "dpo", "mrt"], "steps": 12, "max_monolingual": 200, "train_sources": True,
+                           "preference_sources": 60, "shard_size": 100, "train": {"eval_every_steps": 12},
+                           "posttrain": {"batch_size": 8, "num_samples": 4, "lr": 1e-4}}
+    path = tmp_path / "toy_distill.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert decade_main(["run", str(path), "--out", str(run)]) == 0
+    records = [json.loads(x) for x in (run / "en-de/results.jsonl").read_text().splitlines()]
+    (rec,) = [r for r in records if r["system"] == "+distillation"]
+    prov = rec["provenance"]
+    assert set(prov["val_bleu_by_method"]) == {"distill", "dpo", "mrt"}
+    assert prov["method"] == max(prov["val_bleu_by_method"], key=prov["val_bleu_by_method"].get)
+    assert prov["teacher"] == "+rerank" or prov["teacher_kind"] == "search"
+    assert all(c["steps"] == 12 and c["seconds"] > 0 for c in prov["train_cost_by_method"].values())
+    assert rec["extra"]["built_on"] in {r["system"] for r in records} and rec["compute"]["decode_seconds"] > 0
+    assert rec["compute"]["train_steps"] > 12  # the student's training and the chosen method's 12 steps
+    (top,) = [r for r in records if r["system"] == "+distillation+rerank"]
+    assert top["provenance"]["selector"] == "rerank" and top["extra"]["built_on"] in {"+rerank", "+distillation"}
+    distilled = json.loads((run / "en-de.distill_data/stage.json").read_text())["outputs"]
+    assert distilled["synthetic_pairs"] == 200 + 1500  # monolingual lines, then the toy task's training sources
+    pairs = [json.loads(x) for x in (run / "en-de.preference_data/pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    capsys.readouterr()
+    assert decade_main(["run", str(path), "--out", str(run)]) == 0  # a rerun: every stage cached
+    err = capsys.readouterr().err
+    assert "[model.mrt.en-de] cached" in err and "[en-de.distill_data] cached" in err and "running" not in err

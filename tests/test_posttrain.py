@@ -1,0 +1,304 @@
+"""Learning from one's own outputs on the toy task: DPO and MRT steps move their objectives, distillation
+from a stronger system lifts a weak model, preference pairs never have identical sides, bad input fails
+clearly."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from core_seq2seq.posttrain import (PosttrainConfig, differ_beyond_punctuation, mrt_loss, posttrain,
+                                    read_preference_pairs)
+from core_seq2seq.toy import toy_corpus
+from core_seq2seq.translator import Candidate, DecodeSettings, LSTMTranslator
+from inference_compute.preference import RerankedTranslator, preference_pairs
+
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _cand(text: str) -> Candidate:
+    return Candidate(text, -1.0, 3, -0.3)
+
+
+# ---- preference pairs ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("texts, scores, expected", [
+    # the reranker prefers rank 2: the beam's best (rank 0) is rejected
+    (["Ein Hund.", "Der Hund.", "Der Hund läuft."], [0.1, 0.2, 0.9], ("Der Hund läuft.", "Ein Hund.", "beam_best")),
+    # the pick is the beam's best: the next candidate in the reranker's order is rejected
+    (["Der Hund läuft.", "Ein Hund.", "Der Hund."], [0.9, 0.1, 0.5], ("Der Hund läuft.", "Der Hund.", "next_ranked")),
+    # the beam's best differs from the pick only in punctuation: skip it, take the next that really differs
+    (["Der Hund läuft", "Der Hund läuft.", "Ein Hund."], [0.5, 0.9, 0.1], ("Der Hund läuft.", "Ein Hund.", "next_ranked")),
+    # every alternative is the pick up to punctuation or spacing: no pair
+    (["Der Hund läuft.", "Der Hund läuft !", "Der  Hund läuft"], [0.9, 0.1, 0.5], None),
+    # one candidate: no pair
+    (["Der Hund läuft."], [0.3], None),
+])
+def test_preference_pairs_chosen_rejected_and_drops(texts, scores, expected):
+    pairs, dropped = preference_pairs(["src"], [[_cand(t) for t in texts]], [scores])
+    if expected is None:
+        assert pairs == [] and dropped["no_alternative"] == 1
+        return
+    (pair,) = pairs
+    assert (pair["chosen"], pair["rejected"], pair["rejected_is"]) == expected
+    assert differ_beyond_punctuation(pair["chosen"], pair["rejected"])
+
+
+def test_preference_pairs_from_a_reranked_nbest_never_have_identical_sides(toy_en_de, toy_de_en):
+    """Real n-best lists of the toy model (with many near-duplicates), ranked by a noisy-channel reranker."""
+    sources, _ = toy_corpus(40, seed=21)
+    reranker = RerankedTranslator(toy_en_de, nbest=6, weights={"fwd_per_token": 1.0, "rev_per_token": 1.0},
+                                  reverse=toy_de_en)
+    nbest, scores = reranker.rank(sources)
+    pairs, dropped = preference_pairs(sources, nbest, scores)
+    assert pairs and len(pairs) + dropped["no_alternative"] == len(sources)
+    for p in pairs:
+        assert p["chosen"] != p["rejected"] and differ_beyond_punctuation(p["chosen"], p["rejected"])
+        assert scores[p["id"]][p["chosen_rank"]] >= scores[p["id"]][p["rejected_rank"]]
+    # translate() puts the reranker's pick first
+    first = reranker.translate(sources[:5])
+    assert [c[0].text for c in first] == [nbest[i][max(range(6), key=lambda r: (scores[i][r], -r))].text for i in range(5)]
+
+
+# ---- DPO ---------------------------------------------------------------------------------------------
+
+def _margins(translator: LSTMTranslator, pairs: list[dict]) -> torch.Tensor:
+    src = [p["src"] for p in pairs]
+    good = torch.tensor([lp for lp, _ in translator.score(src, [p["chosen"] for p in pairs])])
+    bad = torch.tensor([lp for lp, _ in translator.score(src, [p["rejected"] for p in pairs])])
+    return good - bad
+
+
+def test_dpo_steps_widen_the_preference_margin(toy_en_de, toy_models_dir, tmp_path):
+    sources, targets = toy_corpus(16, seed=31)
+    # rejected: a plausible but wrong translation (another sentence's target of the same length class)
+    pairs = [{"src": s, "chosen": t, "rejected": targets[(i + 1) % len(targets)]} for i, (s, t) in
+             enumerate(zip(sources, targets))]
+    data = _write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    out = posttrain(PosttrainConfig(method="dpo", model=str(toy_models_dir / "en_de/best"), data=str(data),
+                                    output_dir=str(tmp_path / "dpo"), max_steps=4, batch_size=8, lr=2e-3, beta=0.1,
+                                    log_every_steps=1), log=lambda m: None)
+    after = LSTMTranslator.load(out)
+    before_margin, after_margin = _margins(toy_en_de, pairs), _margins(after, pairs)
+    assert float(after_margin.mean()) > float(before_margin.mean()) + 0.5
+    meta = json.loads((out / "decade_meta.json").read_text())["posttrain"]
+    assert meta["method"] == "dpo" and meta["steps"] == 4 and meta["train_seconds"] > 0
+    log = [json.loads(x) for x in (tmp_path / "dpo/posttrain_log.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in log if "loss" in h] == [1, 2, 3, 4]
+    # rerunning the same config reuses the finished model
+    again = posttrain(PosttrainConfig(method="dpo", model=str(toy_models_dir / "en_de/best"), data=str(data),
+                                      output_dir=str(tmp_path / "dpo"), max_steps=4, batch_size=8, lr=2e-3, beta=0.1,
+                                      log_every_steps=1), log=lambda m: None)
+    assert again == out and json.loads((out / "decade_meta.json").read_text())["posttrain"] == meta
+
+
+@pytest.mark.parametrize("method", ["cpo", "orpo"])
+def test_reference_free_preference_methods_widen_the_margin(method, toy_en_de, toy_models_dir, tmp_path):
+    sources, targets = toy_corpus(16, seed=33)
+    pairs = [{"src": s, "chosen": t, "rejected": targets[(i + 1) % len(targets)]} for i, (s, t) in
+             enumerate(zip(sources, targets))]
+    out = posttrain(PosttrainConfig(method=method, model=str(toy_models_dir / "en_de/best"),
+                                    data=str(_write_jsonl(tmp_path / "pairs.jsonl", pairs)),
+                                    output_dir=str(tmp_path / method), max_steps=4, batch_size=8, lr=2e-3),
+                    log=lambda m: None)
+    assert float(_margins(LSTMTranslator.load(out), pairs).mean()) > float(_margins(toy_en_de, pairs).mean())
+
+
+# ---- RL with a metric reward: minimum risk training --------------------------------------------------
+
+def test_mrt_loss_is_the_expected_cost_under_q():
+    logp = torch.tensor([0.0, -1.0, -2.0, -0.5])
+    costs = torch.tensor([0.2, 0.8, 0.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 1])
+    q0 = torch.softmax(torch.tensor([0.0, -1.0, -2.0]), 0)
+    expected = ((q0 * costs[:3]).sum() + 1.0) / 2  # the second source has one sample: q = 1
+    assert float(mrt_loss(logp, costs, groups, 2, 1.0)) == pytest.approx(float(expected))
+
+
+def test_mrt_step_lowers_the_risk_of_the_samples(toy_models_dir):
+    """One gradient step on the risk of a fixed set of samples makes cheap samples likelier: the
+    same samples' risk falls."""
+    from core_seq2seq import search
+    from core_seq2seq.training import _pad
+    from core_seq2seq.translator import target_tensors
+    from evals.metrics import sentence_scores
+
+    translator = LSTMTranslator.load(toy_models_dir / "en_de/best")
+    model = copy.deepcopy(translator.models[0])
+    tok = translator.tokenizer
+    sources, refs = toy_corpus(8, seed=41)
+    src, lengths = _pad([e.ids for e in tok.backend_tokenizer.encode_batch(sources, add_special_tokens=False)],
+                        tok.pad_token_id)
+    model.eval()
+    with torch.no_grad():
+        samples = search.sample(search.Ensemble([model]), src, lengths, translator.tag_id, tok.eos_token_id,
+                                lengths * 2 + 5, 6, 1.5, generator=torch.Generator().manual_seed(0))
+    rows = [h.tokens for hs in samples for h in hs]
+    groups = torch.tensor([i for i, hs in enumerate(samples) for _ in hs])
+    hyps = tok.batch_decode(rows, skip_special_tokens=True)
+    costs = 1 - torch.tensor(sentence_scores(hyps, [refs[int(g)] for g in groups], "chrf")) / 100
+    assert float(costs.std()) > 0  # the samples differ in quality, so the risk has a direction
+    tgt_in, tgt_out = target_tensors(rows, translator.tag_id, tok.eos_token_id, tok.pad_token_id)
+
+    def risk() -> torch.Tensor:
+        logp = model.token_logprobs(src.index_select(0, groups), lengths.index_select(0, groups), tgt_in, tgt_out).sum(1)
+        return mrt_loss(logp, costs, groups, len(sources), 0.1)
+
+    before = risk()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = risk()
+    assert float(after) < float(before) - 1e-4
+
+
+def test_mrt_run_records_cost_and_reward(toy_models_dir, tmp_path):
+    sources, targets = toy_corpus(24, seed=51)
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in zip(sources, targets)), encoding="utf-8")
+    out = posttrain(PosttrainConfig(method="mrt", model=str(toy_models_dir / "en_de/best"), data=str(data),
+                                    output_dir=str(tmp_path / "mrt"), max_steps=3, batch_size=8, num_samples=4,
+                                    log_every_steps=1), log=lambda m: None)
+    log = [json.loads(x) for x in (tmp_path / "mrt/posttrain_log.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in log] == [1, 2, 3]
+    assert all(0 <= h["reward"] <= 100 and h["samples"] >= 8 and h["nll"] > 0 for h in log)
+    meta = json.loads((out / "decade_meta.json").read_text())
+    assert meta["posttrain"]["method"] == "mrt" and meta["posttrain"]["steps"] == 3
+    assert (meta["src_lang"], meta["tgt_lang"]) == ("en", "de")
+    LSTMTranslator.load(out).translate(["The dog sees a cat."], DecodeSettings(beam_size=2))
+
+
+# ---- self-distillation ----------------------------------------------------------------------------
+
+def test_distillation_from_a_stronger_system_lifts_a_weak_model(toy_en_de, toy_task, tmp_path):
+    """A weak student (60 steps) fine-tuned on the strong model's beam translations of monolingual
+    source text gains more val BLEU than the same fine-tuning on its own translations."""
+    from core_seq2seq.data import read_multi30k
+    from core_seq2seq.testing import toy_experiment
+    from core_seq2seq.training import experiment_from_dict, train
+    from evals.metrics import score_corpus
+    from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+
+    student_cfg = toy_experiment(tmp_path / "weak", steps=150, train_pairs=2000)
+    train(experiment_from_dict(student_cfg), log=lambda m: None)
+    weak = LSTMTranslator.load(tmp_path / "weak/best")
+    val, _ = read_multi30k("val", "en", "de", str(toy_task))
+    val_src, val_ref = val.src[:100], val.tgt[:100]
+    greedy = DecodeSettings(method="greedy")
+
+    def bleu(t: LSTMTranslator) -> float:
+        return score_corpus([c[0].text for c in t.translate(val_src, greedy)], val_ref, trg_lang="de")["bleu"]
+
+    mono = tmp_path / "mono.en"
+    mono.write_text("\n".join(toy_corpus(3000, seed=0)[0][2500:3000]) + "\n", encoding="utf-8")  # toy task's mono.en span
+
+    def distil(teacher: LSTMTranslator, name: str) -> float:
+        gen = GenerationConfig(method="beam", beam_size=3, shard_size=250)
+        synthetic = backtranslate(BacktranslateConfig(input=str(mono), output_dir=str(tmp_path / f"{name}_data"),
+                                                      mode="forward", progress=False, generation=gen),
+                                  translator=teacher, model_name=name, log=lambda m: None)
+        pairs = tmp_path / f"{name}.tsv"
+        pairs.write_text("".join(f"{r['src']}\t{r['tgt']}\n" for r in map(json.loads, synthetic.read_text().splitlines())))
+        cfg = toy_experiment(tmp_path / name, steps=100, train_pairs=2000)
+        cfg["data"].update(corpus="files", train_src=str(pairs), train_tgt=None, val_src=str(tmp_path / "val.tsv"))
+        cfg["train"].update(init_from=str(tmp_path / "weak/best"), lr=0.003, warmup_steps=1)
+        train(experiment_from_dict(cfg), log=lambda m: None)
+        return bleu(LSTMTranslator.load(tmp_path / f"{name}/last"))
+
+    (tmp_path / "val.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in zip(val_src, val_ref)), encoding="utf-8")
+    start = bleu(weak)
+    from_strong, from_self = distil(toy_en_de, "from_strong"), distil(weak, "from_self")
+    assert from_strong > start + 10, (start, from_strong, from_self)
+    assert from_strong > from_self + 5, (start, from_strong, from_self)
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+
+def test_identical_or_punctuation_only_pairs_are_refused(tmp_path):
+    path = _write_jsonl(tmp_path / "p.jsonl", [{"src": "a", "chosen": "Der Hund.", "rejected": "Ein Hund."},
+                                               {"src": "b", "chosen": "Der Hund.", "rejected": "Der Hund !"}])
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: chosen and rejected are the same up to punctuation"):
+        read_preference_pairs(path)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"src": "a", "chosen": "x y"}', r"pairs\.jsonl:2: 'rejected' must be a non-empty string"),
+    ("not json", r"pairs\.jsonl:2: not valid JSON"),
+    ('["a", "b", "c"]', r"pairs\.jsonl:2: expected a JSON object"),
+])
+def test_posttrain_cli_bad_pairs_name_file_and_line(toy_models_dir, tmp_path, capsys, line, message):
+    import re
+
+    from core_seq2seq.__main__ import main
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"src": "The dog.", "chosen": "Der Hund.", "rejected": "Ein Vogel."}\n' + line + "\n")
+    cfg = tmp_path / "post.yaml"
+    cfg.write_text(f"method: dpo\nmodel: {toy_models_dir / 'en_de/best'}\ndata: {data}\noutput_dir: {tmp_path / 'out'}\n")
+    assert main(["posttrain", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp_path / "out/model").exists()
+
+
+def test_posttrain_cli_bad_config_names_the_key(tmp_path, capsys):
+    from core_seq2seq.__main__ import main
+
+    cfg = tmp_path / "post.yaml"
+    cfg.write_text("method: ppo\nmodel: m\ndata: d\noutput_dir: o\n")
+    assert main(["posttrain", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "post.yaml" in err and "method" in err and "ppo" in err
+
+
+def test_posttrain_refuses_an_output_of_another_config(toy_models_dir, tmp_path):
+    sources, targets = toy_corpus(8, seed=61)
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in zip(sources, targets)), encoding="utf-8")
+    cfg = PosttrainConfig(method="mrt", model=str(toy_models_dir / "en_de/best"), data=str(data),
+                          output_dir=str(tmp_path / "o"), max_steps=1, batch_size=4, num_samples=2)
+    posttrain(cfg, log=lambda m: None)
+    cfg.max_steps = 2
+    with pytest.raises(ValueError, match="another config"):
+        posttrain(cfg, log=lambda m: None)
+
+
+def test_pairs_command_writes_pairs_and_distillation_data(toy_en_de, toy_models_dir, tmp_path, capsys):
+    from inference_compute.cli import main as ic_main
+    from inference_compute.candidates import beam_spec, generate_candidates
+    from inference_compute.nbest import write_nbest
+    from inference_compute.rerank import save_weights
+
+    sources, _ = toy_corpus(20, seed=71)
+    (tmp_path / "src.en").write_text("\n".join(sources) + "\n", encoding="utf-8")
+
+    write_nbest(tmp_path / "n.nbest", generate_candidates(toy_en_de, sources, beam_spec(5)),
+                {"model": str(toy_models_dir / "en_de/best")})
+    save_weights(tmp_path / "w.json", {"fwd_per_token": 1.0, "rev_per_token": 0.5}, typical_ratio=1.0)
+    cfg = {"pairs": {"nbest": str(tmp_path / "n.nbest"), "src": str(tmp_path / "src.en"), "weights": str(tmp_path / "w.json"),
+                     "models": {"reverse": str(toy_models_dir / "de_en/best")}, "out": str(tmp_path / "pairs.jsonl"),
+                     "distill_out": str(tmp_path / "distill.tsv")}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert ic_main(["pairs", "--config", str(tmp_path / "c.yaml")]) == 0, capsys.readouterr().err
+    pairs = read_preference_pairs(tmp_path / "pairs.jsonl")  # the posttrain reader accepts every line
+    assert pairs and all(differ_beyond_punctuation(p["chosen"], p["rejected"]) for p in pairs)
+    distilled = (tmp_path / "distill.tsv").read_text(encoding="utf-8").splitlines()
+    assert [line.split("\t")[0] for line in distilled] == sources
+    assert (tmp_path / "pairs.jsonl.config.yaml").exists()
+    # a weights file naming a feature no model gives is a clear error, and nothing is written
+    save_weights(tmp_path / "w.json", {"lm_per_token": 1.0}, typical_ratio=1.0)
+    (tmp_path / "pairs.jsonl").unlink()
+    capsys.readouterr()
+    assert ic_main(["pairs", "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "lm_per_token" in capsys.readouterr().err
+    assert not (tmp_path / "pairs.jsonl").exists()
