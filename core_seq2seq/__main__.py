@@ -9,6 +9,7 @@ from pathlib import Path
 
 from evals.textio import run_cli
 
+from . import distributed
 from .config import ConfigError, apply_overrides, from_dict, load_yaml
 
 FILE_BLOCK_BATCHES = 50  # translate: a file is read, sorted and decoded this many batches at a time
@@ -162,6 +163,7 @@ def _cmd_average(args: argparse.Namespace) -> None:
     print(average_checkpoints(args.checkpoints, args.output))
 
 
+@distributed.driven
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core_seq2seq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from core_seq2seq import distributed
 from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
 from core_seq2seq.data import DataError
 from core_seq2seq.training import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, train
@@ -720,6 +721,10 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
     import transformers
 
     check_force(cfg, set(force or ()))
+    processes = distributed.world()[1]
+    if processes > 1 and cfg.workers > 1:  # spawned stage workers are outside the process group
+        log(f"workers: {cfg.workers} -> 1 under {processes} processes: they share every decoding and training step")
+        cfg = replace(cfg, workers=1)
     run_dir = resolve_run_dir(cfg, out, config_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads:
