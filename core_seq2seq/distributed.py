@@ -47,6 +47,11 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def device() -> str:
+    """Where a run decodes: this process's GPU when there is one (``init`` picked it), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def is_main() -> bool:
     return world()[0] == 0
 

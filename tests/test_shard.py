@@ -123,3 +123,15 @@ distributed.drive(job)
 """)
     with pytest.raises(AssertionError, match="process 1 of 2 failed: FileNotFoundError"):
         launch([str(script)], 2, timeout=300)
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_two_process_ladder_prints_the_same_leaderboard(tmp_path):
+    """The toy ladder (configs/toy.yaml: training, back-translation, ensemble, rerank, MBR, agent, both
+    directions) under torchrun with two processes prints the leaderboard one process prints."""
+    one = launch(["-m", "pipeline", "run", "configs/toy.yaml", "--out", str(tmp_path / "one")], 1, timeout=1500)
+    two = launch(["-m", "pipeline", "run", "configs/toy.yaml", "--out", str(tmp_path / "two")], 2, timeout=1500)
+    assert "workers: 2 -> 1 under 2 processes" in two.stderr
+    assert "| +agent |" in one.stdout
+    assert two.stdout == one.stdout
