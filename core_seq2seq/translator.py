@@ -107,7 +107,8 @@ def _serve(method: str, load_args: tuple, stamp: tuple, *args) -> None:
     except Exception as e:  # the driver raises it: a helper never hangs the run
         distributed.gather(("error", f"{type(e).__name__}: {e}", None), True)
         return
-    getattr(translator, method)(*args, sharded=True)
+    with autocast(translator.precision, translator.device):  # as the driver's part runs
+        getattr(translator, method)(*args, sharded=True)
 
 
 def _load_for_helper(load_args: tuple, stamp: tuple) -> "LSTMTranslator":
