@@ -149,3 +149,18 @@ def test_two_process_ladder_prints_the_same_leaderboard(tmp_path):
     assert "[en-de.agent] running" in two.stderr and "[model.fwd.en-de] cached" in two.stderr
     assert "| +agent |" in one.stdout
     assert two.stdout == one.stdout
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_benchmark_runs_at_a_tiny_size(tmp_path, toy_en_de, toy_de_en, toy_task):
+    """benchmarks/shard_decode.py end to end on the toy task: layouts side by side, outputs checked equal."""
+    out = tmp_path / "shard_decode.json"
+    launch(["benchmarks/shard_decode.py", "--model", toy_en_de.load_args[0][0], "--bt-model", toy_de_en.load_args[0][0],
+            "--data", str(toy_task), "--captions", "30", "--val-limit", "4", "--shard-size", "10",
+            "--layouts", "1x1,2x1", "--out", str(out)], 1)
+    record = json.loads(out.read_text())
+    assert record["outputs_identical"] and record["captions"] == 30 and record["val_sentences"] == 4
+    assert [(r["processes"], r["threads_per_process"]) for r in record["layouts"]] == [(1, 1), (2, 1)]
+    assert set(record["layouts"][1]["timings"]) == {"backtranslation", "nbest64"}
+    assert record["machine"]["cpu"] and "flags" in record["machine"]
