@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+from core_seq2seq import distributed
 from core_seq2seq.config import ConfigError
 from core_seq2seq.data import DataError
 from evals.errors import EvalsInputError
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@distributed.driven
 def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from evals.textio import run_cli
 
+from . import distributed
 from .config import ConfigError, apply_overrides, from_dict, load_yaml
 
 FILE_BLOCK_BATCHES = 50  # translate: a file is read, sorted and decoded this many batches at a time
@@ -115,11 +116,11 @@ def _cmd_translate(args: argparse.Namespace) -> None:
     settings = from_dict(DecodeSettings, {k: v for k, v in {
         "method": args.method, "beam_size": args.beam, "nbest": args.nbest, "num_samples": args.samples,
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "batch_size": args.batch_size,
-        "length_penalty": args.length_penalty, "seed": args.seed}.items() if v is not None})
+        "batch_tokens": args.batch_tokens, "length_penalty": args.length_penalty, "seed": args.seed}.items() if v is not None})
     streaming = not args.input or args.input == "-"
     _check_output(args.output)
     lines = _stdin_lines() if streaming else _read_input(args.input)  # a bad input fails before any output exists
-    translator = LSTMTranslator.load(args.model, device=args.device)
+    translator = LSTMTranslator.load(args.model, device=args.device, precision=args.precision)
     # -o FILE is written once, atomically, at the end: an error midway leaves an existing file as it was.
     written: list[str] = []
     chunk: list[str] = []
@@ -173,6 +174,7 @@ def _cmd_average(args: argparse.Namespace) -> None:
     print(average_checkpoints(args.checkpoints, args.output))
 
 
+@distributed.driven
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core_seq2seq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-p", type=_float_in(0.0, 1.0, low_open=True), help="nucleus mass in (0, 1]")
     p.add_argument("--length-penalty", type=float)
     p.add_argument("--batch-size", type=_int_at_least(1))
+    p.add_argument("--batch-tokens", type=_int_at_least(0), help="also cap a batch at this many padded tokens x beams")
     p.add_argument("--seed", type=int)
     p.add_argument("--scores", action="store_true", help="write JSON lines with log-prob, length and score")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the device runs it natively (core_seq2seq.precision), else fp32")
     p.set_defaults(func=_cmd_translate)
     p = sub.add_parser("score", help="log p(target | source) of given pairs, one JSON line each")
     p.add_argument("--model", nargs="+", required=True)

@@ -463,6 +463,11 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
     from accelerate import Accelerator
     from tqdm import tqdm
 
+    from . import distributed
+
+    if distributed.driving():  # several processes, driven from here: the helpers join the data-parallel loop
+        with distributed.collective(_train_quietly, cfg):
+            return train(cfg, log)
     tc = cfg.train
     if tc.select_by not in ("bleu", "loss"):
         raise ValueError(f"train.select_by must be bleu or loss, got {tc.select_by!r}")
@@ -607,6 +612,11 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
         _append_jsonl(log_path, {"event": "stop", "reason": stop_reason, **state})
     accelerator.wait_for_everyone()
     return run
+
+
+def _train_quietly(cfg: ExperimentConfig) -> None:
+    """A helper process's part of a driven ``train`` (the driver logs)."""
+    train(cfg, log=lambda message: None)
 
 
 def _validate_and_checkpoint(accelerator, model, optimizer, tokenizer, val, val_ids, tc: TrainConfig, run: Path,

@@ -18,7 +18,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from . import search
+from . import distributed, search
+from .config import KEYED_WHEN_SET
 from .modeling_lstm import LSTMTranslatorForCausalLM
 from .precision import autocast, resolve_precision
 from .tokenizer import decode_batch, encode_batch, lang_tag
@@ -40,7 +41,8 @@ class DecodeSettings:
     max_len_a: float = 1.5  # max target tokens = a * source tokens + b
     max_len_b: int = 10
     batch_size: int = 64  # sentences per batch
-    seed: int = 1234  # sampling seed
+    batch_tokens: int = field(default=0, metadata=KEYED_WHEN_SET)  # also cap a batch at this many padded source tokens x beams/samples (0: sentences only)
+    seed: int = 1234  # sampling seed (batch b of a call samples with its own generator, seeded from seed and b)
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "beam", "sample"):
@@ -51,7 +53,7 @@ class DecodeSettings:
 
         check_ranges(self, {"nbest": (1, None), "num_samples": (1, None), "temperature": (1e-6, None),
                             "top_k": (0, None), "top_p": (1e-6, 1.0), "epsilon": (0.0, 0.999), "max_len_a": (0.0, None),
-                            "max_len_b": (0, None), "batch_size": (1, None)})
+                            "max_len_b": (0, None), "batch_size": (1, None), "batch_tokens": (0, None)})
 
 
 @dataclass
@@ -77,9 +79,42 @@ class Translator(Protocol):
         """(total log p(target </s> | source), target length in tokens) per pair."""
 
 
-def _batches(order: list[int], size: int):
-    for i in range(0, len(order), size):
-        yield order[i:i + size]
+def _batches(order: list[int], size: int, lengths: Sequence[int] = (), max_tokens: int = 0, rows: int = 1):
+    """Consecutive slices of ``order`` (indices sorted by length): at most ``size`` items, and with
+    ``max_tokens`` at most that many padded tokens (items x longest x ``rows`` per item, e.g. beams)."""
+    batch: list[int] = []
+    longest = 0
+    for i in order:
+        n = max(longest, lengths[i] if max_tokens else 0)
+        if batch and (len(batch) == size or (max_tokens and (len(batch) + 1) * max(n, 1) * rows > max_tokens)):
+            yield batch
+            batch, n = [], lengths[i] if max_tokens else 0
+        batch.append(i)
+        longest = n
+    if batch:
+        yield batch
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The sampling seed of batch ``batch`` of a call: each batch draws from its own generator, so a
+    sentence's samples do not depend on which process decoded the batches before it."""
+    return (seed + 1_000_003 * batch) % 2**63
+
+
+def _serve(method: str, load_args: tuple, stamp: tuple, *args) -> None:
+    """A helper process's part of a driver's ``translate``/``score`` call (``core_seq2seq.distributed``)."""
+    try:
+        translator = distributed.cached(_load_for_helper, load_args, stamp)
+    except Exception as e:  # the driver raises it: a helper never hangs the run
+        distributed.gather(("error", f"{type(e).__name__}: {e}", None), True)
+        return
+    with autocast(translator.precision, translator.device):  # as the driver's part runs
+        getattr(translator, method)(*args, sharded=True)
+
+
+def _load_for_helper(load_args: tuple, stamp: tuple) -> "LSTMTranslator":
+    dirs, src, tgt, device, precision = load_args
+    return LSTMTranslator.load(list(dirs) if len(dirs) > 1 else dirs[0], src, tgt, device, precision)
 
 
 class LSTMTranslator:
@@ -101,6 +136,15 @@ class LSTMTranslator:
         self.decode_seconds = 0.0
         # Decoding and scoring follow the same precision rule as training (core_seq2seq.precision).
         self.precision = resolve_precision(precision, self.device.type)
+        self.load_args: tuple | None = None  # set by load(): only a loaded translator is shared with helpers
+
+    def _collective(self, method: str, *args):
+        """Helpers join this call when the driver runs several processes and the model came from disk."""
+        if self.load_args is None:
+            return distributed.collective(None)
+        weights = [Path(d) / "model.safetensors" for d in self.load_args[0]]
+        stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in weights)
+        return distributed.collective(_serve, method, self.load_args, stamp, *args)
 
     @classmethod
     def load(cls, model_dirs: str | Path | Sequence[str | Path], src_lang: str | None = None,
@@ -159,7 +203,11 @@ class LSTMTranslator:
         src_lang, tgt_lang = src_lang or meta.get("src_lang"), tgt_lang or meta.get("tgt_lang")
         if not src_lang or not tgt_lang:
             raise DataError(f"{dirs[0]}: languages unknown (no decade_meta.json); pass src_lang and tgt_lang")
-        return cls(models, tokenizer, src_lang, tgt_lang, device, precision)
+        translator = cls(models, tokenizer, src_lang, tgt_lang, device, precision)
+        # What a helper process needs to load the same model (core_seq2seq.distributed); the weights'
+        # size and mtime tell a reloaded directory from the one already cached.
+        translator.load_args = (tuple(str(d) for d in dirs), src_lang, tgt_lang, device, precision)
+        return translator
 
     def flops_per_token(self) -> float:
         """Decoder FLOPs of one target token, summed over ensemble members (encoder excluded)."""
@@ -183,10 +231,12 @@ class LSTMTranslator:
 
     @torch.no_grad()
     def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:
-        with autocast(self.precision, self.device):
-            return self._translate(sources, settings or DecodeSettings())
+        settings = settings or DecodeSettings()
+        with self._collective("_translate", list(sources), settings) as sharded, autocast(self.precision, self.device):
+            return self._translate(sources, settings, sharded)
 
-    def _translate(self, sources: Sequence[str], settings: DecodeSettings) -> list[list[Candidate]]:
+    @torch.no_grad()
+    def _translate(self, sources: Sequence[str], settings: DecodeSettings, sharded: bool = False) -> list[list[Candidate]]:
         start = time.perf_counter()
         ensemble = search.Ensemble(self.models, self.counter)
         ids = encode_batch(self.tokenizer, list(sources))
@@ -199,8 +249,10 @@ class LSTMTranslator:
                 out[i] = [Candidate("", 0.0, 1, 0.0, []) for _ in range(n_out)]
         # length-sorted batches pad little
         order = sorted((i for i in range(len(ids)) if not out[i]), key=lambda i: len(ids[i]))
-        generator = torch.Generator(device=self.device).manual_seed(settings.seed)
-        for batch in _batches(order, settings.batch_size):
+        rows = {"greedy": 1, "beam": settings.beam_size, "sample": settings.num_samples}[settings.method]
+        batches = list(_batches(order, settings.batch_size, [len(x) for x in ids], settings.batch_tokens, rows))
+
+        def work(batch: list[int], b: int) -> list[list[Candidate]]:
             src, lengths = self._source_tensor([ids[i] for i in batch])
             max_len = (lengths.float() * settings.max_len_a + settings.max_len_b).long()
             if settings.method == "greedy":
@@ -209,28 +261,67 @@ class LSTMTranslator:
                 hyps = search.beam_search(ensemble, src, lengths, self.tag_id, self.eos_id, max_len,
                                           settings.beam_size, settings.nbest, settings.length_penalty)
             else:
+                generator = torch.Generator(device=self.device).manual_seed(batch_seed(settings.seed, b))
                 hyps = search.sample(ensemble, src, lengths, self.tag_id, self.eos_id, max_len, settings.num_samples,
                                      settings.temperature, settings.top_k, settings.top_p, settings.epsilon, generator)
-            for i, hs in zip(batch, hyps):
-                texts = decode_batch(self.tokenizer, [h.tokens for h in hs])
-                out[i] = [Candidate(t, h.logprob, h.length, h.score, h.tokens) for t, h in zip(texts, hs)]
+            return [[Candidate(t, h.logprob, h.length, h.score, h.tokens)
+                     for t, h in zip(decode_batch(self.tokenizer, [h.tokens for h in hs]), hs)] for hs in hyps]
+
+        done = self._run_batches(batches, work, sharded)
+        if done is None:  # a helper: the driver has the results
+            return []
+        for b, cands in done.items():
+            for i, c in zip(batches[b], cands):
+                out[i] = c
         self.decode_seconds += time.perf_counter() - start
         return out
+
+    def _run_batches(self, batches: list[list[int]], work, sharded: bool) -> dict[int, list] | None:
+        """``work(batch, b)`` for this process's share of ``batches`` (all of them unless sharded);
+        sharded, the driver gets every batch's result and the helpers' decoder counts, helpers None."""
+        before = asdict(self.counter)
+        mine: dict[int, list] = {}
+        try:
+            for b in distributed.share(len(batches), sharded):
+                mine[b] = work(batches[b], b)
+            payload = ("ok", mine, {k: v - before[k] for k, v in asdict(self.counter).items()})
+        except Exception as e:
+            if not sharded:
+                raise
+            payload, error = ("error", f"{type(e).__name__}: {e}", None), e
+        parts = distributed.gather(payload, sharded)
+        if parts is None:
+            return None
+        done: dict[int, list] = {}
+        for rank, (status, results, counts) in enumerate(parts):
+            if status == "error":
+                if rank == 0:
+                    raise error
+                raise RuntimeError(f"process {rank} of {len(parts)} failed: {results}")
+            done.update(results)
+            if rank > 0:  # count the helpers' work as this translator's: totals match one process
+                self.counter.add(search.DecodeCounter(**counts))
+        return done
 
     @torch.no_grad()
     def score(self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 128) -> list[tuple[float, int]]:
         """Batched log p(target </s> | source), averaged over ensemble members."""
         if len(sources) != len(targets):
             raise ValueError(f"score: {len(sources)} sources but {len(targets)} targets")
-        with autocast(self.precision, self.device):
-            return self._score(sources, targets, batch_size)
+        with self._collective("_score", list(sources), list(targets), batch_size) as sharded, \
+                autocast(self.precision, self.device):
+            return self._score(sources, targets, batch_size, sharded)
 
-    def _score(self, sources: Sequence[str], targets: Sequence[str], batch_size: int) -> list[tuple[float, int]]:
+    @torch.no_grad()
+    def _score(self, sources: Sequence[str], targets: Sequence[str], batch_size: int,
+               sharded: bool = False) -> list[tuple[float, int]]:
         src_ids = encode_batch(self.tokenizer, list(sources))
         tgt_ids = encode_batch(self.tokenizer, list(targets))
         out: list[tuple[float, int]] = [(0.0, 0)] * len(src_ids)
         order = sorted(range(len(src_ids)), key=lambda i: len(tgt_ids[i]))
-        for batch in _batches(order, batch_size):
+        batches = list(_batches(order, batch_size))
+
+        def work(batch: list[int], b: int) -> list[tuple[float, int]]:
             src, lengths = self._source_tensor([src_ids[i] for i in batch])
             tgt_in, tgt_out = target_tensors([tgt_ids[i] for i in batch], self.tag_id, self.eos_id, self.pad_id)
             tgt_in, tgt_out = tgt_in.to(self.device), tgt_out.to(self.device)
@@ -240,8 +331,14 @@ class LSTMTranslator:
             self.counter.encoder_token_steps += int(lengths.sum()) * len(self.models)
             self.counter.decoder_calls += len(self.models)
             self.counter.decoder_row_steps += int(tgt_out.ne(self.pad_id).sum()) * len(self.models)
-            for i, lp in zip(batch, logp.tolist()):
-                out[i] = (lp, len(tgt_ids[i]) + 1)
+            return [(lp, len(tgt_ids[i]) + 1) for i, lp in zip(batch, logp.tolist())]
+
+        done = self._run_batches(batches, work, sharded)
+        if done is None:
+            return []
+        for b, scores in done.items():
+            for i, pair in zip(batches[b], scores):
+                out[i] = pair
         return out
 
     def compute(self) -> dict:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from core_seq2seq import distributed
 from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
 
 from .candidates import CandidateSpec
@@ -405,6 +406,7 @@ def build_parser(prog: str = "python -m inference_compute") -> argparse.Argument
     return parser
 
 
+@distributed.driven
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cls, fn = COMMANDS[args.command]

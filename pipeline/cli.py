@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core_seq2seq import distributed
 from evals.textio import run_cli
 
 STAGE_CLIS = {
@@ -48,6 +49,7 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+@distributed.driven
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in STAGE_CLIS:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from core_seq2seq import distributed
 from core_seq2seq.config import ConfigError, apply_overrides, from_dict, key_dict, load_yaml
 from core_seq2seq.data import DataError, DownloadError
 from core_seq2seq.training import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, train
@@ -243,7 +244,7 @@ class Ladder:
     def decode(self, name: str, models: list[str], settings: DecodeSettings, sets: dict[str, EvalSet]) -> dict:
         """Decode every set (val, tests, blind) with one search; hypotheses to files, compute per set."""
         def work(stage_dir: Path) -> dict:
-            translator = LSTMTranslator.load(models[0] if len(models) == 1 else models)
+            translator = LSTMTranslator.load(models[0] if len(models) == 1 else models, device=distributed.device())
             out = {}
             for set_name, data in sets.items():
                 with ComputeMeter({"model": translator}) as meter:
@@ -365,7 +366,8 @@ class Ladder:
             model = back_translator if len(back_translator) > 1 else back_translator[0]
             synthetic = backtranslate(BacktranslateConfig(input=mono["path"], output_dir=str(stage_dir / "bt"),
                                                           model=model, max_lines=bt.max_monolingual,
-                                                          progress=self.progress, generation=generation),
+                                                          progress=self.progress, generation=generation,
+                                                          device=distributed.device()),
                                       log=lambda m: self.log(f"[{name}] {m}"))
             real = self.data_config(src, tgt)
             mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / "mix"),
@@ -522,10 +524,11 @@ class Ladder:
         sets = self.sets[pair]
 
         def work(stage_dir: Path) -> dict:
-            forward = LSTMTranslator.load(models[0] if len(models) == 1 else models)
-            reverse = LSTMTranslator.load(channel[0] if len(channel) == 1 else channel) if channel else None
-            r2l_model = LSTMTranslator.load(r2l) if r2l else None
-            lm_model = TargetLM.load(lm) if lm else None
+            device = distributed.device()
+            forward = LSTMTranslator.load(models[0] if len(models) == 1 else models, device=device)
+            reverse = LSTMTranslator.load(channel[0] if len(channel) == 1 else channel, device=device) if channel else None
+            r2l_model = LSTMTranslator.load(r2l, device=device) if r2l else None
+            lm_model = TargetLM.load(lm, device=device) if lm else None
             check_directions(forward, reverse, lm_model, r2l_model)
             spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=rc.nbest)], batch_size=self.cfg.batch_size)
             typical = length_ratio(sets["val"].src, sets["val"].ref)
@@ -817,7 +820,8 @@ class Ladder:
 
         def work(stage_dir: Path) -> dict:
             agent_cfg = AgentConfig(
-                models=ModelsConfig(forward=list(models), reverse=reverse, src_lang=src, tgt_lang=tgt),
+                models=ModelsConfig(forward=list(models), reverse=reverse, src_lang=src, tgt_lang=tgt,
+                                    device=distributed.device()),
                 lexicon=LexiconConfig(path=str(stage_dir / "lexicon.json"), src_path=self.corpora.train[src],
                                       tgt_path=self.corpora.train[tgt], max_pairs=self.cfg.data.max_train_pairs),
                 draft=DraftConfig(decode=replace(DecodeSettings(**decode), nbest=1)), name="agent")
@@ -957,6 +961,10 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
     import transformers
 
     check_force(cfg, set(force or ()))
+    processes = distributed.world()[1]
+    if processes > 1 and cfg.workers > 1:  # spawned stage workers are outside the process group
+        log(f"workers: {cfg.workers} -> 1 under {processes} processes: they share every decoding and training step")
+        cfg = replace(cfg, workers=1)
     run_dir = resolve_run_dir(cfg, out, config_path)
     if plan:
         return plan_ladder(cfg, run_dir, set(force or ()), log)
@@ -1046,7 +1054,8 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: 
             hyps = read_lines(out["hyp_path"])
             hyps_by_system[s.name] = hyps
             cost = _system_cost(ladder, s)
-            compute = {"train_seconds": cost["train_seconds"], "train_steps": cost["train_steps"], "device": "cpu",
+            compute = {"train_seconds": cost["train_seconds"], "train_steps": cost["train_steps"],
+                       "device": distributed.device(), "processes": distributed.world()[1],
                        "precision": _precision(s.models), **out["compute"]}
             rows.append(make_record(s.name, s.stage, pair, set_name, hyps, data.ref, data.tok_ref,
                                     hyp_path=out["hyp_path"], compute=compute, config_digest=digest,

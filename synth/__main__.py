@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from core_seq2seq import distributed
 from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
 from evals.textio import run_cli
 
@@ -50,6 +51,7 @@ def load_section(cls: type, path: str, section: str, overrides: list[str] | None
         raise ConfigError(f"{path}: {e}") from None
 
 
+@distributed.driven
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m synth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
