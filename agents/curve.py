@@ -177,8 +177,13 @@ def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, poli
     ref = reference_flops(records, names)
     per_sentence = cfg.budget.sentence * ref / len(records) if cfg.budget.sentence else math.inf
     draft_bleu = score_corpus([r["draft"] for r in records], [refs[r["id"]] for r in records], trg_lang=trg)["bleu"]
+    first_look = sum(s.spent for s in replay_start(records))
     points = []
     for budget in cfg.curve:
+        if first_look > budget * ref:
+            log(f"curve: budget {budget:g} skipped: the drafts and the critic's first look alone cost "
+                f"{first_look / ref:.3f} of the reranker's FLOPs")
+            continue
         for name, policy in policies.items():
             first = [policy.value(r["source"], r["steps"][0], 1, False, r["id"]) for r in records]
             best = None
@@ -197,6 +202,9 @@ def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, poli
 
 def pick(points: Sequence[dict], within: float) -> dict:
     """The cheapest point whose val BLEU is within ``within`` of the best point's."""
+    if not points:
+        raise ValueError("escalate.curve: no budget covers the drafts and the critic's first look; "
+                         "add larger budgets (fractions of the reranker's FLOPs)")
     top = max(p["bleu"] for p in points)
     return min((p for p in points if p["bleu"] >= top - within), key=lambda p: (p["flops"], -p["bleu"]))
 

@@ -104,7 +104,7 @@ def test_every_step_is_in_the_trace(toy_en_de, toy_de_en, lexicon, hard_easy, ex
             assert {"action", "candidate", "cost", "kept"} <= set(st)
         assert path_of(r)[-1] == r["final"]
     text = render(on_disk[0])
-    assert "step 0: draft" in text and on_disk[0]["final"] in text
+    assert "step 0: draft" in text and on_disk[0]["final"] in text and "rung(s) climbed; values" in text
 
 
 def test_learned_policy_trains_on_val_and_runs_through_the_same_interface(
