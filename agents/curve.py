@@ -299,7 +299,7 @@ def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=N
               "points": points}
     recs = curve_records(val, refs, points, e, pair=pair, test_set="val", out_dir=out, policies=policies,
                            ref_path=ref_path)
-    extra = [r for r in read_records(fixed) if r.pair == pair] if fixed else []
+    extra = [r for r in read_records(fixed) if r.pair == pair and r.stage != "agent"] if fixed else []  # fixed decoders only
     plot(recs + [r for r in extra if r.test_set == "val"], out / f"curve_{pair}_val.png")
     if test_src:
         tsrc, tref = read_lines(test_src), read_lines(test_ref)

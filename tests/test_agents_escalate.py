@@ -177,5 +177,10 @@ def test_cli_curve_then_escalate_with_the_pick(tmp_path, toy_models_dir, toy_en_
     assert rep["within_budget"] and rep["budget_corpus"] == summary["pick"]["budget"]
     assert main(["explain", str(trace), "--id", "0"]) == 0
     assert "step 0: draft" in capsys.readouterr().out
+    assert main(["report", "--trace", str(trace), "--ref", str(tmp_path / "val.de"), "--pair", "en-de",
+                 "--test-set", "val"]) == 0  # the fix/harm report reads escalation traces too
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["behaviour"]["tool_calls"]) <= set(RUNGS) and summary["changes"]["n"] == len(sources)
+    assert summary["cost"]["total"]["flops"] == pytest.approx(rep["spent_flops"], rel=1e-3)
     assert main(["curve", "--config", str(cfg), "--src", str(tmp_path / "test.en"), "--ref", "x", "--out", "y"]) == 2
     assert "never on a test set" in capsys.readouterr().err
