@@ -143,4 +143,6 @@ def agent_hash(cfg: AgentConfig) -> str:
     data = to_dict(cfg)
     for key in ("run", "tune", "tuned"):  # how the run is chunked or was tuned does not change outputs
         data.pop(key)
+    for key in ("curve", "pick_within", "max_harm_to_fix", "l2", "folds", "tuned"):  # how the curve is tuned: likewise
+        data["escalate"].pop(key)
     return config_hash(data)
