@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.curve import replay  # noqa: E402
-from agents.escalate import LearnedPolicy, RulePolicy  # noqa: E402
+from agents.curve import reference_flops, replay  # noqa: E402
+from agents.escalate import FEATURES, LearnedPolicy, RulePolicy  # noqa: E402
 from agents.gate import load_gate  # noqa: E402
-from agents.escalate import FEATURES  # noqa: E402
 from agents.trace import read_trace  # noqa: E402
 from evals.metrics import sentence_chrf  # noqa: E402
 from evals.textio import read_lines  # noqa: E402
@@ -56,12 +55,13 @@ def main() -> None:
     p.add_argument("curve_dir")
     p.add_argument("--trace", required=True, help="an exhaustive trace in CURVE_DIR (trace.val.jsonl, trace.<test>.jsonl)")
     p.add_argument("--ref", required=True, help="its references")
+    p.add_argument("--sentence-cap", type=float, default=2.0, help="escalate.budget.sentence of the curve's config")
     args = p.parse_args()
     d = Path(args.curve_dir)
     curve = json.loads((d / "curve.json").read_text())
     records, refs = read_trace(d / args.trace), read_lines(args.ref)
     names = curve["rungs"]
-    ref_total = curve["reference_flops_per_sentence"] * len(records)
+    ref_total = reference_flops(records, names)  # the full reranker on these sentences, as the curve's records
     policies = {"rules": RulePolicy()}
     if curve.get("model"):
         policies["learned"] = LearnedPolicy(load_gate(curve["model"], FEATURES))
@@ -70,7 +70,8 @@ def main() -> None:
     out["every_sentence_escalated"] = analyse(records, refs, top, {r["id"] for r in records})
     for point in curve["points"]:
         thr = point["threshold"]
-        states, _ = replay(records, names, policies[point["policy"]], thr, point["budget"] * ref_total)
+        cap = args.sentence_cap * ref_total / len(records) if args.sentence_cap else math.inf
+        states, _ = replay(records, names, policies[point["policy"]], thr, point["budget"] * ref_total, cap)
         finals = {s.id: s.current for s in states}
         esc = {s.id for s in states if s.rung > 0}
         picked = all(point[k] == curve["pick"][k] for k in ("policy", "budget"))
