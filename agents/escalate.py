@@ -284,8 +284,8 @@ def climb(states: Sequence[Climb], rungs: Rungs, policy: EscalationPolicy, thres
 def _flops(t, decoder_steps: float, encoder_tokens: float) -> float:
     """FLOPs of ``decoder_steps`` row-steps and ``encoder_tokens`` encoded source tokens on ``t``
     (every ensemble member; a MeanScorer: every member), by the translator's own FLOP model."""
-    if t is None:
-        return 0.0
+    if t is None or not hasattr(t, "flops"):
+        return 0.0  # no FLOP model: the meter counts it as 0 too
     members = getattr(t, "members", None)
     if members is not None:
         return sum(_flops(m, decoder_steps, encoder_tokens) for m in members)

@@ -18,7 +18,7 @@ from agents.errors import AgentInputError
 from agents.escalate import LearnedPolicy, ModelRungs, RulePolicy, escalate_corpus, load_policy
 from agents.run import build_agent
 from agents.trace import read_trace, render
-from test_agents import PLANTS, agent_cfg, clean, lexicon, planted  # noqa: F401  (clean, lexicon: fixtures)
+from test_agents import PLANTS, SourceOnlyRefiner, agent_cfg, clean, lexicon, planted  # noqa: F401  (clean, lexicon: fixtures)
 
 RUNGS = ["rerank4", "rerank8"]
 
@@ -105,6 +105,19 @@ def test_every_step_is_in_the_trace(toy_en_de, toy_de_en, lexicon, hard_easy, ex
         assert path_of(r)[-1] == r["final"]
     text = render(on_disk[0])
     assert "step 0: draft" in text and on_disk[0]["final"] in text and "rung(s) climbed; values" in text
+
+
+def test_mbr_and_refine_rungs_climb_within_budget(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
+    sources, drafts, refs, n_hard = hard_easy
+    rungs = ["rerank4", "mbr", "refine"]
+    cfg = agent_cfg(escalate={"rungs": rungs, "budget": {"corpus": 20.0, "sentence": 0}}, selection={"refiner_weight": 1.0})
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon, refiner=SourceOnlyRefiner(toy_en_de))
+    finals, records, report = escalate_corpus(agent, sources, None, reference_flops(exhaustive, RUNGS), drafts=drafts)
+    for r in records:
+        assert [st["action"] for st in r["steps"]] == ["draft", *rungs] and r["decision"]["reason"] == "top rung reached"
+        assert r["steps"][2]["args"]["pool"] >= 2  # MBR chose among the draft and the reranker's 4-best
+    assert report["within_budget"] and report["bound_violations"] == 0
+    assert sum(f == r for f, r in zip(finals, refs)) >= len(refs) - 1
 
 
 def test_learned_policy_trains_on_val_and_runs_through_the_same_interface(
