@@ -111,6 +111,8 @@ def cmd_curve(args) -> None:
     from .escalate import load_models
     from .run import build_agent
 
+    if bool(args.test_src) != bool(args.test_ref):
+        raise AgentInputError("--test-src and --test-ref go together")
     if "test" in os.path.basename(args.src):
         raise AgentInputError("the curve chooses thresholds and budgets: tune it on val, never on a test set", args.src)
     sources, refs = read_lines(args.src), read_lines(args.ref)

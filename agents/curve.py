@@ -31,6 +31,7 @@ from pathlib import Path
 from evals.metrics import score_corpus, sentence_chrf
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, check_same_length, read_lines
 
+from .errors import AgentInputError
 from .escalate import (FEATURES, Budget, Climb, LearnedPolicy, RulePolicy, StepResult, climb, escalate_corpus, features,
                        rung_beam)
 from .gate import cross_validated_auc, fit_gate
@@ -104,7 +105,7 @@ def reference_flops(records: Sequence[dict], names: Sequence[str]) -> float:
     top = max((i for i, n in enumerate(names, start=1) if rung_beam(n)), key=lambda i: rung_beam(names[i - 1]),
               default=None)
     if top is None:
-        raise ValueError("escalate.rungs has no rerank<N> rung: there is no full reranker to measure budgets against")
+        raise AgentInputError("escalate.rungs has no rerank<N> rung: there is no full reranker to measure budgets against")
     return sum(float(r["steps"][top]["cost"].get("flops") or 0.0) - float(r["steps"][top]["args"].get("critic_flops") or 0.0)
                for r in records)
 
@@ -210,7 +211,7 @@ def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, poli
 def pick(points: Sequence[dict], within: float) -> dict:
     """The cheapest point whose val BLEU is within ``within`` of the best point's."""
     if not points:
-        raise ValueError("escalate.curve: no budget covers the drafts and the critic's first look; "
+        raise AgentInputError("escalate.curve: no budget covers the drafts and the critic's first look; "
                          "add larger budgets (fractions of the reranker's FLOPs)")
     top = max(p["bleu"] for p in points)
     return min((p for p in points if p["bleu"] >= top - within), key=lambda p: (p["flops"], -p["bleu"]))
