@@ -16,6 +16,9 @@ Modules, one concern each:
 * ``gate``     - a learned acceptance gate (logistic regression fitted on a val trace) that vetoes
   revisions unlikely to raise sentence chrF++.
 * ``loop``     - the batched agent loop: step budget, stop rule, exact cost per sentence.
+* ``escalate`` - the escalating agent: a cheap draft, costlier rungs only where the policy says
+  they pay, under a FLOP budget per sentence and per corpus (rule-based or learned policy).
+* ``curve``    - the escalating agent tuned on val at several budgets: its BLEU-vs-compute curve.
 * ``run``      - building an agent from its config; running it chunk by chunk, resumable.
 * ``trace``    - one JSONL record per sentence, resumable; ``explain`` renders one readably.
 * ``report``   - draft vs final: BLEU/chrF, fix/harm rates, cost, as evals result records.

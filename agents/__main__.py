@@ -1,6 +1,10 @@
 """``python -m agents correct|explain|lexicon|tune|report``
 
   correct  --config C [--input F|-] [--output F] [--drafts F] [--trace T]   sources in, corrected out
+  escalate --config C [--input F|-] [--output F] [--trace T] [--reference-flops X] [--report R.json]
+                                                                            draft cheaply, think harder where it pays, within budget
+  curve    --config C --src F --ref F --out DIR [--test-src F --test-ref F --test-set NAME] [--pair en-de]
+                                                                            tune the escalating agent on val at several budgets
   explain  TRACE --id N                                                     one sentence's trace, readable
   lexicon  --config C                                                       build the lexicon (lexicon.path)
   tune     --config C --src F --ref F [--drafts F] --out TUNED.json         thresholds chosen on val
@@ -74,6 +78,54 @@ def cmd_correct(args) -> None:
         atomic_write_lines(args.output, finals)
     else:
         sys.stdout.write("".join(f + "\n" for f in finals))
+
+
+def cmd_escalate(args) -> None:
+    from .config import load_agent_config
+    from .escalate import escalate_corpus, load_models
+    from .run import build_agent
+
+    sources, src_path = _read_sources(args.input)
+    _check_nonempty(sources, src_path)
+    cfg = load_agent_config(args.config)
+    agent = build_agent(cfg, log=_log)
+    finals, _, report = escalate_corpus(agent, sources, args.trace, args.reference_flops, load_models(agent), log=_log)
+    if args.output:
+        atomic_write_lines(args.output, finals)
+    else:
+        sys.stdout.write("".join(f + "\n" for f in finals))
+    if args.report:
+        from evals.textio import atomic_write_text
+
+        atomic_write_text(args.report, json.dumps(report, indent=1) + "\n")
+    _log(f"escalate: {report['spent_flops']:.4g} FLOPs = {report['fraction_of_reference']:.3f} of the reference "
+         f"(allowed {cfg.escalate.budget.corpus}); within budget: {report['within_budget']}")
+
+
+def cmd_curve(args) -> None:
+    from pathlib import Path
+
+    from inference_compute.features import length_ratio
+
+    from . import curve as K
+    from .config import load_agent_config
+    from .escalate import load_models
+    from .run import build_agent
+
+    if bool(args.test_src) != bool(args.test_ref):
+        raise AgentInputError("--test-src and --test-ref go together")
+    if "test" in os.path.basename(args.src):
+        raise AgentInputError("the curve chooses thresholds and budgets: tune it on val, never on a test set", args.src)
+    sources, refs = read_lines(args.src), read_lines(args.ref)
+    check_same_length([(args.src, sources), (args.ref, refs)])
+    _check_nonempty(sources, args.src)
+    cfg = load_agent_config(args.config)
+    cfg.escalate.length_ratio = length_ratio(sources, refs)
+    agent = build_agent(cfg, log=_log)
+    out = Path(args.out)
+    result = K.run_curve(agent, sources, refs, out, args.pair, load_models(agent), args.src, args.ref,
+                         args.test_src, args.test_ref, args.test_set, args.fixed, log=_log)
+    print(json.dumps({k: v for k, v in result.items() if k != "points"}, indent=1, default=str))
 
 
 def cmd_explain(args) -> None:
@@ -181,6 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--drafts", help="drafts to correct, one per source line (default: draft.hyps or decode)")
     c.add_argument("--trace", help="JSONL trace, saved per chunk; a rerun resumes it")
     c.set_defaults(fn=cmd_correct)
+    es = sub.add_parser("escalate", help="draft cheaply; escalate where the critic says it pays, within a FLOP budget")
+    es.add_argument("--config", required=True)
+    es.add_argument("--input", help="source sentences, one per line (default: stdin)")
+    es.add_argument("--output", help="translations (default: stdout)")
+    es.add_argument("--trace", help="JSONL trace, saved per chunk; a rerun resumes it")
+    es.add_argument("--reference-flops", type=float, help="the full reranker's FLOPs on this input (default: "
+                    "escalate.budget.reference_flops_per_sentence x lines)")
+    es.add_argument("--report", help="write the budget report (spent, allowed, fraction) as JSON here")
+    es.set_defaults(fn=cmd_escalate)
+    cu = sub.add_parser("curve", help="tune the escalating agent on val at several budgets; its BLEU-vs-FLOPs curve")
+    cu.add_argument("--config", required=True)
+    cu.add_argument("--src", required=True, help="val sources")
+    cu.add_argument("--ref", required=True, help="val references")
+    cu.add_argument("--out", required=True, help="directory: traces, policy.json, curve.json, records.jsonl, plots")
+    cu.add_argument("--pair", default="en-de")
+    cu.add_argument("--test-src", help="a test set, replayed at the val choices (reported, never tuned on)")
+    cu.add_argument("--test-ref")
+    cu.add_argument("--test-set", default="test_2016_flickr")
+    cu.add_argument("--fixed", help="result records (e.g. inference_compute sweep) to draw on the same plots")
+    cu.set_defaults(fn=cmd_curve)
     e = sub.add_parser("explain", help="render one sentence's trace")
     e.add_argument("trace")
     e.add_argument("--id", type=int, required=True, help="sentence id (0-based line number of the input)")

@@ -11,6 +11,7 @@ from core_seq2seq.config import ConfigError, config_hash, from_dict, load_yaml
 from core_seq2seq.translator import DecodeSettings
 
 from .critic import CriticConfig
+from .escalate import EscalateConfig
 from .lexicon import LexiconConfig
 from .policy import PolicyConfig, SelectionConfig
 from .tools import ToolsConfig
@@ -72,6 +73,7 @@ class AgentConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    escalate: EscalateConfig = field(default_factory=EscalateConfig)  # the escalating agent (python -m agents escalate / curve)
     tuned: str = ""  # thresholds + selection written by `python -m agents tune` (override the ones above)
     name: str = "agent"  # system name in result records
 
@@ -87,7 +89,26 @@ def load_agent_config(path: str | Path, overrides: dict | None = None) -> AgentC
         cfg = from_dict(AgentConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return apply_tuned(cfg)
+    return apply_escalation_pick(apply_tuned(cfg))
+
+
+def apply_escalation_pick(cfg: AgentConfig) -> AgentConfig:
+    """``escalate.tuned`` (if set and present): the setting val picked sets the policy, its model,
+    threshold, corpus budget and the reference's FLOPs per sentence (measured on val)."""
+    e = cfg.escalate
+    if not e.tuned or not Path(e.tuned).exists():
+        return cfg
+    try:
+        tuned = json.loads(Path(e.tuned).read_text(encoding="utf-8"))
+        pick = tuned["pick"]
+        e.policy, e.threshold, e.budget.corpus = pick["policy"], pick["threshold"], float(pick["budget"])
+        e.model = tuned.get("model") or e.model
+        e.length_ratio = float(tuned.get("length_ratio", e.length_ratio))
+        if not e.budget.reference_flops_per_sentence:
+            e.budget.reference_flops_per_sentence = float(tuned["reference_flops_per_sentence"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as ex:
+        raise ConfigError(f"{e.tuned}: not an escalation curve file ({type(ex).__name__}: {ex})") from None
+    return cfg
 
 
 def apply_tuned(cfg: AgentConfig) -> AgentConfig:
@@ -122,4 +143,6 @@ def agent_hash(cfg: AgentConfig) -> str:
     data = to_dict(cfg)
     for key in ("run", "tune", "tuned"):  # how the run is chunked or was tuned does not change outputs
         data.pop(key)
+    for key in ("curve", "pick_within", "max_harm_to_fix", "l2", "folds", "tuned"):  # how the curve is tuned: likewise
+        data["escalate"].pop(key)
     return config_hash(data)

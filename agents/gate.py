@@ -80,21 +80,22 @@ class Gate:
 
 
 @lru_cache(maxsize=8)
-def _load(path: str, mtime: float) -> Gate:
+def _load(path: str, mtime: float, names: tuple[str, ...] = FEATURES) -> Gate:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         gate = Gate(**data)
     except (json.JSONDecodeError, TypeError) as e:
         raise AgentInputError(f"not a gate file ({type(e).__name__}: {e})", path) from None
-    if list(gate.names) != list(FEATURES):
-        raise AgentInputError(f"gate features {gate.names} are not this version's {list(FEATURES)}", path)
+    if list(gate.names) != list(names):
+        raise AgentInputError(f"features {gate.names} are not this version's {list(names)}", path)
     return gate
 
 
-def load_gate(path: str) -> Gate:
+def load_gate(path: str, names: Sequence[str] = FEATURES) -> Gate:
+    """A fitted logistic regression (the gate's, or another model's with its own feature ``names``)."""
     if not os.path.exists(path):
         raise AgentInputError("no such gate file", path)
-    return _load(path, os.path.getmtime(path))
+    return _load(path, os.path.getmtime(path), tuple(names))
 
 
 def examples_from_trace(records: Sequence[dict], refs: Sequence[str]) -> tuple[list[list[float]], list[int], list[int]]:
@@ -116,7 +117,8 @@ def examples_from_trace(records: Sequence[dict], refs: Sequence[str]) -> tuple[l
     return xs, ys, ids
 
 
-def fit_gate(xs: Sequence[Sequence[float]], ys: Sequence[int], l2: float = 1.0, info: dict | None = None) -> Gate:
+def fit_gate(xs: Sequence[Sequence[float]], ys: Sequence[int], l2: float = 1.0, info: dict | None = None,
+             names: Sequence[str] = FEATURES) -> Gate:
     """L2-regularised logistic regression on standardised features. Written with torch's LBFGS
     rather than taken from scikit-learn, which is not among the project's dependencies (eight
     features and a few thousand examples: it converges in well under a second)."""
@@ -139,7 +141,7 @@ def fit_gate(xs: Sequence[Sequence[float]], ys: Sequence[int], l2: float = 1.0, 
         return loss
 
     opt.step(closure)
-    return Gate(list(FEATURES), mean.tolist(), std.tolist(), w.detach().tolist(), float(b.detach()), info or {})
+    return Gate(list(names), mean.tolist(), std.tolist(), w.detach().tolist(), float(b.detach()), info or {})
 
 
 def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:

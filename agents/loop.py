@@ -13,7 +13,6 @@ per-sentence costs in the trace sum to the run's totals.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,32 +39,27 @@ class Cost:
 
 
 class Meter:
-    """Reads the translators' exact counters around a batched operation."""
+    """What a batched operation spent on the given translators: inference_compute's ``ComputeMeter``
+    (the project's one FLOP meter), read as a ``Cost``."""
 
     def __init__(self, translators: Sequence):
-        self.translators = list({id(t): t for t in translators if t is not None}.values())
-
-    def _read(self) -> tuple[float, float]:
-        calls = flops = 0.0
-        for t in self.translators:
-            counter = getattr(t, "counter", None)
-            if counter is None:
-                continue
-            calls += counter.decoder_calls
-            if hasattr(t, "flops"):
-                flops += t.flops(counter)
-        return calls, flops
+        unique = {id(t): t for t in translators if t is not None and getattr(t, "counter", None) is not None}
+        self.translators = {f"model{i}": t for i, t in enumerate(unique.values())}
 
     @contextmanager
     def measure(self):
         """``with meter.measure() as cost:`` fills ``cost`` with what the block spent."""
+        from inference_compute.compute import ComputeMeter
+
         cost = Cost()
-        calls, flops, start = *self._read(), time.perf_counter()
+        meter = ComputeMeter(self.translators)
+        meter.__enter__()
         try:
             yield cost
         finally:
-            calls2, flops2 = self._read()
-            cost.forward_calls, cost.flops, cost.seconds = calls2 - calls, flops2 - flops, time.perf_counter() - start
+            meter.__exit__(None, None, None)
+            r = meter.result
+            cost.forward_calls, cost.flops, cost.seconds = r["forward_calls"], r["flops"] or 0.0, r["decode_seconds"]
 
 
 @dataclass

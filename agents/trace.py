@@ -150,6 +150,10 @@ def render(rec: dict) -> str:
     out.append(f"  final  : {rec['final']}")
     out.append(f"  decision: {d.get('reason')} (final from step {d.get('final_from_step')}, "
                f"{d.get('tool_steps')} tool step(s); remaining flags: {', '.join(d.get('flags') or []) or 'none'})")
+    esc = rec.get("escalation")
+    if esc:  # the escalating agent: the policy's value before each rung, and what the sentence spent
+        out.append(f"  escalation: {esc.get('rungs_climbed')} rung(s) climbed; values "
+                   f"{', '.join(_fmt(v) for v in esc.get('values') or []) or '-'}; {_fmt(esc.get('flops'))} FLOPs in all")
     out.append(f"  cost: draft {_fmt(cost['draft'].get('forward_calls'))} + agent "
                f"{_fmt(cost['agent'].get('forward_calls'))} forward calls, agent {_fmt(cost['agent'].get('seconds'))} s")
     return "\n".join(out)

@@ -806,65 +806,83 @@ class Ladder:
                                     "r2l": p["r2l"], "lm": p["lm"], "val_bleu_by_selector": {
                                         k: round(val_bleu(v, sets, tgt), 2) for k, v in kinds.items()}}))
 
-    def agent_outputs(self, pair: str, models: list[str], decode: dict, reverse: str, drafts: dict) -> dict:
-        """The self-correcting agent over ``drafts`` (set -> {hyp_path, compute}); tuned on val."""
-        from agents.config import AgentConfig, DraftConfig, ModelsConfig, TuneConfig as AgentTuneConfig
+    def agent_outputs(self, pair: str, models: list[str], draft: dict, reverse: str, rerank: dict) -> dict:
+        """The escalating agent: a beam draft of ``models``, the reranker's rungs where the critic says
+        it pays, within a FLOP budget chosen on val (``agents curve``); set -> {hyp_path, compute}."""
+        from agents.config import AgentConfig, DraftConfig, ModelsConfig, apply_escalation_pick
+        from agents.escalate import EscalateConfig, escalate_corpus, load_models
         from agents.lexicon import LexiconConfig
-        from agents.report import cost_summary
-        from agents.run import build_agent, correct
-        from agents.tune import save_tuned, tune
+        from agents.curve import run_curve
+        from agents.run import build_agent
+        from inference_compute.features import length_ratio
 
         ac = self.cfg.agent
         src, tgt = _split_pair(pair)
         sets = self.sets[pair]
+        nbest, width = int(rerank["nbest"]), int(draft["beam_size"])
+        sizes = sorted({n for n in (nbest // 4 ** k for k in range(max(ac.max_steps, 1))) if n > width} | {nbest})
 
         def work(stage_dir: Path) -> dict:
+            escalate = EscalateConfig(rungs=[f"rerank{n}" for n in sizes], r2l=rerank.get("r2l") or "",
+                                      lm=rerank.get("lm") or "", reranker=str(stage_dir / "reranker.json"),
+                                      curve=list(ac.budgets), budget=replace(EscalateConfig().budget, corpus=ac.budget),
+                                      length_ratio=length_ratio(sets["val"].src, sets["val"].ref))
+            atomic_write_text(stage_dir / "reranker.json", json.dumps({"weights": rerank["weights"]}) + "\n")
             agent_cfg = AgentConfig(
                 models=ModelsConfig(forward=list(models), reverse=reverse, src_lang=src, tgt_lang=tgt,
                                     device=distributed.device()),
                 lexicon=LexiconConfig(path=str(stage_dir / "lexicon.json"), src_path=self.corpora.train[src],
                                       tgt_path=self.corpora.train[tgt], max_pairs=self.cfg.data.max_train_pairs),
-                draft=DraftConfig(decode=replace(DecodeSettings(**decode), nbest=1)), name="agent")
-            agent_cfg.policy.budget = ac.max_steps
+                draft=DraftConfig(decode=DecodeSettings(**draft)), escalate=escalate, name="agent")
+            agent_cfg.critic.signals = [s for s in agent_cfg.critic.signals if s != "round_trip"]  # a decode per look: not cheap
             agent_cfg.policy.seed = ac.seed
             agent = build_agent(agent_cfg, log=self.log)
+            extra = load_models(agent)
             if ac.tune_on_val:
-                tuned = tune(agent, sets["val"].src, sets["val"].ref, AgentTuneConfig(),
-                             drafts=read_lines(drafts["val"]["hyp_path"]), log=self.log)
-                save_tuned(str(stage_dir / "tuned.json"), tuned)
+                run_curve(agent, sets["val"].src, sets["val"].ref, stage_dir / "curve", pair, extra,
+                          sets["val"].src_path, None)
+                escalate.tuned = str(stage_dir / "curve" / "curve.json")
+                apply_escalation_pick(agent_cfg)
             out = {}
             for set_name, data in sets.items():
-                draft_compute = drafts[set_name]["compute"]
-                agent.cfg.draft.forward_calls = draft_compute.get("forward_calls")
-                agent.cfg.draft.decode_seconds = draft_compute.get("decode_seconds")
-                finals, records = correct(agent, data.src, read_lines(drafts[set_name]["hyp_path"]),
-                                          trace_path=str(stage_dir / f"trace.{set_name}.jsonl"), log=self.log)
+                reference = (rerank["compute"].get(set_name) or {}).get("flops")
+                finals, _, report = escalate_corpus(agent, data.src, str(stage_dir / f"trace.{set_name}.jsonl"),
+                                                    reference, extra, log=self.log)
                 path = stage_dir / f"hyps.{set_name}.txt"
                 atomic_write_lines(path, finals)
-                cost = cost_summary(records)
                 out[set_name] = {"hyp_path": str(path), "trace": str(stage_dir / f"trace.{set_name}.jsonl"), "compute": {
-                    "decode_seconds": draft_compute.get("decode_seconds", 0.0) + cost["agent"]["seconds"],
-                    "forward_calls": int(draft_compute.get("forward_calls", 0) + cost["agent"]["forward_calls"]),
-                    "decoder_row_steps": draft_compute.get("decoder_row_steps"),
-                    "flops": (draft_compute.get("flops") or 0.0) + (cost["agent"]["flops"] or 0.0),
-                    "agent_multiple_forward_calls": cost["multiple_forward_calls"]}}
+                    "decode_seconds": report["spent_seconds"], "forward_calls": int(report["spent_forward_calls"]),
+                    "decoder_row_steps": None, "flops": report["spent_flops"], "budget": report}}
             return out
 
-        return self.runner.run(f"{pair}.agent", key_dict(ac), {"models": models, "reverse": reverse, "drafts": {
-            k: v["hyp_path"] for k, v in drafts.items()}, "draft_decode": decode}, work)
+        return self.runner.run(f"{pair}.agent", key_dict(ac), {"models": models, "reverse": reverse, "draft": draft,
+                                                             "rerank": rerank}, work)
 
     def agent(self) -> None:
-        """The self-correcting agent, starting from each direction's kept system's hypotheses."""
+        """The escalating agent: each direction's best model drafts with its beam; the reranker's
+        rungs run where the critic says they pay, within the budget val picks."""
         plans = {}
         for pair in self.pairs:
             base = self.best(pair)
+            rerank = next((s for s in self.systems[pair] if s.stage == "rerank"), None)
+            if rerank is None:
+                self.log(f"[{pair}] +agent: skipped (it escalates to the reranker, and the rerank rung is off)")
+                continue
+            beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
+            width = beam.decode.beam_size if beam is not None else 5
+            draft = key_dict(DecodeSettings(method="beam", beam_size=width, nbest=width, batch_size=self.cfg.batch_size))
             reverse, _, reverse_trained = self.reverse_system(pair)
-            plans[pair] = (base, reverse_trained, (pair, base.models, key_dict(base.decode), reverse[0], base.outputs))
+            p = rerank.provenance
+            info = {"nbest": p["nbest"], "weights": p["weights"], "r2l": p.get("r2l"), "lm": p.get("lm"),
+                    "compute": {k: {"flops": v["compute"].get("flops")} for k, v in rerank.outputs.items()}}
+            plans[pair] = (base, rerank, reverse_trained, (pair, rerank.models, draft, reverse[0], info))
         self.parallel([("agent_outputs", plan[-1]) for plan in plans.values()])
-        for pair, (base, reverse_trained, args) in plans.items():
+        for pair, (base, rerank, reverse_trained, args) in plans.items():
             out = self.agent_outputs(*args)
-            self.add(System("+agent", "agent", pair, base.models, base.decode, out, _union(base.trained, reverse_trained),
-                            built_on=base.name, stages=[f"{pair}.agent"], provenance={"draft": base.name, "reverse": args[3]}))
+            self.add(System("+agent", "agent", pair, rerank.models, DecodeSettings(**args[2]), out,
+                            _union(rerank.trained, reverse_trained), built_on=base.name, stages=[f"{pair}.agent"],
+                            provenance={"draft": f"beam {args[2]['beam_size']}", "reverse": args[3],
+                                        "reference": rerank.name}))
 
     def curve(self) -> None:
         """The learning curve of the plain recipe: what each kept rung is worth in real pairs (pipeline/curve.py)."""
@@ -921,8 +939,8 @@ def _set_key(sets: dict[str, EvalSet]) -> dict[str, Any]:
 # ---- the whole run ------------------------------------------------------------------------------
 
 RUNGS: list[tuple[str, Callable[[Ladder], None]]] = [
-    # (config section that switches the rung on, the step over every direction). A new rung (e.g.
-    # distillation) is one method and one line here.
+    # (config section that switches the rung on, the step over every direction). A new rung is one
+    # method and one line here.
     ("", Ladder.baseline_and_beam),
     ("backtranslation", Ladder.backtranslation),
     ("ensemble", Ladder.ensemble),

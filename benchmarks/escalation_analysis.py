@@ -1,0 +1,85 @@
+"""What does the escalating agent escalate, and where does escalation help or hurt? Reads the output
+directory of ``python -m agents curve`` (its ``curve.json`` and an exhaustive trace), replays the
+setting val picked (or every curve point) on that trace, and counts, by the draft's flagged critic
+signals: sentences escalated, and among them those whose sentence chrF++ rose (fixed) or fell
+(harmed) against the draft. Also: fixed/harmed had every sentence been escalated (the full
+reranker's view), so the policy's choice can be judged against it.
+
+    python benchmarks/escalation_analysis.py CURVE_DIR --trace trace.test_2016_flickr.jsonl --ref test.de
+
+Prints JSON to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.curve import reference_flops, replay  # noqa: E402
+from agents.escalate import FEATURES, LearnedPolicy, RulePolicy  # noqa: E402
+from agents.gate import load_gate  # noqa: E402
+from agents.trace import read_trace  # noqa: E402
+from evals.metrics import sentence_chrf  # noqa: E402
+from evals.textio import read_lines  # noqa: E402
+
+
+def analyse(records: list[dict], refs: list[str], finals: dict[int, str], escalated: set[int]) -> dict:
+    by_flag: dict[str, Counter] = {}
+    totals = Counter()
+    for r in records:
+        flags = r["steps"][0].get("flags") or ["(none)"]
+        d = sentence_chrf(r["draft"], refs[r["id"]])
+        f = sentence_chrf(finals[r["id"]], refs[r["id"]])
+        outcome = "fixed" if f > d + 1e-9 else "harmed" if f < d - 1e-9 else "same"
+        for flag in flags:
+            c = by_flag.setdefault(flag, Counter())
+            c["sentences"] += 1
+            if r["id"] in escalated:
+                c["escalated"] += 1
+                c[outcome] += 1
+        totals["sentences"] += 1
+        if r["id"] in escalated:
+            totals["escalated"] += 1
+            totals[outcome] += 1
+    return {"total": dict(totals), "by_draft_flag": {k: dict(v) for k, v in sorted(by_flag.items())}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("curve_dir")
+    p.add_argument("--trace", required=True, help="an exhaustive trace in CURVE_DIR (trace.val.jsonl, trace.<test>.jsonl)")
+    p.add_argument("--ref", required=True, help="its references")
+    p.add_argument("--sentence-cap", type=float, default=2.0, help="escalate.budget.sentence of the curve's config")
+    args = p.parse_args()
+    d = Path(args.curve_dir)
+    curve = json.loads((d / "curve.json").read_text())
+    records, refs = read_trace(d / args.trace), read_lines(args.ref)
+    names = curve["rungs"]
+    ref_total = reference_flops(records, names)  # the full reranker on these sentences, as the curve's records
+    policies = {"rules": RulePolicy()}
+    if curve.get("model"):
+        policies["learned"] = LearnedPolicy(load_gate(curve["model"], FEATURES))
+    out = {"trace": str(d / args.trace), "pick": curve["pick"], "settings": []}
+    top = {r["id"]: r["final"] for r in records}
+    out["every_sentence_escalated"] = analyse(records, refs, top, {r["id"] for r in records})
+    for point in curve["points"]:
+        thr = point["threshold"]
+        cap = args.sentence_cap * ref_total / len(records) if args.sentence_cap else math.inf
+        states, _ = replay(records, names, policies[point["policy"]], thr, point["budget"] * ref_total, cap)
+        finals = {s.id: s.current for s in states}
+        esc = {s.id for s in states if s.rung > 0}
+        picked = all(point[k] == curve["pick"][k] for k in ("policy", "budget"))
+        out["settings"].append({"policy": point["policy"], "budget": point["budget"], "threshold": thr,
+                                "picked_on_val": picked, "flops_fraction": sum(s.spent for s in states) / ref_total,
+                                **analyse(records, refs, finals, esc)})
+    print(json.dumps(out, indent=1, default=lambda x: None if isinstance(x, float) and not math.isfinite(x) else x))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The escalating agent on the toy task: it escalates planted hard sentences and not easy ones, never
+exceeds its budget, traces every step; the learned policy trains on a val trace and runs through the
+same interface; the val curve replays the live loop; the CLI (curve, escalate, explain)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.__main__ import main
+from agents.curve import (fit_policy, path_of, pick, reference_flops, replay, tune_curve)
+from agents.curve import exhaustive as run_exhaustive
+from agents.errors import AgentInputError
+from agents.escalate import LearnedPolicy, ModelRungs, RulePolicy, escalate_corpus, load_policy
+from agents.run import build_agent
+from agents.trace import read_trace, render
+from test_agents import PLANTS, SourceOnlyRefiner, agent_cfg, clean, lexicon, planted  # noqa: F401  (clean, lexicon: fixtures)
+
+RUNGS = ["rerank4", "rerank8"]
+
+
+def make_agent(toy_en_de, toy_de_en, lexicon, **escalate):
+    cfg = agent_cfg(escalate={"rungs": RUNGS, **escalate}, run={"chunk_size": 6})
+    return build_agent(cfg, toy_en_de, toy_de_en, lexicon)
+
+
+@pytest.fixture(scope="module")
+def hard_easy(clean):
+    """Planted errors (hard: the critic flags them) and correct drafts (easy), with references."""
+    hard = [x for kind in sorted(PLANTS) for x in planted(clean, kind, 2)]
+    easy = [(s, r, r) for s, r in clean[-5:]]
+    cases = hard + easy
+    return [s for s, _, _ in cases], [d for _, _, d in cases], [r for _, r, _ in cases], len(hard)
+
+
+@pytest.fixture(scope="module")
+def exhaustive(toy_en_de, toy_de_en, lexicon, hard_easy):
+    sources, drafts, refs, _ = hard_easy
+    return run_exhaustive(make_agent(toy_en_de, toy_de_en, lexicon), sources, None, drafts=drafts)
+
+
+def test_rules_escalate_hard_sentences_and_not_easy_ones(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
+    sources, drafts, refs, n_hard = hard_easy
+    ref = reference_flops(exhaustive, RUNGS)
+    # rules: a flag adds 10 to the value; the budget is ample, so only the policy decides
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, threshold=5.0, budget={"corpus": 10.0})
+    finals, records, report = escalate_corpus(agent, sources, None, ref, drafts=drafts)
+    climbed = [r["escalation"]["rungs_climbed"] for r in records]
+    assert all(c >= 1 for c in climbed[:n_hard]), [r["decision"]["reason"] for r in records]
+    assert all(c == 0 for c in climbed[n_hard:]), climbed
+    assert finals[n_hard:] == drafts[n_hard:]
+    assert sum(f == r for f, r in zip(finals[:n_hard], refs[:n_hard])) >= n_hard - 1  # the reranker repairs them
+    assert report["within_budget"] and report["bound_violations"] == 0
+
+
+@pytest.mark.parametrize("fraction, sentence", [(0.05, 1.0), (0.2, 1.0), (0.5, 0.5), (1.0, 2.0), (3.0, 0.0)])
+def test_the_budget_is_never_exceeded(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive, fraction, sentence):
+    sources, drafts, _, _ = hard_easy
+    ref = reference_flops(exhaustive, RUNGS)
+    first_look = sum(r["steps"][0]["cost"]["flops"] for r in exhaustive)
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, budget={"corpus": fraction + first_look / ref, "sentence": sentence})
+    _, records, report = escalate_corpus(agent, sources, None, ref, drafts=drafts)
+    spent = sum(r["cost"]["draft"]["flops"] + r["cost"]["agent"]["flops"] for r in records)
+    assert spent <= report["allowed_flops"] * (1 + 1e-9) and report["within_budget"]
+    assert report["bound_violations"] == 0
+    cap = sentence * ref / len(sources) if sentence else math.inf
+    assert all(r["escalation"]["flops"] <= cap * (1 + 1e-3) for r in records)
+    # The live run and the val replay enforce the budget alike (the replay's bound is the recorded cost).
+    states, budget = replay(exhaustive, RUNGS, RulePolicy(), None, (fraction + first_look / ref) * ref, cap)
+    assert sum(s.spent for s in states) <= (fraction + first_look / ref) * ref * (1 + 1e-9)
+    if fraction >= 3.0:  # enough for everything, no cap: every sentence climbs every rung
+        assert all(r["escalation"]["rungs_climbed"] == len(RUNGS) for r in records)
+
+
+def test_a_budget_below_the_first_look_is_refused(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
+    sources, drafts, _, _ = hard_easy
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, budget={"corpus": 1e-6})
+    with pytest.raises(AgentInputError, match="does not cover the drafts"):
+        escalate_corpus(agent, sources, None, reference_flops(exhaustive, RUNGS), drafts=drafts)
+
+
+def test_every_step_is_in_the_trace(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive, tmp_path, monkeypatch):
+    sources, drafts, _, _ = hard_easy
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, budget={"corpus": 0.6, "sentence": 0})
+    calls: list[tuple[int, int]] = []
+    run = ModelRungs.run
+    monkeypatch.setattr(ModelRungs, "run", lambda self, rung, group: calls.extend((s.id, rung) for s in group)
+                        or run(self, rung, group))
+    trace = tmp_path / "trace.jsonl"
+    finals, records, _ = escalate_corpus(agent, sources, str(trace), reference_flops(exhaustive, RUNGS), drafts=drafts)
+    on_disk = read_trace(trace)
+    assert [r["final"] for r in on_disk] == finals
+    assert 0 < len(calls) < len(sources) * len(RUNGS)  # the budget stopped some, not all
+    for r in on_disk:
+        mine = [k for i, k in calls if i == r["id"]]
+        assert [st["action"] for st in r["steps"]] == ["draft"] + [RUNGS[k - 1] for k in mine]
+        assert r["escalation"]["rungs_climbed"] == len(mine) and r["decision"]["reason"]
+        assert len(r["escalation"]["values"]) >= len(mine)
+        for st in r["steps"]:
+            assert {"action", "candidate", "cost", "kept"} <= set(st)
+        assert path_of(r)[-1] == r["final"]
+    text = render(on_disk[0])
+    assert "step 0: draft" in text and on_disk[0]["final"] in text and "rung(s) climbed; values" in text
+
+
+def test_mbr_and_refine_rungs_climb_within_budget(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
+    sources, drafts, refs, n_hard = hard_easy
+    rungs = ["rerank4", "mbr", "refine"]
+    cfg = agent_cfg(escalate={"rungs": rungs, "budget": {"corpus": 20.0, "sentence": 0}}, selection={"refiner_weight": 1.0})
+    agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon, refiner=SourceOnlyRefiner(toy_en_de))
+    finals, records, report = escalate_corpus(agent, sources, None, reference_flops(exhaustive, RUNGS), drafts=drafts)
+    for r in records:
+        assert [st["action"] for st in r["steps"]] == ["draft", *rungs] and r["decision"]["reason"] == "top rung reached"
+        assert r["steps"][2]["args"]["pool"] >= 2  # MBR chose among the draft and the reranker's 4-best
+    assert report["within_budget"] and report["bound_violations"] == 0
+    assert sum(f == r for f, r in zip(finals, refs)) >= len(refs) - 1
+
+
+def test_learned_policy_trains_on_val_and_runs_through_the_same_interface(
+        toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive, tmp_path):
+    sources, drafts, refs, n_hard = hard_easy
+    model, cross_fitted, info = fit_policy(exhaustive, refs, l2=1.0, folds=3)
+    assert model is not None and info["examples"] == len(sources) * len(RUNGS) and 0 < info["positive"] < info["examples"]
+    model.save(tmp_path / "policy.json")
+    policy = load_policy("learned", str(tmp_path / "policy.json"))
+    assert isinstance(policy, LearnedPolicy)
+    first = [policy.value(r["source"], r["steps"][0], 1, False, r["id"]) for r in exhaustive]
+    assert min(first[:n_hard]) > max(first[n_hard:])  # it learned where climbing pays
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, policy="learned", model=str(tmp_path / "policy.json"), threshold=0.5,
+                       budget={"corpus": 10.0})
+    _, records, report = escalate_corpus(agent, sources, None, reference_flops(exhaustive, RUNGS), drafts=drafts)
+    assert all(0.0 <= v <= 1.0 for r in records for v in r["escalation"]["values"])
+    climbed = [r["escalation"]["rungs_climbed"] for r in records]
+    assert all(c >= 1 for c in climbed[:n_hard]) and all(c == 0 for c in climbed[n_hard:]), climbed
+    assert report["policy"] == "learned" and report["within_budget"]
+    with pytest.raises(AgentInputError, match="escalate.model is not set"):
+        load_policy("learned", "")
+
+
+def test_val_curve_replays_the_live_loop_and_picks_the_cheapest_near_best(
+        toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
+    sources, drafts, refs, n_hard = hard_easy
+    ref = reference_flops(exhaustive, RUNGS)
+    states, _ = replay(exhaustive, RUNGS, RulePolicy(), None, math.inf)
+    assert [s.current for s in states] == [r["final"] for r in exhaustive]
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, curve=[0.3, 1.0, 3.0])
+    _, cross_fitted, _ = fit_policy(exhaustive, refs, 1.0, 3)
+    points = tune_curve(exhaustive, refs, agent.cfg.escalate, "de", {"rules": RulePolicy(), "learned": cross_fitted})
+    assert {(p["policy"], p["budget"]) for p in points} == {(n, b) for n in ("rules", "learned") for b in (0.3, 1.0, 3.0)}
+    for p in points:
+        assert p["flops"] <= p["budget"] * ref * (1 + 1e-9) and p["harmed"] <= 0.5 * p["fixed"]
+    best = max(p["bleu"] for p in points)
+    chosen = pick(points, 0.1)
+    assert chosen["bleu"] >= best - 0.1
+    assert all(p["flops"] >= chosen["flops"] for p in points if p["bleu"] >= best - 0.1)
+    assert best > points[0]["draft_bleu"]
+
+
+def test_cli_curve_then_escalate_with_the_pick(tmp_path, toy_models_dir, toy_en_de, toy_de_en, toy_task, hard_easy,
+                                               capsys):
+    sources, drafts, refs, _ = hard_easy
+    raw = Path(toy_task) / "task1/raw"
+    data = yaml.safe_load(Path("configs/agent_toy.yaml").read_text())
+    data["models"].update(forward=str(toy_models_dir / "en_de/best"), reverse=str(toy_models_dir / "de_en/best"))
+    data["lexicon"].update(path=str(tmp_path / "lex.json"), src_path=str(raw / "train.en.gz"),
+                           tgt_path=str(raw / "train.de.gz"))
+    data["escalate"].update(rungs=RUNGS, curve=[0.5, 1.0])
+    data["draft"]["decode"].update(beam_size=2, nbest=2)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    (tmp_path / "val.en").write_text("\n".join(sources) + "\n")
+    (tmp_path / "val.de").write_text("\n".join(refs) + "\n")
+    out = tmp_path / "curve"
+    assert main(["curve", "--config", str(cfg), "--src", str(tmp_path / "val.en"), "--ref", str(tmp_path / "val.de"),
+                 "--out", str(out), "--test-src", str(tmp_path / "val.en"), "--test-ref", str(tmp_path / "val.de"),
+                 "--test-set", "heldout"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pick"]["budget"] in (0.5, 1.0) and (out / "curve_en-de_val.png").exists()
+    assert (out / "curve_en-de_heldout.png").exists() and (out / "records.jsonl").exists()
+    data["escalate"]["tuned"] = str(out / "curve.json")
+    cfg.write_text(yaml.safe_dump(data))
+    trace, report = tmp_path / "t.jsonl", tmp_path / "report.json"
+    assert main(["escalate", "--config", str(cfg), "--input", str(tmp_path / "val.en"), "--output",
+                 str(tmp_path / "out.de"), "--trace", str(trace), "--report", str(report)]) == 0
+    rep = json.loads(report.read_text())
+    assert rep["within_budget"] and rep["budget_corpus"] == summary["pick"]["budget"]
+    assert main(["explain", str(trace), "--id", "0"]) == 0
+    assert "step 0: draft" in capsys.readouterr().out
+    assert main(["report", "--trace", str(trace), "--ref", str(tmp_path / "val.de"), "--pair", "en-de",
+                 "--test-set", "val"]) == 0  # the fix/harm report reads escalation traces too
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["behaviour"]["tool_calls"]) <= set(RUNGS) and summary["changes"]["n"] == len(sources)
+    assert summary["cost"]["total"]["flops"] == pytest.approx(rep["spent_flops"], rel=1e-3)
+    assert main(["curve", "--config", str(cfg), "--src", str(tmp_path / "test.en"), "--ref", "x", "--out", "y"]) == 2
+    assert "never on a test set" in capsys.readouterr().err
