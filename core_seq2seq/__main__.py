@@ -111,6 +111,7 @@ def _check_output(path: str | None) -> None:
 
 
 def _cmd_translate(args: argparse.Namespace) -> None:
+    from .precision import resolve_precision
     from .translator import DecodeSettings, LSTMTranslator
 
     settings = from_dict(DecodeSettings, {k: v for k, v in {
@@ -119,6 +120,10 @@ def _cmd_translate(args: argparse.Namespace) -> None:
         "batch_tokens": args.batch_tokens, "length_penalty": args.length_penalty, "seed": args.seed}.items() if v is not None})
     streaming = not args.input or args.input == "-"
     _check_output(args.output)
+    try:  # before any input is read or model loaded: bf16 where the hardware lacks it is refused
+        resolve_precision(args.precision, args.device)
+    except ValueError as e:
+        raise ValueError(f"--precision: {e}") from None
     lines = _stdin_lines() if streaming else _read_input(args.input)  # a bad input fails before any output exists
     translator = LSTMTranslator.load(args.model, device=args.device, precision=args.precision)
     # -o FILE is written once, atomically, at the end: an error midway leaves an existing file as it was.

@@ -168,7 +168,8 @@ def check_ranges(obj: Any, rules: dict[str, tuple]) -> None:
         value = getattr(obj, key)
         if rule and rule[0] == "in":
             if value not in rule[1:]:
-                raise ValueError(f"{key} must be one of {', '.join(map(str, rule[1:]))}, got {value!r}")
+                choices = ", ".join(str(c) if c != "" else '""' for c in rule[1:])  # "" (off) must show
+                raise ValueError(f"{key} must be one of {choices}, got {value!r}")
             continue
         low, high = rule
         if (low is not None and value < low) or (high is not None and value > high):

@@ -321,6 +321,8 @@ def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, log) -> tupl
 
 def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
     """Post-train ``cfg.model`` by ``cfg.method`` on ``cfg.data``; returns the new model directory."""
+    from evals.textio import atomic_write_text
+
     from .training import save_model_dir
 
     if not cfg.output_dir:
@@ -332,7 +334,11 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
     final = out / "model"
     digest = config_hash({**asdict(cfg), "output_dir": None, "log_every_steps": None, "num_threads": None})
     if (final / "decade_meta.json").exists():
-        done = json.loads((final / "decade_meta.json").read_text(encoding="utf-8")).get("posttrain", {})
+        try:
+            done = json.loads((final / "decade_meta.json").read_text(encoding="utf-8")).get("posttrain", {})
+        except (ValueError, AttributeError) as e:  # not JSON, not UTF-8, or not an object: never overwrite it
+            raise DataError(f"{final / 'decade_meta.json'}: not a readable model record ({e}); choose a new "
+                            "output_dir or remove it") from None
         if done.get("config_hash") == digest:
             log(f"posttrain: {final} is already done for this config; reusing it")
             return final
@@ -343,11 +349,13 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model, tokenizer, src_lang, tgt_lang, meta = _load_start(cfg)
-    if cfg.method in PREFERENCE_METHODS:  # fail on bad data before any work
+    if cfg.method in PREFERENCE_METHODS:  # fail on bad data before any work (or any output) is done
         read_preference_pairs(cfg.data, cfg.max_pairs)
+    else:
+        _reference_pairs(cfg)
     model = copy.deepcopy(model).train()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False), encoding="utf-8")
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
     work = out / "trl.tmp"
     start = time.perf_counter()
     if cfg.method == "mrt":

@@ -185,18 +185,26 @@ def _cmd_exchange(args: argparse.Namespace) -> int:
             raise EvalsInputError(f"curve record {rec.system!r} needs extra.real_pairs (a positive integer)", args.curve, number)
     steps = [r for r in read_records(args.results) if r.extra.get("kept", True) is not False]  # kept rungs only
     reports, lines = {}, []
-    for pair, test_set in dict.fromkeys((r.pair, r.test_set) for r in curve):
+    curves = list(dict.fromkeys((r.pair, r.test_set) for r in curve))  # (pair, test set) of each curve
+    for pair, test_set in curves:
         points = sorted((r for r in curve if (r.pair, r.test_set) == (pair, test_set)), key=lambda r: r.extra["real_pairs"])
         if not points[0].ref_path:
             raise EvalsInputError(f"curve record {points[0].system!r} ({pair}, {test_set}) names no ref_path", args.curve)
-        refs = read_lines(_resolve(points[0].ref_path, args.curve))
+        ref_path = _resolve(points[0].ref_path, args.curve)
+        refs = read_lines(ref_path)
 
         def stats(rec, where: str) -> "object":
-            return sentence_stats(read_lines(_resolve(rec.hyp_path, where)), refs, args.metric, rec.trg_lang)
+            hyp_path = _resolve(rec.hyp_path, where)
+            hyps = read_lines(hyp_path)
+            check_same_length([(ref_path, refs), (hyp_path, hyps)])  # a file changed since its record was made
+            return sentence_stats(hyps, refs, args.metric, rec.trg_lang)
 
         mine = {r.system: stats(r, args.results) for r in steps if (r.pair, r.test_set) == (pair, test_set)}
-        result = exchange_rates([stats(r, args.curve) for r in points], [r.extra["real_pairs"] for r in points], mine,
-                                args.metric, form=args.form, n_samples=args.n_samples, seed=args.seed)
+        try:
+            result = exchange_rates([stats(r, args.curve) for r in points], [r.extra["real_pairs"] for r in points],
+                                    mine, args.metric, form=args.form, n_samples=args.n_samples, seed=args.seed)
+        except EvalsInputError as e:  # about the curve's points: name the file and the curve
+            raise e if e.path else EvalsInputError(f"{pair} {test_set}: {e}", args.curve) from None
         reports[f"{pair} {test_set}"] = result
         fit, held = result["fit"], result["held_out"]
         lines += [f"### {pair} · {test_set}", "", f"Fit: {fit['formula']}, " + ", ".join(
@@ -205,16 +213,16 @@ def _cmd_exchange(args: argparse.Namespace) -> int:
             + (f"predicted - measured {held['error']:+.2f}" if held.get("error") is not None else held["why"]), "",
             "| system | score | worth in real pairs [95% CI] |", "| --- | ---: | --- |"]
         lines += [f"| {name} | {st['score']:.2f} | {worth_cell(st)} |" for name, st in result["steps"].items()] + [""]
-        if args.out:
-            from .leaderboard import slug
-            from .plots import plot_exchange
-            from .textio import atomic_write_bytes
-
-            atomic_write_bytes(os.path.join(args.out, f"exchange_{slug(pair)}_{slug(test_set)}.png"),
-                               plot_exchange(result, pair, test_set))
     if not reports:
         raise EvalsInputError("contains no curve records", args.curve)
-    if args.out:
+    if args.out:  # written only once every curve has been fitted: a bad one leaves --out as it was
+        from .leaderboard import slug
+        from .plots import plot_exchange
+        from .textio import atomic_write_bytes
+
+        for (pair, test_set), result in zip(curves, reports.values()):
+            atomic_write_bytes(os.path.join(args.out, f"exchange_{slug(pair)}_{slug(test_set)}.png"),
+                               plot_exchange(result, pair, test_set))
         atomic_write_text(os.path.join(args.out, "exchange.json"), json.dumps(reports, indent=1, allow_nan=False) + "\n")
     print(json.dumps(reports, indent=1) if args.json else "\n".join(lines))
     return 0

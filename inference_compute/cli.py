@@ -294,7 +294,7 @@ class PairsCommand:
 
 
 def cmd_pairs(cfg: PairsCommand, log) -> None:
-    from evals.textio import atomic_write_text
+    from evals.textio import atomic_write_text, check_output_path
 
     from .mbr import expected_utility, reference_weights
     from .preference import preference_pairs
@@ -303,6 +303,8 @@ def cmd_pairs(cfg: PairsCommand, log) -> None:
     for key in ("nbest", "src", "out") + (("weights",) if cfg.selector == "rerank" else ()):
         if not getattr(cfg, key):
             raise ConfigError(f"pairs.{key} is required")
+    for key in ("out", "distill_out"):  # both outputs are checked before either is written
+        check_output_path(getattr(cfg, key), f"pairs.{key}")
     sources = _read_sources(cfg.src, cfg.limit)
     nbest = _nbest_for(cfg.nbest, len(sources), cfg.limit, cfg.src)
     if cfg.selector == "rerank":

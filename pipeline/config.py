@@ -123,7 +123,7 @@ class DistillationRung:
                             "real_ratio": (0.0, None), "shard_size": (1, None)})
         bad = [m for m in self.methods if m not in DISTILLATION_METHODS]
         if bad or not self.methods:
-            raise ValueError(f"distillation.methods: {bad or 'empty'}; choose from {', '.join(DISTILLATION_METHODS)}")
+            raise ValueError(f"methods: {bad or 'empty'}; choose from {', '.join(DISTILLATION_METHODS)}")
 
 
 @dataclass

@@ -105,6 +105,7 @@ class Case:
     outputs: list[str] = field(default_factory=list)  # files (relative to tmp_path) that exist before and must not change
     absent: list[str] = field(default_factory=list)  # files that must not exist afterwards
     stdin: str | None = None
+    patch: Callable[[pytest.MonkeyPatch], None] | None = None  # what the machine is made to look like (e.g. no bf16)
 
 
 # ---- shared builders -----------------------------------------------------------------------------
@@ -210,6 +211,65 @@ def _run(w: World, config: Path, *extra) -> list:
     return ["run", config, "--out", w.d / "run", *extra]
 
 
+def _plan(w: World, **over) -> list:
+    return _run(w, _ladder(w, **over), "--plan")
+
+
+def _preference(w: World, lines: list[str] | None = None) -> Path:
+    """Preference pairs JSONL (``posttrain``'s dpo/cpo/orpo input): chosen = the reference, rejected = another sentence."""
+    rows = lines if lines is not None else [json.dumps({"src": s, "chosen": t, "rejected": REF[(i + 1) % 3]})
+                                            for i, (s, t) in enumerate(zip(SRC, REF))]
+    return w.text("pairs.jsonl", rows)
+
+
+def _posttrain(w: World, data: Path | None = None, **over) -> list:
+    cfg = {"method": "dpo", "model": str(w.en_de), "data": str(data or _preference(w)), "output_dir": str(w.d / "pt"),
+           "max_steps": 1, "batch_size": 2, **over}
+    return ["posttrain", w.yaml("posttrain.yaml", cfg)]
+
+
+def _pairs(w: World, **over) -> list:
+    body = {"nbest": str(_nbest_file(w, w.en_de)), "src": str(w.text("src.en", SRC)), "selector": "mbr",
+            "out": str(w.d / "prefs.jsonl"), **over}
+    return _ic(w, "pairs", body)
+
+
+def _xrec(w: World, system: str, hyps: list[str], pair: str = "en-de", **extra) -> dict:
+    """A result record of ``hyps`` on the test set "t" (``extra.real_pairs``: a learning-curve point)."""
+    from evals.records import make_record
+
+    ref, hyp = w.text("ref.de", REF), w.text(f"{system}.{pair}.hyp", hyps)
+    return make_record(system, "curve" if "real_pairs" in extra else system, pair, "t", hyps, REF, hyp_path=str(hyp),
+                       ref_path=str(ref), n_samples=10, seed=1, extra=extra).to_dict()
+
+
+def _curve(w: World, pair: str = "en-de") -> list[dict]:
+    """Three rising learning-curve points (100, 200, 400 real pairs)."""
+    return [_xrec(w, f"curve{n}", REF[:k] + ["x y z ."] * (3 - k), pair, real_pairs=n)
+            for n, k in ((100, 0), (200, 1), (400, 2))]
+
+
+def _exchange(w: World, curve: list[dict] | None = None, results: list[dict] | None = None, *extra) -> list:
+    jsonl = lambda recs: "".join(json.dumps(r) + "\n" for r in recs).encode()  # noqa: E731
+    curve_path = w.raw("curve.jsonl", jsonl(curve if curve is not None else _curve(w)))
+    results_path = w.raw("steps.jsonl", jsonl(results if results is not None else [_xrec(w, "+bt", REF)]))
+    return ["exchange", curve_path, results_path, "--n-samples", "10", "--out", w.d / "xout", *extra]
+
+
+def _no_bf16(mp: pytest.MonkeyPatch) -> None:
+    """A CPU without avx512_bf16/amx_bf16 (the catalogue must not depend on the machine it runs on)."""
+    import core_seq2seq.precision as precision
+
+    mp.setattr(precision, "cpu_facts", lambda: {"cpu": "test", "flags": ["avx2"], "torch_cpu_capability": "AVX2"})
+
+
+def _no_tensorboard(mp: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    mp.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name == "tensorboard" else real(name, *a, **k))
+
+
 # ---- the catalogue -------------------------------------------------------------------------------
 
 CASES = [
@@ -255,6 +315,30 @@ CASES = [
     Case("evals-leaderboard-truncated-record", "evals",
          lambda w: ["leaderboard", w.raw("results.jsonl", _record(w).read_bytes()[:-40]), "--out", w.d / "board",
                     "--no-plots"], ["results.jsonl:1: not valid JSON"], ["board/leaderboard.md"]),
+    # evals exchange: learning-curve records against the systems they value
+    Case("exchange-missing-results", "evals", lambda w: _exchange(w)[:2] + [w.d / "typo.jsonl"],
+         ["typo.jsonl: no such file"]),
+    Case("exchange-curve-point-without-real-pairs", "evals",
+         lambda w: _exchange(w, _curve(w)[:2] + [_xrec(w, "curve400", REF[:2] + ["x ."], fraction=0.5)]),
+         ["curve.jsonl:3: curve record 'curve400' needs extra.real_pairs"], ["xout/exchange.json"]),
+    Case("exchange-one-point-curve", "evals", lambda w: _exchange(w, _curve(w)[:1]),
+         ["curve.jsonl: en-de t: a learning curve needs at least 2 points"], ["xout/exchange.json"]),
+    Case("exchange-repeated-point", "evals",
+         lambda w: _exchange(w, _curve(w) + [_xrec(w, "again", REF[:1] + ["x ."] * 2, real_pairs=200)]),
+         ["curve.jsonl: en-de t:", "strictly increasing"], ["xout/exchange.json"]),
+    Case("exchange-hyp-file-shortened-since", "evals",
+         lambda w: (_exchange(w), w.text("curve200.en-de.hyp", REF[:2]))[0],
+         ["ref.de:3: line counts differ", "curve200.en-de.hyp has 2"], ["xout/exchange.json"]),
+    Case("exchange-step-hyp-missing", "evals",
+         lambda w: _exchange(w, None, [{**_xrec(w, "+bt", REF), "hyp_path": str(w.d / "gone.hyp")}]),
+         ["gone.hyp: no such file"], ["xout/exchange.json"]),
+    Case("exchange-second-direction-bad", "evals",  # the first direction's plot must not be written either
+         lambda w: (_exchange(w, _curve(w) + _curve(w, "de-en")), w.text("curve200.de-en.hyp", ["x"]))[0],
+         ["ref.de:2: line counts differ", "curve200.de-en.hyp has 1"], ["xout/exchange_en-de_t.png", "xout/exchange.json"]),
+    Case("exchange-out-is-a-file", "evals", lambda w: _exchange(w)[:-1] + [w.d / "xout.txt"],
+         ["xout.txt: --out must be a folder"], ["xout.txt"]),
+    Case("exchange-bad-form", "evals", lambda w: _exchange(w, None, None, "--form", "cubic"), ["argument --form"],
+         ["xout/exchange.json"]),
 
     # core_seq2seq: translate, score, train, average
     Case("translate-missing-input", "core_seq2seq", lambda w: _translate(w, inp=w.d / "typo.en"),
@@ -296,6 +380,12 @@ CASES = [
          ["no_model: no such model directory"], ["out.de"]),
     Case("translate-ensemble-of-two-directions", "core_seq2seq", lambda w: _translate(w, model=[w.en_de, w.de_en]),
          ["an ensemble needs one direction"], ["out.de"]),
+    Case("translate-bf16-without-native-bf16", "core_seq2seq", lambda w: _translate(w, "--precision", "bf16"),
+         ["--precision: precision bf16 asked for", "avx512_bf16", "use auto or fp32"], ["out.de"], patch=_no_bf16),
+    Case("translate-precision-fp16", "core_seq2seq", lambda w: _translate(w, "--precision", "fp16"),
+         ["argument --precision"], ["out.de"]),
+    Case("translate-batch-tokens-negative", "core_seq2seq", lambda w: _translate(w, "--batch-tokens", "-5"),
+         ["argument --batch-tokens"], ["out.de"]),
     Case("translate-output-is-a-directory", "core_seq2seq", lambda w: _translate(w)[:-4] + ["-o", w.d / "outdir"],
          ["outdir: is a directory"], ["outdir/keep"]),
     Case("score-misaligned", "core_seq2seq",
@@ -317,6 +407,40 @@ CASES = [
          ["bad.yaml: invalid YAML", "python/object/apply"], ["run/keep"], ["pwned"]),
     Case("train-bad-set", "core_seq2seq", lambda w: ["train", _train_config(w), "--set", "train.max_steps"],
          ["--set 'train.max_steps': expected KEY=VALUE"], ["run/keep"]),
+    Case("train-log-with-unknown-tracker", "core_seq2seq",
+         lambda w: ["train", _train_config(w, train={"log_with": "wandb"})],
+         ["bad.yaml: train: log_with must be one of \"\", tensorboard, got 'wandb'"], ["run/keep"]),
+    Case("train-log-with-tensorboard-not-installed", "core_seq2seq",
+         lambda w: ["train", _train_config(w, train={"log_with": "tensorboard"})],
+         ["bad.yaml", "log_with: tensorboard needs the tensorboard package"], ["run/keep"], patch=_no_tensorboard),
+    # core_seq2seq posttrain
+    Case("posttrain-missing-data", "core_seq2seq", lambda w: _posttrain(w, w.d / "typo.jsonl"),
+         ["typo.jsonl: no such data file"], ["pt/config.yaml"], ["pt/model"]),
+    Case("posttrain-invalid-json-pair", "core_seq2seq",
+         lambda w: _posttrain(w, _preference(w, [json.dumps({"src": "a", "chosen": "b c", "rejected": "d e"}), '{"src": '])),
+         ["pairs.jsonl:2: not valid JSON"], ["pt/config.yaml"], ["pt/model"]),
+    Case("posttrain-pair-without-rejected", "core_seq2seq",
+         lambda w: _posttrain(w, _preference(w, [json.dumps({"src": "a", "chosen": "b c"})])),
+         ["pairs.jsonl:1: 'rejected' must be a non-empty string"], ["pt/config.yaml"], ["pt/model"]),
+    Case("posttrain-pair-differs-in-punctuation-only", "core_seq2seq",
+         lambda w: _posttrain(w, _preference(w, [json.dumps({"src": "a", "chosen": "Ein Hund .", "rejected": "Ein Hund!"})])),
+         ["pairs.jsonl:1: chosen and rejected are the same up to punctuation"], ["pt/config.yaml"], ["pt/model"]),
+    Case("posttrain-unknown-key", "core_seq2seq", lambda w: _posttrain(w, bta=0.5),
+         ["posttrain.yaml: bta: unknown key; did you mean 'beta'"], ["pt/config.yaml"]),
+    Case("posttrain-unknown-method", "core_seq2seq", lambda w: _posttrain(w, method="ppo"),
+         ["posttrain.yaml: method must be one of dpo, cpo, orpo, mrt, grpo, got 'ppo'"], ["pt/config.yaml"]),
+    Case("posttrain-one-sample", "core_seq2seq", lambda w: _posttrain(w, method="mrt", num_samples=1),
+         ["posttrain.yaml", "num_samples must be >= 2"], ["pt/config.yaml"]),
+    Case("posttrain-missing-model", "core_seq2seq", lambda w: _posttrain(w, model=str(w.d / "no_model")),
+         ["no_model: no such model directory"], ["pt/config.yaml"], ["pt/model"]),
+    Case("posttrain-mrt-misaligned-pairs", "core_seq2seq",
+         lambda w: _posttrain(w, w.text("s.en", SRC), method="mrt", data_tgt=str(w.text("t.de", REF[:2]))),
+         ["s.en has 3 lines but", "t.de has 2"], ["pt/config.yaml"], ["pt/model", "pt/posttrain_log.jsonl"]),
+    Case("posttrain-corrupt-earlier-output", "core_seq2seq", lambda w: _posttrain(w),
+         ["pt/model/decade_meta.json: not a readable model record"], ["pt/model/decade_meta.json", "pt/config.yaml"]),
+    Case("posttrain-output-of-another-config", "core_seq2seq",
+         lambda w: (w.raw("pt/model/decade_meta.json", b'{"posttrain": {"config_hash": "0123"}}'), _posttrain(w))[1],
+         ["pt/model: holds a post-trained model of another config"], ["pt/model/model.safetensors", "pt/config.yaml"]),
     Case("average-without-weights", "core_seq2seq",
          lambda w: ["average", w.model("m", "no_weights"), "-o", w.d / "avg"], ["model.safetensors"]),
 
@@ -369,6 +493,21 @@ CASES = [
          lambda w: (_nbest_file(w, w.en_de), w.raw("val.nbest", (w.d / "val.nbest").read_bytes().replace(b"Hund", b"Katze")),
                     _ic(w, "mbr", {"nbest": str(w.d / "val.nbest"), "out": str(w.d / "out.de")}))[-1],
          ["val.nbest.jsonl:1: text differs"], ["out.de"]),
+    # inference_compute pairs: preference pairs from a ranked n-best
+    Case("pairs-misaligned-src", "inference_compute", lambda w: _pairs(w, src=str(w.text("short.en", SRC[:2]))),
+         ["val.nbest has 3 sources but", "short.en has 2 lines"], ["prefs.jsonl"]),
+    Case("pairs-missing-nbest", "inference_compute", lambda w: _pairs(w, nbest=str(w.d / "typo.nbest")),
+         ["typo.nbest: no such file"], ["prefs.jsonl"]),
+    Case("pairs-missing-weights", "inference_compute",
+         lambda w: _pairs(w, selector="rerank", weights=str(w.d / "nope.json")), ["nope.json: no such weights file"],
+         ["prefs.jsonl"]),
+    Case("pairs-unknown-selector", "inference_compute", lambda w: _pairs(w, selector="best"),
+         ["ic.yaml", "pairs", "selector must be rerank or mbr"], ["prefs.jsonl"]),
+    Case("pairs-bad-mbr-utility", "inference_compute", lambda w: _pairs(w, mbr={"utility": "ter"}),
+         ["ic.yaml", "mbr.utility must be one of"], ["prefs.jsonl"]),
+    Case("pairs-no-out", "inference_compute", lambda w: _pairs(w, out=""), ["pairs.out is required"]),
+    Case("pairs-distill-out-is-a-directory", "inference_compute", lambda w: _pairs(w, distill_out=str(w.d / "dist")),
+         ["dist: is a directory"], ["prefs.jsonl", "dist/keep"], ["prefs.jsonl.config.yaml"]),
     Case("inference-unknown-key", "inference_compute",
          lambda w: _ic(w, "mbr", {"nbest": "x", "out": "y", "utilty": "chrf"}), ["ic.yaml: mbr.utilty: unknown key"]),
 
@@ -405,6 +544,38 @@ CASES = [
          ["ladder.yaml", "eval_every_steps must be >= 1"], ["run/run.json"]),
     Case("decade-run-missing-config", "decade", lambda w: _run(w, w.d / "nope.yaml"), ["nope.yaml: config file not found"],
          ["run/run.json"]),
+    Case("decade-run-log-with-unknown-tracker", "decade", lambda w: _run(w, _ladder(w, train={"log_with": "wandb"})),
+         ["ladder.yaml: train: log_with must be one of \"\", tensorboard"], ["run/run.json"]),
+    # decade run --plan: a config error stops it before it reads a corpus
+    Case("decade-plan-misspelled-force", "decade", lambda w: _plan(w) + ["--force", "en-de.distilation_dpo"],
+         ["--force: no stage 'en-de.distilation_dpo'"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-missing-data-file", "decade",
+         lambda w: _plan(w, data={"corpus": "files", "files": {"train": {"en": str(w.d / "typo.en"), "de": str(w.d / "t.de")},
+                                                              "val": {"en": str(w.d / "v.en"), "de": str(w.d / "v.de")}}}),
+         ["data.files.train.en", "typo.en: file not found"], ["run/run.json"]),
+    Case("decade-plan-curve-fraction-of-one", "decade", lambda w: _plan(w, curve={"enabled": True, "fractions": [0.5, 1.0]}),
+         ["ladder.yaml", "curve", "fractions must each be in (0, 1)"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-curve-repeated-fraction", "decade", lambda w: _plan(w, curve={"fractions": [0.25, 0.25]}),
+         ["ladder.yaml", "curve", "must not repeat"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-curve-unknown-form", "decade", lambda w: _plan(w, curve={"form": "cubic"}),
+         ["ladder.yaml", "curve", "form", "cubic"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-curve-unknown-key", "decade", lambda w: _plan(w, curve={"fraction": [0.5]}),
+         ["ladder.yaml: curve.fraction: unknown key; did you mean 'fractions'"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-distillation-unknown-method", "decade",
+         lambda w: _plan(w, distillation={"enabled": True, "methods": ["dpo", "ppo"]}),
+         ["ladder.yaml: distillation: methods: ['ppo']; choose from"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-distillation-steps-zero", "decade", lambda w: _plan(w, distillation={"steps": 0}),
+         ["ladder.yaml", "distillation", "steps must be >= 1"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-distillation-posttrain-unknown-key", "decade",
+         lambda w: _plan(w, distillation={"posttrain": {"bta": 0.5}}),
+         ["ladder.yaml: distillation.posttrain.bta: unknown key; did you mean 'beta'"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-distillation-posttrain-out-of-range", "decade",
+         lambda w: _plan(w, distillation={"posttrain": {"num_samples": 1}}),
+         ["ladder.yaml", "distillation.posttrain", "num_samples must be >= 2"], ["run/run.json"], ["run/toy_data"]),
+    Case("decade-plan-distillation-train-unknown-key", "decade",
+         lambda w: _plan(w, distillation={"train": {"max_step": 3}}),
+         ["ladder.yaml: distillation.train.max_step: unknown key; did you mean 'max_steps'"], ["run/run.json"],
+         ["run/toy_data"]),
     Case("decade-publish-not-a-run", "decade", lambda w: ["publish", w.d, "--to", w.d / "pub", "--blind-to", w.d / "blind"],
          ["no <pair>/results.jsonl"], ["pub/run.json"]),
     Case("decade-translate-beam-zero", "decade", lambda w: _translate(w, "--beam", "0"), ["argument --beam"], ["out.de"]),
@@ -413,7 +584,8 @@ CASES = [
 ]
 
 # A few cases again as real processes: the top level (run_cli, interpreter exit) prints no traceback either.
-SUBPROCESS = ["evals-invalid-utf8-ref", "translate-truncated-weights", "agent-reverse-is-the-forward-model"]
+SUBPROCESS = ["evals-invalid-utf8-ref", "translate-truncated-weights", "agent-reverse-is-the-forward-model",
+              "exchange-hyp-file-shortened-since"]
 
 
 # ---- running a case ------------------------------------------------------------------------------
@@ -505,6 +677,8 @@ def test_bad_input_is_one_clear_error(case, models, tmp_path, capsys, monkeypatc
     _plant_outputs(w, case)
     argv = _argv(w, case)
     _lock(w, monkeypatch)
+    if case.patch:
+        case.patch(monkeypatch)
     try:
         code, _, err = _run_in_process(case.cli, argv, capsys, monkeypatch, case.stdin)
     finally:
