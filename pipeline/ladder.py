@@ -311,7 +311,7 @@ class Ladder:
 
         state = (self.cfg, self.run_dir, self.corpora, set(self.runner.force))
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_die_with_parent) as pool:
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_job, state, method, args) for method, args in jobs]
             for future in futures:
                 done, timings, ran = future.result()
@@ -896,9 +896,10 @@ class Ladder:
         return curve_model(self, pair, k)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None = None) -> None:
     """In a worker process: be killed when the run's main process dies (a kill -9 of the run must not
-    leave workers writing into the run directory)."""
+    leave workers writing into the run directory). A spawned worker takes seconds to start (its
+    imports); if the run died meanwhile, it was adopted before it could ask, so it checks and leaves."""
     try:
         import ctypes
         import signal
@@ -906,6 +907,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def _job(state: tuple, method: str, args: tuple) -> tuple[dict, dict, list[str]]:
