@@ -1047,6 +1047,7 @@ def machine_facts() -> dict[str, Any]:
 
     facts = {"platform": platform.platform(), "cpus": os.cpu_count(), **cpu_facts(),
              "precision_auto": resolve_precision("auto", "cpu")}
+    facts["load_average_before_ceiling"] = round(os.getloadavg()[0], 2)  # other work understates the ceiling
     facts["fp32_matmul_ceiling_gflops"] = round(matmul_gflops(2048, os.cpu_count() or 1, 2.0)["gflops_best"], 1)
     return facts
 
@@ -1122,7 +1123,8 @@ def write_summary(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, runner: St
     lines = ["## Cost per rung", "",
              f"Machine: {facts.get('cpu')}, {facts.get('cpus')} CPUs, flags {' '.join(facts.get('flags') or []) or 'n/a'}; "
              f"fp32 matmul ceiling {facts.get('fp32_matmul_ceiling_gflops')} GFLOP/s (2048x2048, measured at the start "
-             f"of this invocation); precision {facts.get('precision_auto')}; {cfg.workers} worker(s) x "
+             f"of this invocation, at load average {facts.get('load_average_before_ceiling')}: other work on the machine "
+             f"lowers it, and stretches every time below); precision {facts.get('precision_auto')}; {cfg.workers} worker(s) x "
              f"{cfg.train.num_threads or 'default'} thread(s).", "",
              "| pair | system | kept | val BLEU | built on | stages (s) | share of run | train steps (all models behind it) "
              "| decode GFLOPs (test sets) | decode s (test sets) |",
