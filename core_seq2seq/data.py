@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from http.client import HTTPException
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,6 +168,21 @@ def from_hf_dataset(dataset, src_lang: str, tgt_lang: str, name: str = "dataset"
         raise DataError(f"{name}: dataset has columns {columns}; expected {src_lang!r} and {tgt_lang!r} or 'translation'")
     src, tgt, report = clean_pairs(src, tgt, name, max_chars)
     return ParallelCorpus(src, tgt, src_lang, tgt_lang, name=name), report
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSONL file (``.gz`` allowed); a line that is
+    not a JSON object is a ``DataError`` naming the file and line."""
+    for number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+        yield number, obj
 
 
 # ---- Multi30K ----------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ import torch
 import yaml
 
 from .config import check_ranges, config_hash
-from .data import DataError, read_parallel_files, read_text_lines, read_tsv_or_jsonl
+from .data import DataError, iter_jsonl, read_parallel_files, read_tsv_or_jsonl
 
 METHODS = ("dpo", "cpo", "orpo", "mrt", "grpo")
 PREFERENCE_METHODS = ("dpo", "cpo", "orpo")
@@ -98,15 +98,7 @@ def differ_beyond_punctuation(a: str, b: str) -> bool:
 def read_preference_pairs(path: str | os.PathLike, max_pairs: int = 0) -> list[dict]:
     """Preference pairs of a JSONL file, every line checked (errors name the file and line)."""
     pairs = []
-    for number, line in enumerate(read_text_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object with src, chosen and rejected")
+    for number, obj in iter_jsonl(path):
         for key in ("src", "chosen", "rejected"):
             if not isinstance(obj.get(key), str) or not obj[key].strip():
                 raise DataError(f"{path}:{number}: {key!r} must be a non-empty string, got {obj.get(key)!r}")

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from core_seq2seq.training import replace_dir  # noqa: F401  (re-exported for synth)
-from core_seq2seq.data import DataError, read_text_lines
+from core_seq2seq.data import DataError, iter_jsonl
 from evals.textio import atomic_write_text
 
 
@@ -28,21 +28,17 @@ class SynthError(DataError):
 
 def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
     """Records of a JSONL file (``.gz`` allowed); each must be an object holding ``required`` keys."""
-    required = tuple(required)
     records = []
-    for number, line in enumerate(read_text_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SynthError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise SynthError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-        missing = [k for k in required if k not in obj]
-        if missing:
-            raise SynthError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
-        records.append(obj)
+    try:
+        for number, obj in iter_jsonl(path):
+            missing = [k for k in required if k not in obj]
+            if missing:
+                raise SynthError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
+            records.append(obj)
+    except SynthError:
+        raise
+    except DataError as e:
+        raise SynthError(str(e)) from None
     return records
 
 
