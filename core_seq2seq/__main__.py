@@ -15,14 +15,19 @@ from .config import ConfigError, apply_overrides, from_dict, load_yaml
 FILE_BLOCK_BATCHES = 50  # translate: a file is read, sorted and decoded this many batches at a time
 
 
+def _config(cls: type, args: argparse.Namespace):
+    """The YAML config of ``args.config`` with ``--set`` overrides, as ``cls``; errors name the file."""
+    data = apply_overrides(load_yaml(args.config), args.set or [])
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{args.config}: {e}") from None
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from .training import ExperimentConfig, train
 
-    data = apply_overrides(load_yaml(args.config), args.set or [])
-    try:
-        cfg = from_dict(ExperimentConfig, data)
-    except ConfigError as e:
-        raise ConfigError(f"{args.config}: {e}") from None
+    cfg = _config(ExperimentConfig, args)
     if args.restart:
         from .training import clear_run
 
@@ -33,11 +38,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_posttrain(args: argparse.Namespace) -> None:
     from .posttrain import PosttrainConfig, posttrain
 
-    data = apply_overrides(load_yaml(args.config), args.set or [])
-    try:
-        cfg = from_dict(PosttrainConfig, data)
-    except ConfigError as e:
-        raise ConfigError(f"{args.config}: {e}") from None
+    cfg = _config(PosttrainConfig, args)
     print(posttrain(cfg, log=lambda m: print(m, file=sys.stderr, flush=True)))
 
 

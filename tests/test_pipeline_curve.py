@@ -17,22 +17,6 @@ from pipeline.ladder import check_force, load_pipeline_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("curve:\n  fractions: [0.5, 1.0]\n", r"curve: fractions must each be in \(0, 1\).*got 1.0"),
-    ("curve:\n  fractions: [0]\n", r"curve: fractions must each be in \(0, 1\)"),
-    ("curve:\n  fractions: [-0.25]\n", r"curve: fractions must each be in \(0, 1\)"),
-    ("curve:\n  fractions: []\n", r"curve: fractions must name at least one share"),
-    ("curve:\n  fractions: [0.5, 0.5]\n", r"curve: fractions must not repeat a share"),
-    ("curve:\n  form: cubic\n", r"curve: form must be one of auto, loglinear, saturating"),
-    ("curve:\n  fraction: [0.5]\n", r"curve\.fraction: unknown key; did you mean 'fractions'"),
-])
-def test_bad_curve_config_is_named(tmp_path, text, message):
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=r"bad\.yaml: " + message):
-        load_pipeline_config(path)
-
-
 def test_fractions_too_small_for_the_data_are_a_config_error():
     ladder = SimpleNamespace(cfg=SimpleNamespace(curve=SimpleNamespace(fractions=[0.5, 0.25, 0.125])))
     assert subset_sizes(ladder, 1000) == [125, 250, 500]  # smallest first, whatever the config's order
