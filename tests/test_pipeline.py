@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -126,25 +124,6 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
                           env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     stages = plan.stdout.splitlines()[1:]
     assert plan.returncode == 0 and len(stages) > 20 and all(line.endswith(" cached") for line in stages), plan.stdout
-
-    # Under torchrun, two processes decode the same trained models into the same leaderboard, to the
-    # digit (en-de's decoding stages, from greedy to the agent, rerun; de-en's stay cached to keep the
-    # suite short). The models come from the run above: data-parallel training draws its dropout masks
-    # per process, so two processes trained from scratch end with other weights. In place: stage keys
-    # name the run directory, so a copy elsewhere would retrain.
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        return
-    decoding = re.compile(r"en-de\.(baseline|beam\d+|bt|ensemble_\w+|rerank_mbr|agent)")
-    for d in reference.iterdir():
-        if decoding.fullmatch(d.name):
-            shutil.rmtree(d)
-    env = {k: v for k, v in ENV.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "pipeline", "run", str(config),
-                          "--out", str(reference)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "[en-de.agent] running" in two.stderr and "[model.fwd.en-de] cached" in two.stderr
-    assert two.stdout == ref_out
 
 
 def _snapshot(run: Path) -> dict[str, tuple[int, int]]:
