@@ -28,18 +28,15 @@ class SynthError(DataError):
 
 def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
     """Records of a JSONL file (``.gz`` allowed); each must be an object holding ``required`` keys."""
-    records = []
     try:
-        for number, obj in iter_jsonl(path):
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise SynthError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
-            records.append(obj)
-    except SynthError:
-        raise
+        numbered = list(iter_jsonl(path))
     except DataError as e:
         raise SynthError(str(e)) from None
-    return records
+    for number, obj in numbered:
+        missing = [k for k in required if k not in obj]
+        if missing:
+            raise SynthError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
+    return [obj for _, obj in numbered]
 
 
 def jsonl_text(records: Iterable[dict]) -> str:
