@@ -313,7 +313,8 @@ def test_tuning_on_val_with_planted_drafts_gains_and_respects_the_harm_limit(
     drafts = [p for _, _, p in pairs] + [r for _, r in clean[:9]]
     refs = [r for _, r, _ in pairs] + [r for _, r in clean[:9]]
     cfg = agent_cfg(critic={"thresholds": {k: None for k in C.SIGNALS}},  # start from an agent that does nothing
-                    tune={"quantiles": [0.1, 0.35], "passes": 1, "max_score_drop": [1.0], "min_score_gain": [0.0]})
+                    tune={"quantiles": [0.1, 0.35], "coordinate_rounds": 1,
+                          "grid": {"max_score_drop": [1.0], "min_score_gain": [0.0]}})
     agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon)
     result = tune(agent, sources, refs, cfg.tune, drafts)
     assert result["val"]["tuned"] > result["val"]["draft"]
@@ -340,8 +341,8 @@ def test_tuning_from_a_harmful_start_falls_back_to_switching_signals_on_one_by_o
     refs = [r for _, r, _ in pairs] + [p for _, _, p in disputed]
     cfg = agent_cfg(critic={"thresholds": {**{k: None for k in C.SIGNALS}, "length_ratio": 0.0}},
                     selection={"max_score_drop": 1e9, "min_score_gain": 0.0},
-                    tune={"quantiles": [0.1, 0.35], "passes": 2, "max_score_drop": [1e9, 0.0],
-                          "min_score_gain": [0.0, 0.1], "max_harm_to_fix": 0.0})
+                    tune={"quantiles": [0.1, 0.35], "coordinate_rounds": 2, "max_harm_to_fix": 0.0,
+                          "grid": {"max_score_drop": [1e9, 0.0], "min_score_gain": [0.0, 0.1]}})
     agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon)
     result = tune(agent, sources, refs, cfg.tune, drafts)
     start, = [h for h in result["history"] if h["what"] == "start"]
@@ -536,8 +537,8 @@ def test_tuning_switches_the_refiner_on_and_tries_its_weight(toy_en_de, toy_de_e
     refs = [r for _, r, _ in pairs] + [r for _, r in clean[:6]]
     cfg = agent_cfg(critic={"signals": ["refiner_margin"], "thresholds": {"refiner_margin": None}},
                     policy={"budget": 1},
-                    tune={"quantiles": [0.35, 0.5], "passes": 1, "max_score_drop": [1.0], "min_score_gain": [0.0],
-                          "refiner_weight": [0.0, 1.0]})
+                    tune={"quantiles": [0.35, 0.5], "coordinate_rounds": 1,
+                          "grid": {"max_score_drop": [1.0], "min_score_gain": [0.0], "refiner_weight": [0.0, 1.0]}})
     agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon, refiner=SourceOnlyRefiner(toy_en_de))
     result = tune(agent, sources, refs, cfg.tune, drafts)
     assert result["thresholds"]["refiner_margin"] is not None  # switched on: it repairs the planted drafts
