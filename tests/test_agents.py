@@ -26,6 +26,7 @@ from core_seq2seq.data import read_parallel_files
 from core_seq2seq.toy import NOUNS, toy_corpus
 from core_seq2seq.translator import DecodeSettings
 from evals.records import read_records, write_records
+from inference_compute.tune import AGENT_GRID
 
 SOURCES, REFS = toy_corpus(40, seed=7)  # sentences the toy models never trained on
 
@@ -350,6 +351,17 @@ def test_tuning_from_a_harmful_start_falls_back_to_switching_signals_on_one_by_o
     assert any(h["what"] == "all signals off" for h in result["history"])
     assert result["val"]["admissible"] and result["val"]["harmed"] == 0
     assert result["val"]["tuned"] > result["val"]["draft"]
+
+
+def test_the_agent_tune_section_is_the_shared_tuner_config_and_old_keys_name_their_new_ones(tmp_path):
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump({"tune": {"passes": 2}}))
+    with pytest.raises(ConfigError, match=r"agent.yaml: tune.passes: renamed tune.coordinate_rounds"):
+        load_agent_config(path)
+    path.write_text(yaml.safe_dump({"tune": {"grid": {"min_score_gain": [0.0]}}}))
+    tc = load_agent_config(path).tune
+    assert tc.coordinate_rounds == 2  # the agent's default passes (each trial reruns the loop)
+    assert tc.grid["min_score_gain"] == [0.0] and tc.grid["max_score_drop"] == AGENT_GRID["max_score_drop"]
 
 
 # ---- report -----------------------------------------------------------------------------------------
