@@ -4,13 +4,15 @@ atomically after the artifact, records the key of the config and inputs that mad
 Writers write the artifact first and the marker last (``write_json``: a temporary file, then
 ``os.replace``), so a kill never leaves a marker over half-written files; readers ask ``cached``,
 which answers the marker only when its key matches, so work made by another config is never taken
-for this one's. Users: the ladder's stages (``stage.json``), synth's shards (a sidecar keyed by its
-shard's SHA-256), inference_compute's sweep (features, weights, selections, records). Training
+for this one's. Users: the ladder's stages (``stage.json``; a mismatch reruns the stage), synth's
+shards (a sidecar keyed by its shard's SHA-256), inference_compute's sweep (features, weights,
+selections, records) and n-best files (the meta sidecar; a mismatch is an error there). Training
 checkpoints resume by their own rule (``core_seq2seq.training``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,6 +21,13 @@ from typing import Any
 from evals.textio import atomic_write_text
 
 from .data import DataError
+
+
+def job_key(*parts: Any) -> str:
+    """A short stable hash of everything that determines an artifact (texts included; a stage's key
+    hashes its config slice with ``config.config_hash``, which leaves unset new settings out)."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:

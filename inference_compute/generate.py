@@ -7,24 +7,17 @@ candidate spec and the sources); a different key is an error rather than a silen
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core_seq2seq.cache import job_key
 from core_seq2seq.translator import Translator
 
 from .candidates import CandidateSpec, PooledCandidate, generate_candidates
 from .compute import ComputeMeter, add_compute
 from .nbest import is_complete, read_meta, read_nbest, write_nbest
-
-
-def job_key(*parts: Any) -> str:
-    """A short stable hash of everything that determines an artifact."""
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def check_key(path: str | os.PathLike, key: str) -> None:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core_seq2seq.cache import cached, write_json
+from core_seq2seq.cache import cached, job_key, write_json
 from core_seq2seq.config import key_dict
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_lines
 
@@ -30,7 +30,7 @@ from .candidates import CandidateSpec, MethodSpec
 from .candidates import pool as pool_candidates  # (a Pool below is a grid point)
 from .compute import add_compute, record_compute
 from .features import check_directions, compute_features, length_ratio, load_scorer
-from .generate import generate_nbest_file, job_key
+from .generate import generate_nbest_file
 from .mbr import MbrConfig, expected_from_matrix, model_weights, reference_weights, utility_matrix
 from .rerank import argmax, linear_scores, load_weights, save_weights, select
 from .tune import CorpusObjective, TuneConfig, tune_weights
