@@ -12,18 +12,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core_seq2seq.cache import job_key
+from core_seq2seq.cache import cached, job_key
 from core_seq2seq.translator import Translator
 
 from .candidates import CandidateSpec, PooledCandidate, generate_candidates
 from .compute import ComputeMeter, add_compute
-from .nbest import is_complete, read_meta, read_nbest, write_nbest
+from .nbest import is_complete, read_meta, read_nbest, sidecars, write_nbest
 
 
 def check_key(path: str | os.PathLike, key: str) -> None:
-    found = read_meta(path).get("key")
-    if found != key:
-        raise ValueError(f"{os.fspath(path)}: cached from a different job (key {found}, now {key}); "
+    """A complete n-best file serves only its own job: the key in its meta sidecar (the marker)."""
+    if cached(sidecars(path)[1], key) is None:
+        raise ValueError(f"{os.fspath(path)}: cached from a different job (key {read_meta(path).get('key')}, now {key}); "
                          "use a fresh output directory or delete the stale files")
 
 

@@ -82,8 +82,9 @@ class TuneConfig:
     # the agent's critic thresholds and acceptance settings (agents.tune):
     quantiles: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.35, 0.5],
                                    metadata=KEYED_WHEN_SET)  # flag rates tried per signal
-    max_harm_to_fix: float = field(default=0.5, metadata=KEYED_WHEN_SET)  # a setting may harm at most this many sentences per sentence it fixes
-    grid: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in AGENT_GRID.items()}, metadata=KEYED_WHEN_SET)  # values tried per acceptance setting; a setting not named keeps AGENT_GRID's, [] tries none
+    max_harm_to_fix: float = field(default=0.5, metadata=KEYED_WHEN_SET)  # a setting may harm at most this many sentences per one it fixes
+    grid: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in AGENT_GRID.items()},
+                                         metadata=KEYED_WHEN_SET)  # values tried per acceptance setting (one not named: AGENT_GRID's; []: none)
 
     def __post_init__(self) -> None:
         if self.metric not in ("bleu", "chrf"):
