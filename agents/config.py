@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core_seq2seq.config import ConfigError, config_hash, from_dict, load_yaml
 from core_seq2seq.translator import DecodeSettings
+from inference_compute.tune import AGENT_GRID, TuneConfig
 
 from .critic import CriticConfig
 from .escalate import EscalateConfig
@@ -42,24 +43,9 @@ class RunConfig:
     chunk_size: int = 200  # sentences per chunk: the trace is saved after each, a rerun skips finished ones
 
 
-@dataclass
-class TuneConfig:
-    """Every field is a YAML key of the ``tune:`` section."""
-
-    objective: str = "bleu"  # bleu | chrf: the val corpus score maximised
-    quantiles: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.35, 0.5])  # flag rates tried
-    passes: int = 2  # rounds of coordinate ascent
-    max_harm_to_fix: float = 0.5  # a setting may harm at most this many sentences per sentence it fixes
-    max_score_drop: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 1e9])  # tried values
-    min_score_gain: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.25])  # tried values
-    refiner_weight: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])  # tried values (with a refiner)
-    max_reverse_drop: list[float] = field(default_factory=lambda: [1e9])  # tried values of the veto (1e9 alone: never veto)
-    max_uncovered_rise: list[float] = field(default_factory=lambda: [1e9])  # tried values (with uncovered_source measured)
-    gate_threshold: list[float] = field(default_factory=lambda: [0.5])  # tried values (with selection.gate set)
-
-    def __post_init__(self) -> None:
-        if self.objective not in ("bleu", "chrf"):
-            raise ValueError(f"tune.objective must be bleu or chrf, got {self.objective!r}")
+# The agent's tune section is inference_compute's TuneConfig; its keys before it was.
+RENAMED_TUNE_KEYS = {"objective": "metric", "passes": "coordinate_rounds", **{k: f"grid.{k}" for k in AGENT_GRID}}
+AGENT_TUNE_ROUNDS = 2  # coordinate-ascent passes when tune.coordinate_rounds is not set (each pass reruns the loop per trial)
 
 
 @dataclass
@@ -72,7 +58,7 @@ class AgentConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
+    tune: TuneConfig = field(default_factory=lambda: TuneConfig(coordinate_rounds=AGENT_TUNE_ROUNDS))  # thresholds and margins chosen on val
     escalate: EscalateConfig = field(default_factory=EscalateConfig)  # the escalating agent (python -m agents escalate / curve)
     tuned: str = ""  # thresholds + selection written by `python -m agents tune` (override the ones above)
     name: str = "agent"  # system name in result records
@@ -85,6 +71,12 @@ def load_agent_config(path: str | Path, overrides: dict | None = None) -> AgentC
         data = _merge(data, overrides)
     if isinstance(data.get("models", {}).get("forward"), str):
         data["models"]["forward"] = [data["models"]["forward"]]
+    if isinstance(data.get("tune") or {}, dict):
+        tune = data["tune"] = dict(data.get("tune") or {})
+        for old, new in RENAMED_TUNE_KEYS.items():
+            if old in tune:
+                raise ConfigError(f"{path}: tune.{old}: renamed tune.{new}")
+        tune.setdefault("coordinate_rounds", AGENT_TUNE_ROUNDS)
     try:
         cfg = from_dict(AgentConfig, data)
     except ConfigError as e:

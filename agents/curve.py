@@ -29,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from evals.metrics import score_corpus, sentence_chrf
+from inference_compute.tune import coordinate_ascent
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, check_same_length, read_lines
 
 from .errors import AgentInputError
@@ -186,6 +187,10 @@ def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, poli
     per_sentence = cfg.budget.sentence * ref / len(records) if cfg.budget.sentence else math.inf
     draft_bleu = score_corpus([r["draft"] for r in records], [refs[r["id"]] for r in records], trg_lang=trg)["bleu"]
     first_look = sum(s.spent for s in replay_start(records))
+
+    def admissible_gain(a: dict, b: dict | None) -> bool:
+        return a["harmed"] <= cfg.max_harm_to_fix * a["fixed"] and (b is None or a["bleu"] > b["bleu"] + 1e-9)
+
     points = []
     for budget in cfg.curve:
         if first_look > budget * ref:
@@ -194,13 +199,13 @@ def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, poli
             continue
         for name, policy in policies.items():
             first = [policy.value(r["source"], r["steps"][0], 1, False, r["id"]) for r in records]
-            best = None
-            for thr in _thresholds(first) + [math.inf]:
-                states, b = replay(records, names, policy, thr, budget * ref, per_sentence)
-                ev = evaluate(states, refs, trg)
-                ok = ev["harmed"] <= cfg.max_harm_to_fix * ev["fixed"]
-                if ok and (best is None or ev["bleu"] > best["bleu"] + 1e-9):
-                    best = {**ev, "threshold": None if thr is None else (thr if math.isfinite(thr) else 1e30)}
+            # One pass over the thresholds (a one-coordinate ascent from nothing): the admissible one
+            # with the best val BLEU (math.inf: never escalate, which harms nothing).
+            thr, ev, _ = coordinate_ascent(
+                None, None, [[lambda _, t=t: (f"threshold={t}", t) for t in _thresholds(first) + [math.inf]]],
+                lambda t: evaluate(replay(records, names, policy, t, budget * ref, per_sentence)[0], refs, trg), 1,
+                better=admissible_gain)
+            best = {**ev, "threshold": None if thr is None else (thr if math.isfinite(thr) else 1e30)}
             point = {"policy": name, "budget": budget, **best, "fraction": best["flops"] / ref, "draft_bleu": draft_bleu}
             log(f"curve: {name} at {budget:.2f}: val BLEU {point['bleu']:.2f} (draft {draft_bleu:.2f}), "
                 f"{point['fraction']:.3f} of the reranker's FLOPs, fixed {point['fixed']} / harmed {point['harmed']}")

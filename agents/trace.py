@@ -26,6 +26,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from core_seq2seq.cache import write_json
 from evals.textio import atomic_write_text, read_lines
 
 from .errors import AgentInputError
@@ -72,8 +73,7 @@ class TraceStore:
                     f"traced under another config ({rec.get('config_hash')} != {config_hash}); "
                     "use a new trace file or the config that made it", self.path, rec["_line"])
         if config is not None:
-            atomic_write_text(str(self.path) + ".config.json",
-                              json.dumps({"config_hash": config_hash, "config": config}, indent=2, default=str) + "\n")
+            write_json(str(self.path) + ".config.json", {"config_hash": config_hash, "config": config}, indent=2)
 
     def done(self, sources: Sequence[str]) -> dict[int, dict]:
         """Records of sentences already traced; a record whose source differs is an error."""

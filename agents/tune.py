@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, replace
 from evals.metrics import new_metric
 from evals.textio import atomic_write_text
 
-from .config import TuneConfig, agent_hash, to_dict
+from inference_compute.tune import TuneConfig, coordinate_ascent
+
+from .config import agent_hash, to_dict
 from .critic import SIGNALS
 from .loop import run_agent
 from .policy import SelectionConfig, make_policy
@@ -67,7 +69,7 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
     draft_texts = [p[0][0] for p in pools]
     measurements = agent.critic.measure(sources, draft_texts, draft_texts)
     ids = list(range(len(sources)))
-    draft_score = corpus_score(draft_texts, refs, tc.objective)
+    draft_score = corpus_score(draft_texts, refs, tc.metric)
 
     def trial(thresholds: dict, selection: SelectionConfig) -> Trial:
         agent.critic.thresholds = thresholds
@@ -78,7 +80,7 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
         finals = [s.current for s in states]
         rates = change_rates(draft_texts, finals, refs)
         ok = rates["harmed"] <= tc.max_harm_to_fix * rates["fixed"]
-        return Trial(corpus_score(finals, refs, tc.objective), rates["fixed"], rates["harmed"], ok)
+        return Trial(corpus_score(finals, refs, tc.metric), rates["fixed"], rates["harmed"], ok)
 
     def value(t: Trial) -> float:
         return t.score if t.admissible else -math.inf
@@ -87,7 +89,7 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
     selection = replace(cfg.selection)
     best = trial(thresholds, selection)
     history = [{"what": "start", "score": best.score, "fixed": best.fixed, "harmed": best.harmed}]
-    log(f"tune: draft {tc.objective} {draft_score:.2f}; start {best.score:.2f} (fixed {best.fixed}, harmed {best.harmed})")
+    log(f"tune: draft {tc.metric} {draft_score:.2f}; start {best.score:.2f} (fixed {best.fixed}, harmed {best.harmed})")
     if not best.admissible:
         # The configured start harms too much, and one coordinate step rarely repairs that. Start
         # instead from the agent that changes nothing (0 fixed, 0 harmed: admissible) and let the
@@ -97,48 +99,52 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
         history.append({"what": "all signals off", "score": best.score, "fixed": best.fixed, "harmed": best.harmed})
     # A signal that harms too much under the current acceptance rule may pass under a stricter one:
     # each threshold is also tried with the strictest rule of the grids (no score drop, largest gain).
-    strictest = replace(selection, max_score_drop=min(tc.max_score_drop, default=selection.max_score_drop),
-                        min_score_gain=max(tc.min_score_gain, default=selection.min_score_gain),
-                        max_reverse_drop=min(tc.max_reverse_drop, default=selection.max_reverse_drop))
+    grid = tc.grid
+    strictest = replace(selection, max_score_drop=min(grid["max_score_drop"], default=selection.max_score_drop),
+                        min_score_gain=max(grid["min_score_gain"], default=selection.min_score_gain),
+                        max_reverse_drop=min(grid["max_reverse_drop"], default=selection.max_reverse_drop))
     if "uncovered_source" in cfg.critic.signals:
-        strictest = replace(strictest, max_uncovered_rise=min(tc.max_uncovered_rise, default=selection.max_uncovered_rise))
+        strictest = replace(strictest, max_uncovered_rise=min(grid["max_uncovered_rise"], default=selection.max_uncovered_rise))
     if selection.gate:
-        strictest = replace(strictest, gate_threshold=max(tc.gate_threshold, default=selection.gate_threshold))
-    for p in range(tc.passes):
-        changed = False
-        for signal in cfg.critic.signals:
-            for thr in candidate_thresholds([m.values.get(signal) for m in measurements], signal, tc.quantiles):
-                if thr == thresholds.get(signal):
-                    continue
-                for sel in [selection] + ([strictest] if strictest != selection else []):
-                    t = trial({**thresholds, signal: thr}, sel)
-                    what = f"{signal}={thr}" + ("" if sel == selection else " (strictest acceptance)")
-                    history.append({"what": what, "score": t.score, "fixed": t.fixed, "harmed": t.harmed})
-                    if value(t) > value(best) + 1e-9:
-                        best, thresholds, selection, changed = t, {**thresholds, signal: thr}, sel, True
-                        log(f"tune: pass {p + 1}: {what}: {t.score:.2f} (fixed {t.fixed}, harmed {t.harmed})")
-                        break
-        knobs = [("max_score_drop", tc.max_score_drop), ("min_score_gain", tc.min_score_gain)]
-        if agent.critic.refiner is not None:
-            knobs.append(("refiner_weight", tc.refiner_weight))
-        if agent.critic.reverse is not None:
-            knobs.append(("max_reverse_drop", tc.max_reverse_drop))
-        if "uncovered_source" in cfg.critic.signals:
-            knobs.append(("max_uncovered_rise", tc.max_uncovered_rise))
-        if selection.gate:
-            knobs.append(("gate_threshold", tc.gate_threshold))
-        for knob, grid in knobs:
-            for v in grid:
-                if v == getattr(selection, knob):
-                    continue
-                cand = replace(selection, **{knob: v})
-                t = trial(thresholds, cand)
-                history.append({"what": f"{knob}={v}", "score": t.score, "fixed": t.fixed, "harmed": t.harmed})
-                if value(t) > value(best) + 1e-9:
-                    best, selection, changed = t, cand, True
-                    log(f"tune: pass {p + 1}: {knob} -> {v}: {t.score:.2f}")
-        if not changed:
-            break
+        strictest = replace(strictest, gate_threshold=max(grid["gate_threshold"], default=selection.gate_threshold))
+
+    # A point is (thresholds, selection). Each signal is one coordinate: its thresholds, each tried
+    # with the current acceptance rule and then with the strictest one (skipped once the threshold
+    # is taken); then each acceptance setting's grid.
+    Point = tuple[dict, SelectionConfig]
+
+    def threshold(signal: str, thr, strict: bool):
+        def move(point: Point) -> tuple[str, Point] | None:
+            thresholds, current = point
+            if thr == thresholds.get(signal) or (strict and strictest == current):
+                return None
+            what = f"{signal}={thr}" + (" (strictest acceptance)" if strict else "")
+            return what, ({**thresholds, signal: thr}, strictest if strict else current)
+        return move
+
+    def setting(knob: str, v: float):
+        def move(point: Point) -> tuple[str, Point] | None:
+            thresholds, current = point
+            return None if v == getattr(current, knob) else (f"{knob}={v}", (thresholds, replace(current, **{knob: v})))
+        return move
+
+    coordinates = [[threshold(signal, thr, strict)
+                    for thr in candidate_thresholds([m.values.get(signal) for m in measurements], signal, tc.quantiles)
+                    for strict in (False, True)] for signal in cfg.critic.signals]
+    knobs = ["max_score_drop", "min_score_gain"] + (["refiner_weight"] if agent.critic.refiner is not None else []) \
+        + (["max_reverse_drop"] if agent.critic.reverse is not None else []) \
+        + (["max_uncovered_rise"] if "uncovered_source" in cfg.critic.signals else []) \
+        + (["gate_threshold"] if selection.gate else [])
+    coordinates += [[setting(knob, v) for v in grid[knob]] for knob in knobs]
+
+    def on_trial(what: str, t: Trial, gain: bool) -> None:
+        history.append({"what": what, "score": t.score, "fixed": t.fixed, "harmed": t.harmed})
+        if gain:
+            log(f"tune: {what}: {t.score:.2f} (fixed {t.fixed}, harmed {t.harmed})")
+
+    (thresholds, selection), best, _ = coordinate_ascent(
+        (thresholds, selection), best, coordinates, lambda p: trial(*p), tc.coordinate_rounds,
+        better=lambda a, b: value(a) > value(b) + 1e-9, on_trial=on_trial)
     if not best.admissible:  # nothing met the harm criterion: the agent keeps every draft
         thresholds = {k: None for k in thresholds}
         log("tune: no setting met the harm criterion; all signals off")
@@ -149,7 +155,7 @@ def tune(agent: Agent, sources: Sequence[str], refs: Sequence[str], tc: TuneConf
     check = trial(thresholds, selection)
     log(f"tune: chosen setting re-run on val: {check.score:.2f} (draft {draft_score:.2f}, fixed {check.fixed}, "
         f"harmed {check.harmed})")
-    return {"thresholds": thresholds, "selection": asdict(selection), "objective": tc.objective,
+    return {"thresholds": thresholds, "selection": asdict(selection), "metric": tc.metric,
             "tune": asdict(tc), "base_config_hash": base_hash, "tuned_config_hash": agent_hash(cfg),
             "val": {"n": len(sources), "draft": draft_score, "tuned": check.score, "fixed": check.fixed,
                     "harmed": check.harmed, "admissible": check.admissible},

@@ -7,30 +7,23 @@ candidate spec and the sources); a different key is an error rather than a silen
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core_seq2seq.cache import cached, job_key
 from core_seq2seq.translator import Translator
 
 from .candidates import CandidateSpec, PooledCandidate, generate_candidates
 from .compute import ComputeMeter, add_compute
-from .nbest import is_complete, read_meta, read_nbest, write_nbest
-
-
-def job_key(*parts: Any) -> str:
-    """A short stable hash of everything that determines an artifact."""
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+from .nbest import is_complete, read_meta, read_nbest, sidecars, write_nbest
 
 
 def check_key(path: str | os.PathLike, key: str) -> None:
-    found = read_meta(path).get("key")
-    if found != key:
-        raise ValueError(f"{os.fspath(path)}: cached from a different job (key {found}, now {key}); "
+    """A complete n-best file serves only its own job: the key in its meta sidecar (the marker)."""
+    if cached(sidecars(path)[1], key) is None:
+        raise ValueError(f"{os.fspath(path)}: cached from a different job (key {read_meta(path).get('key')}, now {key}); "
                          "use a fresh output directory or delete the stale files")
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core_seq2seq.cache import write_json
 from core_seq2seq.translator import Candidate
 from evals.textio import atomic_write_text, read_lines
 
@@ -74,7 +75,7 @@ def write_nbest(path: str | os.PathLike, nbest: Sequence[Sequence[Candidate]], m
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(jsonl, "".join(e + "\n" for e in entries))
     atomic_write_text(path, "".join(t + "\n" for t in lines))
-    atomic_write_text(meta_path, json.dumps({**header, **(meta or {})}, indent=1, ensure_ascii=False, default=str) + "\n")
+    write_json(meta_path, {**header, **(meta or {})})  # the marker: written last
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -22,13 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core_seq2seq.cache import cached, job_key, write_json
+from core_seq2seq.config import key_dict
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_lines
 
 from .candidates import CandidateSpec, MethodSpec
 from .candidates import pool as pool_candidates  # (a Pool below is a grid point)
 from .compute import add_compute, record_compute
 from .features import check_directions, compute_features, length_ratio, load_scorer
-from .generate import generate_nbest_file, job_key
+from .generate import generate_nbest_file
 from .mbr import MbrConfig, expected_from_matrix, model_weights, reference_weights, utility_matrix
 from .rerank import argmax, linear_scores, load_weights, save_weights, select
 from .tune import CorpusObjective, TuneConfig, tune_weights
@@ -215,14 +217,6 @@ def selectors(cfg: SweepConfig, have_scorers: bool) -> list[str]:
     return out
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_json(path: Path, data: Any, indent: int | None = 1) -> None:
-    atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n")
-
-
 class Sweep:
     """One sweep run; ``run()`` returns the summary. Each step reuses its cached result when present."""
 
@@ -283,11 +277,10 @@ class Sweep:
     def features(self, split: Split, pool: Pool, nbest) -> tuple[list[list[dict[str, float]]], dict]:
         path = self.out / "features" / split.spec.name / f"{pool.name}.json"
         key = job_key(self.model_key, split.src, [[c.text for c in cs] for cs in nbest], self.typical_ratio)
-        if path.exists():
-            cached = _read_json(path)
-            if cached.get("key") == key:
-                names = cached["names"]
-                return [[dict(zip(names, row)) for row in rows] for rows in cached["values"]], cached["compute"]
+        done = cached(path, key)
+        if done is not None:
+            names = done["names"]
+            return [[dict(zip(names, row)) for row in rows] for rows in done["values"]], done["compute"]
         from .compute import ComputeMeter
 
         scorers = {"reverse": self.reverse, "lm": self.lm, "r2l": self.r2l, "alt": self.alt}
@@ -299,7 +292,7 @@ class Sweep:
         # same candidates as an uninterrupted one.
         names = sorted(feats[0][0]) if feats and feats[0] else []
         values = [[[round(f[n], 6) for n in names] for f in fs] for fs in feats]
-        _write_json(path, {"key": key, "compute": meter.result, "names": names, "values": values}, indent=None)
+        write_json(path, {"key": key, "compute": meter.result, "names": names, "values": values}, indent=None)
         return [[dict(zip(names, row)) for row in rows] for rows in values], meter.result
 
     def weights(self, split: Split, pool: Pool, feats, nbest) -> dict[str, float]:
@@ -309,13 +302,13 @@ class Sweep:
                 raise ValueError(f"{path}: no weights tuned on {self.cfg.tune_split} for {pool.name}")
             return load_weights(path)
         texts = [[c.text for c in cs] for cs in nbest]
-        key = job_key(self.model_key, texts, split.ref, feats, asdict(self.cfg.tune))
-        if path.exists() and _read_json(path).get("key") == key:
+        key = job_key(self.model_key, texts, split.ref, feats, key_dict(self.cfg.tune))
+        if cached(path, key) is not None:
             return load_weights(path)
         result = tune_weights(feats, texts, split.ref, self.cfg.tune)
         save_weights(path, result.weights, key=key, tuned_on=split.spec.name, src_path=split.src_path, ref_path=split.ref_path,
                      pool=pool.name, objective=self.cfg.tune.metric, tuned_score=result.score,
-                     forward_only_score=result.start_score, trials=result.trials, tune=asdict(self.cfg.tune),
+                     forward_only_score=result.start_score, trials=result.trials, tune=key_dict(self.cfg.tune),
                      models=self.model_key, typical_ratio=self.typical_ratio)
         self.log(f"{pool.name}: reranker tuned on {split.spec.name}: {self.cfg.tune.metric} "
                  f"{result.start_score:.2f} -> {result.score:.2f} with {result.weights}")
@@ -362,7 +355,7 @@ class Sweep:
         summary = self.summarise(records)
         self.plot(records)
         stem = self.plot_dir / f"inference_{self.cfg.pair}_summary"
-        _write_json(stem.with_suffix(".json"), summary)
+        write_json(stem.with_suffix(".json"), summary)
         atomic_write_text(stem.with_suffix(".md"), render_summary(summary))
         self.log(f"wrote {self.results_path} ({len(records)} records), {stem}.md and the plots")
         return summary
@@ -374,29 +367,27 @@ class Sweep:
         sel_path = self.out / "selections" / split.spec.name / f"{pool.name}.json"
         nbest, gen_compute = self.candidates(split, pool)
         texts = [[c.text for c in cs] for cs in nbest]
-        key = job_key(self.model_key, texts, self.selectors, asdict(self.cfg.tune), self.cfg.mbr_utility,
+        key = job_key(self.model_key, texts, self.selectors, key_dict(self.cfg.tune), self.cfg.mbr_utility,
                       self.cfg.mbr_weightings, self.cfg.rerank_mbr_temperatures, self.cfg.mbr_temperature)
-        cached = _read_json(sel_path) if sel_path.exists() else None
-        if cached is None or cached.get("key") != key:
-            cached = self.select_all(split, pool, nbest, gen_compute)
-            cached["key"] = key
-            _write_json(sel_path, cached)
+        selections = cached(sel_path, key)
+        if selections is None:
+            selections = {**self.select_all(split, pool, nbest, gen_compute), "key": key}
+            write_json(sel_path, selections)
         out = []
-        for selector, entry in cached["systems"].items():
+        for selector, entry in selections["systems"].items():
             system = self.system_name(pool, selector)
             hyps = [texts[i][p] for i, p in enumerate(entry["picks"])]
             rec_path = self.out / "records" / split.spec.name / f"{system}.json"
             hyp_path = self.hyp_dir / f"{self.cfg.pair}.{split.spec.name}.{system}.{self.tgt_lang}"
             rec_key = job_key(key, selector, hyps, split.ref_path, split.tok_ref_path, self.cfg.bootstrap_samples,
                               self.cfg.significance_seed, str(hyp_path))
-            if rec_path.exists() and hyp_path.exists():
-                data = _read_json(rec_path)
-                if data.get("key") == rec_key:
-                    out.append((ResultRecord.from_dict(data["record"]), hyps))
-                    continue
+            done = cached(rec_path, rec_key) if hyp_path.exists() else None
+            if done is not None:
+                out.append((ResultRecord.from_dict(done["record"]), hyps))
+                continue
             atomic_write_lines(hyp_path, hyps)
             rec = self.make_record(split, pool, selector, entry, hyps, hyp_path)
-            _write_json(rec_path, {"key": rec_key, "record": rec.to_dict()})
+            write_json(rec_path, {"key": rec_key, "record": rec.to_dict()})
             out.append((rec, hyps))
         return out
 
@@ -427,11 +418,11 @@ class Sweep:
                         val_scores = {k: objective(picks[k]) for k in names}
                         choices[selector] = {"option": max(names, key=lambda k: (val_scores[k], -names.index(k))),
                                              "val_scores": val_scores}
-                _write_json(choice_path, {"tuned_on": split.spec.name, "objective": cfg.tune.metric, **choices})
+                write_json(choice_path, {"tuned_on": split.spec.name, "objective": cfg.tune.metric, **choices})
             else:
                 if not choice_path.exists():
                     raise ValueError(f"{choice_path}: no MBR setting chosen on {cfg.tune_split} for {pool.name}")
-                choices = _read_json(choice_path)
+                choices = json.loads(choice_path.read_text(encoding="utf-8"))
             mbr_compute = {"decode_seconds": seconds, **extra, "n_sentences": n}
             for selector in ("mbr", "rerank_mbr"):
                 if selector in self.selectors and selector in choices:
@@ -447,7 +438,7 @@ class Sweep:
 
         cfg = self.cfg
         config = {"pool": pool.spec.to_dict(), "selector": selector, "setting": entry["setting"],
-                  "models": self.model_key, "tune": asdict(cfg.tune), "mbr_utility": cfg.mbr_utility}
+                  "models": self.model_key, "tune": key_dict(cfg.tune), "mbr_utility": cfg.mbr_utility}
         compute = record_compute(entry["compute"], device=cfg.device_name)
         return make_record(self.system_name(pool, selector), stage(pool.kind, selector), cfg.pair, split.spec.name, hyps, split.ref, split.tok_ref,
                            hyp_path=str(hyp_path), compute=compute, config=config, ref_path=split.ref_path,

@@ -1,7 +1,7 @@
 """Cached, resumable stages: each stage's outputs are keyed by a hash of its config slice and inputs.
 
-A finished stage leaves ``<run>/<name>/stage.json`` with its key, outputs and timing. A rerun with the
-same key skips it; a different key (changed config or changed inputs) reruns it; ``force`` reruns it.
+A finished stage leaves ``<run>/<name>/stage.json`` with its key, outputs and timing (a marker of
+``core_seq2seq.cache``). A rerun with the same key skips it; a different key (changed config or changed inputs) reruns it; ``force`` reruns it.
 A stage whose inputs name files of another stage that finished after it (say, one rerun with
 ``--force``) is stale and reruns too, as in ``make``. A stage that starts running first removes its
 ``stage.json`` and writes its key to ``stage.key``, so a stage killed midway never has a marker and
@@ -17,7 +17,6 @@ stops the walk at the first stage that would run (``PlanStop``), since later sta
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -26,7 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core_seq2seq.cache import cached, write_json
 from core_seq2seq.config import config_hash
+from evals.textio import atomic_write_text
 
 
 
@@ -63,10 +64,10 @@ class StageRunner:
         key = config_hash({"config": config_slice, "inputs": inputs})
         if name in self.done and self.done[name][0] == key:  # asked for again by a later rung of this run
             return self.done[name][1]
-        if marker.exists() and name not in self.force:
-            done = json.loads(marker.read_text())
+        done = None if name in self.force else cached(marker, key)
+        if done is not None:
             newer = self.rebuilt_since(inputs, _finished_ns(done))
-            if done.get("key") == key and not newer:
+            if not newer:
                 if self.plan is not None:
                     self.plan.append((name, "cached"))
                 self.log(f"[{name}] cached ({done['seconds']:.0f}s when run)")
@@ -74,8 +75,9 @@ class StageRunner:
                 self.cached.add(name)
                 self.done[name] = (key, done["outputs"])
                 return done["outputs"]
-            self.log(f"[{name}] " + (f"{', '.join(newer)} finished after it: rerunning" if done.get("key") == key
-                                     else "config or inputs changed: rerunning"))
+            self.log(f"[{name}] {', '.join(newer)} finished after it: rerunning")
+        elif marker.exists() and name not in self.force:
+            self.log(f"[{name}] config or inputs changed: rerunning")
         key_file = stage_dir / "stage.key"
         if self.plan is not None:
             self.plan.append((name, _would(marker, key_file, key, name in self.force)))
@@ -89,9 +91,7 @@ class StageRunner:
         stage_dir.mkdir(parents=True, exist_ok=True)
         # No marker while the work runs: a kill now must not leave the old marker over new, half-written files.
         marker.unlink(missing_ok=True)
-        tmp_key = stage_dir / "stage.key.tmp"
-        tmp_key.write_text(key + "\n")
-        os.replace(tmp_key, key_file)
+        atomic_write_text(key_file, key + "\n")
         self.log(f"[{name}] running ({len(self.done)} stages done in this run, "
                  f"{(time.perf_counter() - self.started) / 60:.0f} min since it started)")
         start = time.perf_counter()
@@ -100,9 +100,7 @@ class StageRunner:
         self.timings[name] = seconds
         record = {"stage": name, "key": key, "config": config_slice, "inputs": inputs, "outputs": outputs,
                   "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished_ns": time.time_ns()}
-        tmp = marker.with_name("stage.json.tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        os.replace(tmp, marker)
+        write_json(marker, record)
         self.done[name] = (key, outputs)
         self.log(f"[{name}] done in {seconds:.0f}s")
         return outputs

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from core_seq2seq.cache import write_json  # noqa: F401  (re-exported for synth)
 from core_seq2seq.training import replace_dir  # noqa: F401  (re-exported for synth)
 from core_seq2seq.data import DataError, iter_jsonl
 from evals.textio import atomic_write_text
@@ -49,10 +50,6 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> str:
     text = jsonl_text(records)
     atomic_write_text(path, text)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

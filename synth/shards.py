@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import SynthError, file_sha256, read_json, read_jsonl, write_json, write_jsonl
+from core_seq2seq.cache import cached, write_json
+
+from .io import SynthError, file_sha256, read_json, read_jsonl, write_jsonl
 
 ShardWork = Callable[[int, list[int], int], list[dict]]  # (shard index, 1-based ids, seed) -> records
 
@@ -59,10 +61,9 @@ def sidecar_file(run_dir: Path, shard: int) -> Path:
 
 
 def shard_done(run_dir: Path, shard: int) -> bool:
-    sidecar, data = sidecar_file(run_dir, shard), shard_file(run_dir, shard)
-    if not (sidecar.exists() and data.exists()):
-        return False
-    return read_json(sidecar).get("sha256") == file_sha256(data)
+    """A shard is done when its sidecar (the marker, written after it) names its SHA-256."""
+    data = shard_file(run_dir, shard)
+    return data.exists() and cached(sidecar_file(run_dir, shard), file_sha256(data), field="sha256") is not None
 
 
 def check_manifest(run_dir: Path, manifest: dict) -> None:

@@ -26,6 +26,7 @@ from core_seq2seq.data import read_parallel_files
 from core_seq2seq.toy import NOUNS, toy_corpus
 from core_seq2seq.translator import DecodeSettings
 from evals.records import read_records, write_records
+from inference_compute.tune import AGENT_GRID
 
 SOURCES, REFS = toy_corpus(40, seed=7)  # sentences the toy models never trained on
 
@@ -313,7 +314,8 @@ def test_tuning_on_val_with_planted_drafts_gains_and_respects_the_harm_limit(
     drafts = [p for _, _, p in pairs] + [r for _, r in clean[:9]]
     refs = [r for _, r, _ in pairs] + [r for _, r in clean[:9]]
     cfg = agent_cfg(critic={"thresholds": {k: None for k in C.SIGNALS}},  # start from an agent that does nothing
-                    tune={"quantiles": [0.1, 0.35], "passes": 1, "max_score_drop": [1.0], "min_score_gain": [0.0]})
+                    tune={"quantiles": [0.1, 0.35], "coordinate_rounds": 1,
+                          "grid": {"max_score_drop": [1.0], "min_score_gain": [0.0]}})
     agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon)
     result = tune(agent, sources, refs, cfg.tune, drafts)
     assert result["val"]["tuned"] > result["val"]["draft"]
@@ -340,8 +342,8 @@ def test_tuning_from_a_harmful_start_falls_back_to_switching_signals_on_one_by_o
     refs = [r for _, r, _ in pairs] + [p for _, _, p in disputed]
     cfg = agent_cfg(critic={"thresholds": {**{k: None for k in C.SIGNALS}, "length_ratio": 0.0}},
                     selection={"max_score_drop": 1e9, "min_score_gain": 0.0},
-                    tune={"quantiles": [0.1, 0.35], "passes": 2, "max_score_drop": [1e9, 0.0],
-                          "min_score_gain": [0.0, 0.1], "max_harm_to_fix": 0.0})
+                    tune={"quantiles": [0.1, 0.35], "coordinate_rounds": 2, "max_harm_to_fix": 0.0,
+                          "grid": {"max_score_drop": [1e9, 0.0], "min_score_gain": [0.0, 0.1]}})
     agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon)
     result = tune(agent, sources, refs, cfg.tune, drafts)
     start, = [h for h in result["history"] if h["what"] == "start"]
@@ -349,6 +351,17 @@ def test_tuning_from_a_harmful_start_falls_back_to_switching_signals_on_one_by_o
     assert any(h["what"] == "all signals off" for h in result["history"])
     assert result["val"]["admissible"] and result["val"]["harmed"] == 0
     assert result["val"]["tuned"] > result["val"]["draft"]
+
+
+def test_the_agent_tune_section_is_the_shared_tuner_config_and_old_keys_name_their_new_ones(tmp_path):
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump({"tune": {"passes": 2}}))
+    with pytest.raises(ConfigError, match=r"agent.yaml: tune.passes: renamed tune.coordinate_rounds"):
+        load_agent_config(path)
+    path.write_text(yaml.safe_dump({"tune": {"grid": {"min_score_gain": [0.0]}}}))
+    tc = load_agent_config(path).tune
+    assert tc.coordinate_rounds == 2  # the agent's default passes (each trial reruns the loop)
+    assert tc.grid["min_score_gain"] == [0.0] and tc.grid["max_score_drop"] == AGENT_GRID["max_score_drop"]
 
 
 # ---- report -----------------------------------------------------------------------------------------
@@ -547,8 +560,8 @@ def test_tuning_switches_the_refiner_on_and_tries_its_weight(toy_en_de, toy_de_e
     refs = [r for _, r, _ in pairs] + [r for _, r in clean[:6]]
     cfg = agent_cfg(critic={"signals": ["refiner_margin"], "thresholds": {"refiner_margin": None}},
                     policy={"budget": 1},
-                    tune={"quantiles": [0.35, 0.5], "passes": 1, "max_score_drop": [1.0], "min_score_gain": [0.0],
-                          "refiner_weight": [0.0, 1.0]})
+                    tune={"quantiles": [0.35, 0.5], "coordinate_rounds": 1,
+                          "grid": {"max_score_drop": [1.0], "min_score_gain": [0.0], "refiner_weight": [0.0, 1.0]}})
     agent = build_agent(cfg, toy_en_de, toy_de_en, lexicon, refiner=SourceOnlyRefiner(toy_en_de))
     result = tune(agent, sources, refs, cfg.tune, drafts)
     assert result["thresholds"]["refiner_margin"] is not None  # switched on: it repairs the planted drafts

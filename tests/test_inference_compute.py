@@ -18,7 +18,7 @@ from inference_compute.features import compute_features
 from inference_compute.mbr import expected_utility, mbr_select
 from inference_compute.nbest import NbestError, read_nbest, sidecars, write_nbest
 from inference_compute.rerank import select
-from inference_compute.tune import CorpusObjective, TuneConfig, tune_weights
+from inference_compute.tune import CorpusObjective, TuneConfig, coordinate_ascent, tune_weights
 
 SOURCES, REFS = toy_corpus(12, seed=7)  # sentences the toy models never trained on (other seed)
 
@@ -299,6 +299,17 @@ def _tuning_problem(n: int = 60, k: int = 4, seed: int = 0):
         feats.append([{"fwd_per_token": rng.gauss(0, 1), "good": float(c == ref) + rng.gauss(0, 0.3),
                        "tokens": float(len(c.split()))} for c in cands])
     return feats, texts, refs
+
+
+@pytest.mark.parametrize("rounds, point, value, trials", [(10, 3, 0, 8), (1, 1, -4, 2), (0, 0, -9, 0)])
+def test_coordinate_ascent_moves_from_the_best_point_and_stops_after_a_round_without_gain(rounds, point, value, trials):
+    # Maximise -(x - 3)^2 by steps of +-1 from 0; a move that returns None is skipped, not counted.
+    moves = [[lambda x: ("+1", x + 1), lambda x: None, lambda x: ("-1", x - 1)]]
+    gains = []
+    got = coordinate_ascent(0, -9, moves, lambda x: -(x - 3) ** 2, rounds,
+                            on_trial=lambda label, v, gain: gains.append(label) if gain else None)
+    assert got == (point, value, trials)
+    assert gains == ["+1"] * point
 
 
 def test_corpus_objective_equals_evals_corpus_bleu():
