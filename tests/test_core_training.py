@@ -1,4 +1,4 @@
-"""Training: exact resume after a kill, checkpoint averaging, two-process DDP, trl DPO, adapters, CLI."""
+"""Training: exact resume after a kill, checkpoint averaging, two-process DDP, trl DPO, CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from core_seq2seq.testing import toy_experiment
 from core_seq2seq.training import average_checkpoints, experiment_from_dict, get_lr, make_batches, train, TrainConfig
-from core_seq2seq.translator import DecodeSettings, HFSeq2SeqTranslator, LSTMTranslator, Translator
+from core_seq2seq.translator import DecodeSettings, LSTMTranslator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,25 +132,6 @@ def test_two_process_training_matches_one_process(tmp_path):
     a, b = _weights(single), _weights(double)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
-
-
-def test_lstm_and_hf_adapters_satisfy_the_protocol(toy_en_de):
-    from transformers import MarianConfig, MarianMTModel
-
-    tok = toy_en_de.tokenizer
-    torch.manual_seed(0)
-    config = MarianConfig(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                          decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
-                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                          decoder_start_token_id=tok.pad_token_id, forced_eos_token_id=None)
-    marian = HFSeq2SeqTranslator(MarianMTModel(config), tok, "en", "de")
-    for translator in (toy_en_de, marian):
-        assert isinstance(translator, Translator)
-        nbest = translator.translate(["The dog sees a cat.", "A boy hears the bird."],
-                                     DecodeSettings(method="beam", beam_size=3, nbest=3, max_len_b=4))
-        assert [len(c) for c in nbest] == [3, 3]
-        scores = translator.score(["The dog sees a cat."], [nbest[0][0].text])
-        assert scores[0][1] >= 1 and scores[0][0] <= 0.0
 
 
 def test_trl_dpo_runs_one_step(toy_en_de, tmp_path):

@@ -127,3 +127,12 @@ def test_an_object_missing_a_declared_member_is_not_a_translator(toy_en_de):
     for name in ("tokenizer", "counter", "members", "models", "flops", "token_logprobs"):
         partial = SimpleNamespace(**{k: v for k, v in vars(whole).items() if k != name})
         assert not isinstance(partial, Translator), name
+
+
+def test_lstm_and_hf_adapters_translate_and_score(toy_en_de):
+    for translator in (toy_en_de, marian(toy_en_de)):
+        nbest = translator.translate(["The dog sees a cat.", "A boy hears the bird."],
+                                     DecodeSettings(method="beam", beam_size=3, nbest=3, max_len_b=4))
+        assert [len(c) for c in nbest] == [3, 3]
+        scores = translator.score(["The dog sees a cat."], [nbest[0][0].text])
+        assert scores[0][1] >= 1 and scores[0][0] <= 0.0
