@@ -513,7 +513,7 @@ class Ladder:
     def rerank_outputs(self, pair: str, models: list[str], channel: list[str] | None, r2l: str | None,
                        lm: str | None, name: str = "") -> dict:
         """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
-        from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
+        from inference_compute.candidates import CandidateSpec, generate_candidates
         from inference_compute.features import check_directions, compute_features, length_ratio
         from inference_compute.lm import TargetLM
         from inference_compute.mbr import MbrConfig, mbr_decode
@@ -530,7 +530,8 @@ class Ladder:
             r2l_model = LSTMTranslator.load(r2l, device=device) if r2l else None
             lm_model = TargetLM.load(lm, device=device) if lm else None
             check_directions(forward, reverse, lm_model, r2l_model)
-            spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=rc.nbest)], batch_size=self.cfg.batch_size)
+            spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=rc.nbest, nbest=rc.nbest,
+                                                         batch_size=self.cfg.batch_size)])
             typical = length_ratio(sets["val"].src, sets["val"].ref)
             nbest, features, compute = {}, {}, {}
             for set_name, data in sets.items():

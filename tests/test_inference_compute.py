@@ -11,7 +11,7 @@ import pytest
 
 from core_seq2seq.toy import NOUNS, toy_corpus
 from core_seq2seq.translator import Candidate, DecodeSettings
-from inference_compute.candidates import (CandidateSpec, MethodSpec, PooledCandidate, beam_spec, generate_candidates,
+from inference_compute.candidates import (CandidateSpec, PooledCandidate, beam_spec, generate_candidates,
                                           pool, sample_spec)
 from inference_compute.compute import ComputeMeter
 from inference_compute.features import compute_features
@@ -26,9 +26,9 @@ SOURCES, REFS = toy_corpus(12, seed=7)  # sentences the toy models never trained
 # ---- candidates ----------------------------------------------------------------------------------
 
 def test_union_is_deduplicated_keeps_best_logprob_and_provenance(toy_en_de):
-    spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=4),
-                                  MethodSpec(method="sample", num_samples=8, seed=3)], batch_size=64)
-    raw = {m.name: toy_en_de.translate(SOURCES, spec.settings(m)) for m in spec.methods}
+    spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=4, nbest=0),
+                                  DecodeSettings(method="sample", num_samples=8, seed=3)])
+    raw = {name: toy_en_de.translate(SOURCES, m) for name, m in zip(spec.method_names, spec.methods)}
     before = toy_en_de.counter.encoder_calls
     pooled = generate_candidates(toy_en_de, SOURCES, spec)
     # One batched call per method over all 12 sources: no per-sentence loop around the model.
@@ -66,7 +66,7 @@ def _expected_counts(kind: str, width: int, nbest: list[list[Candidate]]) -> tup
 
 
 @pytest.mark.parametrize("kind,width,spec", [
-    ("greedy", 1, CandidateSpec(methods=[MethodSpec(method="greedy")], dedupe=False)),
+    ("greedy", 1, CandidateSpec(methods=[DecodeSettings(method="greedy")], dedupe=False)),
     ("beam", 3, beam_spec(3, dedupe=False)),
     ("beam", 6, beam_spec(6, dedupe=False)),
     ("sample", 5, sample_spec(5, seed=11, dedupe=False)),
@@ -207,7 +207,8 @@ def test_mbr_rejects_bad_weights():
 # ---- n-best files --------------------------------------------------------------------------------
 
 def _toy_nbest() -> list[list[Candidate]]:
-    spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=2), MethodSpec(method="sample", num_samples=2)])
+    spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=2, nbest=0),
+                                  DecodeSettings(method="sample", num_samples=2)])
     a = [Candidate("a b", -1.5, 3, -0.5), Candidate("a c", -2.0, 3, -0.7)]
     b = [Candidate("a b", -1.2, 3, -1.2), Candidate("ä x \u2028 y", -3.0, 5, -3.0)]
     assert spec.name == "beam2+sample2"
