@@ -182,7 +182,7 @@ def test_constrained_decoding_requires_and_bans(toy_en_de, require, ban, present
     ids = lambda t: tok.backend_tokenizer.encode(t, add_special_tokens=False).ids  # noqa: E731
     c = Constraints(require_words=require, require=[[ids(w) for w in alts] for alts in require],
                     ban_text=[b for b, _ in ban], ban=[(ids(b), n) for b, n in ban])
-    out = constrained_decode(toy_en_de, ["The dog sees the cat."], [c], ConstrainedConfig(bonus=8.0), DecodeSettings())[0]
+    out = constrained_decode(toy_en_de, ["The dog sees the cat."], [c], ConstrainedConfig(bonus=8.0))[0]
     text = out[0].text
     assert all(p.lower() in words(text) for p in present), text
     assert all(a not in text for a in absent), text
@@ -201,8 +201,8 @@ def test_batched_constrained_decoding_equals_one_sentence_at_a_time(toy_en_de):
     sources = ["The dog sees the cat.", "The cat sees a small old bird today.", "The dog likes the ball.", "A boy sees a car."]
     cs = [constraints_from_evidence(e, tok) for e in evidence]
     cfg = ConstrainedConfig(bonus=8.0)
-    together = constrained_decode(toy_en_de, sources, cs, cfg, DecodeSettings())
-    alone = [constrained_decode(toy_en_de, [s], [c], cfg, DecodeSettings())[0] for s, c in zip(sources, cs)]
+    together = constrained_decode(toy_en_de, sources, cs, cfg)
+    alone = [constrained_decode(toy_en_de, [s], [c], cfg)[0] for s, c in zip(sources, cs)]
     assert [[x.text for x in cands] for cands in together] == [[x.text for x in cands] for cands in alone]
     assert [[round(x.logprob, 4) for x in cands] for cands in together] == [[round(x.logprob, 4) for x in cands] for cands in alone]
     assert "rote" in together[0][0].text and "cat" not in together[1][0].text and "heute" in together[3][0].text
