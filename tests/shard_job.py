@@ -24,7 +24,8 @@ def job(fwd_dir: str, rev_dir: str, out_dir: str) -> None:
     from core_seq2seq.config import from_dict
     from core_seq2seq.toy import toy_corpus
     from core_seq2seq.translator import LSTMTranslator
-    from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
+    from core_seq2seq.translator import DecodeSettings
+    from inference_compute.candidates import CandidateSpec, generate_candidates
     from inference_compute.features import compute_features
     from inference_compute.nbest import write_nbest
     from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
@@ -40,8 +41,8 @@ def job(fwd_dir: str, rev_dir: str, out_dir: str) -> None:
                                           progress=False, generation=gen), log=lambda m: None)
 
     fwd, rev = LSTMTranslator.load(fwd_dir), LSTMTranslator.load(rev_dir)
-    spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=8), MethodSpec(method="sample", num_samples=8)],
-                         batch_size=4)
+    spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=8, nbest=0, batch_size=4),
+                                  DecodeSettings(method="sample", num_samples=8, batch_size=4)])
     nbest = generate_candidates(fwd, sources, spec)
     write_nbest(out / "nbest.txt", nbest, {"compute": {k: v for k, v in fwd.compute().items() if k != "decode_seconds"}})
     features = compute_features(sources, nbest, fwd, rev)
