@@ -48,11 +48,11 @@ def worker(args: argparse.Namespace) -> None:
     from core_seq2seq.translator import LSTMTranslator
     from core_seq2seq.translator import DecodeSettings
     from inference_compute.candidates import CandidateSpec, generate_candidates
-    from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+    from synth.backtranslate import BacktranslateConfig, backtranslate, generation_for
 
     work = Path(args.work)
     timings: dict[str, dict] = {}
-    gen = GenerationConfig(method="beam", beam_size=5, batch_size=args.batch_size, shard_size=args.shard_size)
+    gen = generation_for("beam", beam_size=5, batch_size=args.batch_size, shard_size=args.shard_size)
     start = time.perf_counter()
     merged = backtranslate(BacktranslateConfig(input=args.captions_file, output_dir=str(work / "bt"), model=args.bt_model,
                                                device=args.device, progress=False, generation=gen), log=lambda m: None)

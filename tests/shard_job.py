@@ -28,7 +28,7 @@ def job(fwd_dir: str, rev_dir: str, out_dir: str) -> None:
     from inference_compute.candidates import CandidateSpec, generate_candidates
     from inference_compute.features import compute_features
     from inference_compute.nbest import write_nbest
-    from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+    from synth.backtranslate import BacktranslateConfig, backtranslate, generation_for
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,7 @@ def job(fwd_dir: str, rev_dir: str, out_dir: str) -> None:
     mono = out / "mono.de.txt"
     mono.write_text("".join(r + "\n" for r in refs), encoding="utf-8")
     for method in ("beam", "topk"):  # topk: sampling, so the per-batch seeds matter
-        gen = GenerationConfig(method=method, beam_size=4, num_per_target=2, batch_size=4, shard_size=20)
+        gen = generation_for(method, 2, beam_size=4, batch_size=4, shard_size=20)
         backtranslate(BacktranslateConfig(input=str(mono), output_dir=str(out / f"bt_{method}"), model=rev_dir,
                                           progress=False, generation=gen), log=lambda m: None)
 
