@@ -4,6 +4,7 @@ explain, determinism, resume, tuning, reports, CLI errors."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -644,3 +645,23 @@ def test_the_gate_vetoes_revisions_in_the_loop(toy_en_de, toy_de_en, lexicon, cl
     assert finals == ([r for _, r, _ in cases] if kept else [p for _, _, p in cases])
     for r in records:
         assert r["steps"][1]["kept"] == kept and (kept or "veto: gate" in r["steps"][1]["why"])
+
+
+@pytest.mark.parametrize("tools, check", [
+    ({"sample_rerank": {"num_samples": 4}}, lambda t: (t.sample_rerank.method, t.sample_rerank.top_p) == ("sample", 0.95)),
+    ({"wider_beam": {"beam_size": 12}}, lambda t: (t.wider_beam.beam_size, t.wider_beam.nbest) == (12, 8)),
+    ({"constrained": {"decode": {"batch_size": 2}}}, lambda t: (t.constrained.decode.beam_size, t.constrained.decode.batch_size) == (5, 2)),
+])
+def test_tool_decode_sections_given_in_part_keep_the_tool_defaults(tools, check):
+    assert check(from_dict(AgentConfig, {"tools": tools}).tools)
+
+
+@pytest.mark.parametrize("tools, message", [
+    ({"batch_size": 8}, "tools.batch_size: this key moved; write it as batch_size in each tool's decode keys"),
+    ({"constrained": {"beam_size": 3}}, "tools.constrained.beam_size: this key moved; write it as tools.constrained.decode.beam_size"),
+    ({"sample_rerank": {"method": "beam"}}, "sample_rerank.method must be sample, got 'beam'"),
+    ({"wider_beam": {"nbest": 20}}, "tools.wider_beam: nbest must be between 0 (all) and beam_size=16, got 20"),
+])
+def test_tool_decode_errors_name_the_key(tools, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(AgentConfig, {"tools": tools})

@@ -393,6 +393,36 @@ def test_sweep_union_must_name_grid_pools():
         from_dict(SweepConfig, {"beams": [4], "samples": [4], "unions": [["beam4", "sample4"]]})
 
 
+@pytest.mark.parametrize("cls, section, data, message", [
+    ("sweep", "sweep", {"sampling": {"epsilon": 0.1}}, "sweep.sampling: this key moved; write it as its keys under sweep.decode"),
+    ("sweep", "sweep", {"batch_size": 8}, "sweep.batch_size: this key moved; write it as sweep.decode.batch_size"),
+    ("pool", "candidates", {"max_len_a": 2.0}, "candidates.max_len_a: this key moved; write it as max_len_a in each item"),
+    ("pool", "candidates", {"methods": [{"beam_size": 4, "nbest": 5}]}, "nbest must be between 0 (all) and beam_size=4"),
+    ("pool", "candidates", {"methods": [{"beam_size": 4}, {"beam_size": 4}]}, "names must be distinct"),
+    ("pool", "candidates", {"methods": [{"beam_size": 4}], "names": ["a", "b"]}, "2 names for 1 methods"),
+])
+def test_decode_settings_errors_name_the_key(cls, section, data, message):
+    import re
+
+    from core_seq2seq.config import ConfigError, from_dict
+    from inference_compute.sweep import SweepConfig
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict({"sweep": SweepConfig, "pool": CandidateSpec}[cls], data, section)
+
+
+def test_partial_decode_sections_keep_their_defaults():
+    from core_seq2seq.config import from_dict
+    from inference_compute.sweep import SweepConfig, pools
+
+    pool = from_dict(CandidateSpec, {"methods": [{"beam_size": 4}, {"method": "sample", "num_samples": 3}]})
+    assert [m.n_candidates() for m in pool.methods] == [4, 3] and pool.name == "beam4+sample3"  # a pool keeps whole beams
+    assert from_dict(CandidateSpec, {"methods": [{"beam_size": 4}], "names": ["wide"]}).name == "wide"
+    sweep = from_dict(SweepConfig, {"decode": {"batch_size": 8}, "beams": [2], "samples": [4]})
+    assert (sweep.decode.batch_size, sweep.decode.epsilon) == (8, 0.02)  # the sweep's default epsilon survives
+    assert [p.name for p in pools(sweep)] == ["beam2", "beam5", "sample4_eps0.02"]
+
+
 # ---- the command line ----------------------------------------------------------------------------
 
 def test_cli_nbest_tune_rerank_mbr(tmp_path, toy_models_dir, toy_en_de, toy_de_en, capsys):
