@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core_seq2seq.tokenizer import encode_batch
-from core_seq2seq.translator import DecodeSettings, Translator, target_tensors
+from core_seq2seq.translator import DecodeSettings, Translator
 from evals.metrics import sentence_chrf
 
 from .lexicon import WORD_RE, Lexicon, words
@@ -289,34 +289,6 @@ def refiner_margin(own_best_norm: float, hyp_norm: float) -> Finding:
 
 # ---- model scores ---------------------------------------------------------------------------
 
-@torch.no_grad()
-def token_logprobs(translator: Translator, sources: Sequence[str], targets: Sequence[str],
-                   batch_size: int = 64) -> list[list[float]] | None:
-    """Forward log p of every target token (``</s>`` last) per pair, averaged over ensemble members.
-
-    Uses ``LSTMTranslatorForCausalLM.token_logprobs`` (the ``Translator`` protocol only gives totals);
-    returns None for translators without it. Counted in the translator's ``counter`` like ``score``.
-    """
-    models, tok = getattr(translator, "models", None), getattr(translator, "tokenizer", None)
-    if not models or tok is None or not hasattr(models[0], "token_logprobs"):
-        return None
-    src_ids, tgt_ids = encode_batch(tok, list(sources)), encode_batch(tok, list(targets))
-    out: list[list[float]] = [[] for _ in sources]
-    order = sorted(range(len(sources)), key=lambda i: len(tgt_ids[i]))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        src, lengths = source_tensor([src_ids[i] for i in batch], translator.pad_id, translator.device)
-        tgt_in, tgt_out = target_tensors([tgt_ids[i] for i in batch], translator.tag_id, translator.eos_id,
-                                         translator.pad_id)
-        tgt_in, tgt_out = tgt_in.to(translator.device), tgt_out.to(translator.device)
-        logp = torch.stack([m.token_logprobs(src, lengths, tgt_in, tgt_out) for m in models]).mean(0)
-        translator.counter.decoder_calls += len(models)
-        translator.counter.decoder_row_steps += int(tgt_out.ne(translator.pad_id).sum()) * len(models)
-        for row, i in enumerate(batch):
-            out[i] = logp[row, :len(tgt_ids[i]) + 1].tolist()
-    return out
-
-
 def source_tensor(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded source ids (B, S) and lengths (B,), as ``LSTMTranslator`` builds them."""
     lengths = torch.tensor([max(len(x), 1) for x in ids])
@@ -365,7 +337,7 @@ class Critic:
         n = len(sources)
         if n == 0:
             return []
-        tok_lp = token_logprobs(self.forward, sources, hyps, cfg.batch_size)
+        tok_lp = self.forward.token_logprobs(sources, hyps, cfg.batch_size)
         if tok_lp is None:  # a translator without token scores: totals only
             totals = self.forward.score(sources, hyps)
         else:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core_seq2seq.tokenizer import encode_batch
-from core_seq2seq.translator import Candidate, DecodeSettings
+from core_seq2seq.translator import Candidate, DecodeSettings, Metered
 
 from .critic import SIGNALS, selection_score
 from .errors import AgentInputError
@@ -281,16 +281,16 @@ def climb(states: Sequence[Climb], rungs: Rungs, policy: EscalationPolicy, thres
 
 # ---- running the rungs with the models ----------------------------------------------------------
 
-def _flops(t, decoder_steps: float, encoder_tokens: float) -> float:
+def _flops(t: Metered | None, decoder_steps: float, encoder_tokens: float) -> float:
     """FLOPs of ``decoder_steps`` row-steps and ``encoder_tokens`` encoded source tokens on ``t``
     (every ensemble member; a MeanScorer: every member), by the translator's own FLOP model."""
-    if t is None or not hasattr(t, "flops"):
-        return 0.0  # no FLOP model: the meter counts it as 0 too
-    members = getattr(t, "members", None)
-    if members is not None:
-        return sum(_flops(m, decoder_steps, encoder_tokens) for m in members)
-    n = len(getattr(t, "models", None) or [None])
-    return float(t.flops({"decoder_row_steps": decoder_steps * n, "encoder_token_steps": encoder_tokens * n}))
+    if t is None:
+        return 0.0
+    if t.members:
+        return sum(_flops(m, decoder_steps, encoder_tokens) for m in t.members)
+    n = max(len(t.models), 1)  # its counter counts every ensemble member's row-steps
+    flops = t.flops({"decoder_row_steps": decoder_steps * n, "encoder_token_steps": encoder_tokens * n})
+    return 0.0 if flops is None else float(flops)  # no FLOP model: the meter counts it as 0 too
 
 
 class ModelRungs:
@@ -309,7 +309,11 @@ class ModelRungs:
                                   "(models.reverse, escalate.r2l, escalate.lm)")
         if "refine" in self.names and agent.critic.refiner is None:
             raise AgentInputError("escalate.rungs has refine but models.refiner is not set")
-        self.meter = Meter([agent.forward, agent.reverse, r2l, getattr(lm, "translator", lm), agent.critic.refiner])
+        from inference_compute.lm import TargetLM
+
+        # a TargetLM is metered as its translator (the Meter charges each model it is given once)
+        self.meter = Meter([agent.forward, agent.reverse, r2l, lm.translator if isinstance(lm, TargetLM) else lm,
+                            agent.critic.refiner])
         self._tokens: dict[str, int] = {}
 
     def _src_tokens(self, text: str) -> int:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from core_seq2seq.translator import Metered
+
 from .critic import Critic, Measurement, selection_score
 from .policy import Policy, SelectionConfig, keep_proposal, veto
 from .tools import TOOLS, Toolbox
@@ -42,8 +44,8 @@ class Meter:
     """What a batched operation spent on the given translators: inference_compute's ``ComputeMeter``
     (the project's one FLOP meter), read as a ``Cost``."""
 
-    def __init__(self, translators: Sequence):
-        unique = {id(t): t for t in translators if t is not None and getattr(t, "counter", None) is not None}
+    def __init__(self, translators: Sequence[Metered | None]):
+        unique = {id(t): t for t in translators if t is not None and t.counter is not None}
         self.translators = {f"model{i}": t for i, t in enumerate(unique.values())}
 
     @contextmanager

@@ -16,9 +16,13 @@ several drafts of different quality; ``refiner_corpus`` writes them as plain par
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
+
+from core_seq2seq.search import DecodeCounter
+from core_seq2seq.translator import DecodeSettings, Metered, Translator
 from evals.textio import atomic_write_lines, check_same_length, read_lines
 
 from .errors import AgentInputError
@@ -69,19 +73,28 @@ class RefinerView:
 
     Decodes are memoised per (source, draft): the critic's ``refiner_margin`` signal and the
     ``refine`` tool use the same beam search, so the tool costs no second decode.
+
+    ``Metered`` through its translator (read by the loop's cost meter), not a Translator itself.
     """
 
-    def __init__(self, translator, settings):
+    members: Sequence[Metered] = ()
+
+    def __init__(self, translator: Translator, settings: DecodeSettings):
         self.translator, self.settings = translator, settings
         self._nbest: dict[tuple[str, str], list] = {}
         self._best_norm: dict[tuple[str, str], float | None] = {}
 
     @property
-    def counter(self):  # read by the loop's cost meter
+    def counter(self) -> DecodeCounter | None:
         return self.translator.counter
 
-    def flops(self, counts) -> float:
-        return self.translator.flops(counts) if hasattr(self.translator, "flops") else 0.0
+    @property
+    def models(self) -> Sequence[torch.nn.Module]:
+        return self.translator.models
+
+    def flops(self, counts: DecodeCounter | Mapping[str, float]) -> float:
+        flops = self.translator.flops(counts)
+        return 0.0 if flops is None else flops  # a refiner without a FLOP model is charged nothing
 
     def nbest(self, sources: Sequence[str], drafts: Sequence[str]) -> list[list]:
         """The refiner's n-best ``Candidate`` lists (its own log-probs), best first."""

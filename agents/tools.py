@@ -42,7 +42,7 @@ import torch
 from core_seq2seq import search
 from core_seq2seq.modeling_lstm import EncoderState
 from core_seq2seq.tokenizer import decode_batch, encode_batch
-from core_seq2seq.translator import Candidate, DecodeSettings, Translator
+from core_seq2seq.translator import Candidate, DecodeSettings, LSTMTranslator, Translator
 
 from .critic import selection_score, source_tensor
 from .lexicon import Lexicon, words
@@ -342,7 +342,7 @@ class Toolbox:
         self.available = {"wider_beam", "sample_rerank"}
         if refiner is not None:
             self.available.add("refine")
-        if hasattr(forward, "models") and hasattr(forward, "tokenizer"):
+        if isinstance(forward, LSTMTranslator):  # constrained search steps decade's own LSTM search
             self.available.add("constrained")
         if mbr_available():
             self.available.add("mbr")

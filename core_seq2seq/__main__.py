@@ -10,14 +10,14 @@ from pathlib import Path
 from evals.textio import run_cli
 
 from . import distributed
-from .config import ConfigError, apply_overrides, from_dict, load_yaml
+from .config import ConfigError, from_dict, read_config
 
 FILE_BLOCK_BATCHES = 50  # translate: a file is read, sorted and decoded this many batches at a time
 
 
 def _config(cls: type, args: argparse.Namespace):
     """The YAML config of ``args.config`` with ``--set`` overrides, as ``cls``; errors name the file."""
-    data = apply_overrides(load_yaml(args.config), args.set or [])
+    data = read_config(args.config, args.set or [])
     try:
         return from_dict(cls, data)
     except ConfigError as e:

@@ -177,6 +177,52 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+PAIR_PLACEHOLDERS = ("{src}", "{tgt}", "{pair}")
+
+
+def expand_pair(data: dict, where: str = "") -> dict:
+    """One file for both directions: a top-level ``pair: en-de`` fills ``{src}``, ``{tgt}`` and
+    ``{pair}`` in every string value (``--set pair=de-en`` gives the other direction), and is then
+    removed. A placeholder without a ``pair:`` key is an error naming the key that holds it."""
+    prefix = f"{where}: " if where else ""
+    pair = data.pop("pair", None)
+    if pair is not None and (not isinstance(pair, str) or len(pair.split("-")) != 2 or not all(pair.split("-"))):
+        raise ConfigError(f"{prefix}pair: expected SOURCE-TARGET language codes such as en-de, got {pair!r}")
+    src, tgt = pair.split("-") if pair else ("", "")
+
+    def fill(value: Any, key: str) -> Any:
+        if isinstance(value, dict):
+            return {k: fill(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, str) and any(p in value for p in PAIR_PLACEHOLDERS):
+            if pair is None:
+                raise ConfigError(f"{prefix}{key}: {value!r} uses {{src}}/{{tgt}}/{{pair}} but the file has no "
+                                  "top-level 'pair:' key (e.g. pair: en-de)")
+            return value.replace("{src}", src).replace("{tgt}", tgt).replace("{pair}", pair)
+        return value
+
+    return fill(data, "")
+
+
+def read_config(path: str | Path, overrides: typing.Sequence[str] = (), section: str | None = None) -> dict:
+    """A YAML config as a dict, the one way every CLI reads one: ``--set`` overrides applied
+    (``pair=...`` at the top level, the rest inside ``section`` when one is named), ``{src}``/
+    ``{tgt}`` filled from ``pair:``, and ``section`` taken out. Errors name the file."""
+    data = load_yaml(path)
+    top = [o for o in overrides if section is None or o.partition("=")[0] == "pair"]
+    rest = [o for o in overrides if o not in top]
+    data = expand_pair(apply_overrides(data, top), str(path))
+    if section is None:
+        return data
+    if section not in data:
+        raise ConfigError(f"{path}: no '{section}:' section (found: {', '.join(map(str, data)) or 'nothing'})")
+    body = data[section] or {}
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: '{section}:' must be a mapping")
+    return apply_overrides(dict(body), rest)
+
+
 def check_ranges(obj: Any, rules: dict[str, tuple]) -> None:
     """Range checks for a config dataclass, raised as ValueError naming the key (``from_dict`` adds
     the section and the file). A rule is ``(low, high)`` (inclusive, None: open) or a tuple of choices

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from . import distributed, search
 from .config import KEYED_WHEN_SET
@@ -72,17 +72,45 @@ class Candidate:
 
 
 @runtime_checkable
-class Translator(Protocol):
-    """What synth, inference_compute and agents need from a translation model."""
+class Metered(Protocol):
+    """What the compute meters read from a model (``inference_compute.ComputeMeter``, the agents'
+    FLOP bounds): every ``Translator``, and the scorers that are not translators (``TargetLM``,
+    ``MeanScorer``, the agents' ``RefinerView``)."""
+
+    # The work done so far (calls, row-steps; an ensemble counts each member). None: no work of its
+    # own to count (it delegates to models metered on their own, or replays a finished run).
+    counter: search.DecodeCounter | None
+    # The separately metered models it combines (a MeanScorer's translators): a meter charges each
+    # of them instead. Empty for a model that counts its own work; never the model itself.
+    members: Sequence[Metered]
+    # The networks every decoded row runs through (an ensemble's members; its counter counts each):
+    # FLOPs of n decoded rows are flops() of n x len(models) counted rows. Empty when it runs none itself.
+    models: Sequence[torch.nn.Module]
+
+    def flops(self, counts: search.DecodeCounter | Mapping[str, float]) -> float | None:
+        """Estimated forward FLOPs of the work in ``counts`` (a counter or its delta as a dict);
+        None when it has no FLOP model (a meter then reports the FLOPs as unknown)."""
+
+
+@runtime_checkable
+class Translator(Metered, Protocol):
+    """What synth, inference_compute and agents need from a translation model (with ``Metered``'s
+    ``counter``, ``members``, ``models`` and ``flops``)."""
 
     src_lang: str
     tgt_lang: str
+    tokenizer: PreTrainedTokenizerBase | None  # its scores' and token log-probs' tokens; None: none of its own
 
     def translate(self, sources: Sequence[str], settings: DecodeSettings) -> list[list[Candidate]]:
         """n-best (or samples) per source, best first."""
 
     def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
         """(total log p(target </s> | source), target length in tokens) per pair."""
+
+    def token_logprobs(self, sources: Sequence[str], targets: Sequence[str],
+                       batch_size: int = 64) -> list[list[float]] | None:
+        """log p of every target token (``</s>`` last, in ``tokenizer``'s tokens) per pair, counted in
+        ``counter``; None when it gives totals only (``score``)."""
 
 
 def _batches(order: list[int], size: int, lengths: Sequence[int] = (), max_tokens: int = 0, rows: int = 1):
@@ -125,6 +153,8 @@ def _load_for_helper(load_args: tuple, stamp: tuple) -> "LSTMTranslator":
 
 class LSTMTranslator:
     """decade's LSTM (one model or an ensemble sharing a tokenizer) behind the Translator interface."""
+
+    members: Sequence[Metered] = ()  # an ensemble is one model to a meter: one counter counts every member
 
     def __init__(self, models: LSTMTranslatorForCausalLM | Sequence[LSTMTranslatorForCausalLM],
                  tokenizer: PreTrainedTokenizerFast, src_lang: str, tgt_lang: str, device: str | torch.device = "cpu",
@@ -347,6 +377,25 @@ class LSTMTranslator:
                 out[i] = pair
         return out
 
+    @torch.no_grad()
+    def token_logprobs(self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> list[list[float]]:
+        """log p of every target token (``</s>`` last) per pair, averaged over ensemble members; the
+        decoder work is counted in ``counter`` (one process: the critic's per-token look)."""
+        src_ids, tgt_ids = encode_batch(self.tokenizer, list(sources)), encode_batch(self.tokenizer, list(targets))
+        out: list[list[float]] = [[] for _ in sources]
+        order = sorted(range(len(sources)), key=lambda i: len(tgt_ids[i]))
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            src, lengths = self._source_tensor([src_ids[i] for i in batch])
+            tgt_in, tgt_out = target_tensors([tgt_ids[i] for i in batch], self.tag_id, self.eos_id, self.pad_id)
+            tgt_in, tgt_out = tgt_in.to(self.device), tgt_out.to(self.device)
+            logp = torch.stack([m.token_logprobs(src, lengths, tgt_in, tgt_out) for m in self.models]).mean(0)  # (B, T)
+            self.counter.decoder_calls += len(self.models)
+            self.counter.decoder_row_steps += int(tgt_out.ne(self.pad_id).sum()) * len(self.models)
+            for row, i in enumerate(batch):
+                out[i] = logp[row, :len(tgt_ids[i]) + 1].tolist()
+        return out
+
     def compute(self) -> dict:
         """Compute spent so far, for result records."""
         return {**asdict(self.counter), "forward_calls": self.counter.decoder_calls,
@@ -404,7 +453,10 @@ def target_tensors(tgt_ids: list[list[int]], bos: int, eos: int, pad: int) -> tu
 
 
 class HFSeq2SeqTranslator:
-    """Any transformers ``AutoModelForSeq2SeqLM`` (Marian, T5, ...) behind the Translator interface."""
+    """Any transformers ``AutoModelForSeq2SeqLM`` (Marian, T5, ...) behind the Translator interface.
+    Its counter counts decoder calls only: it has no FLOP model and gives totals, not token log-probs."""
+
+    members: Sequence[Metered] = ()
 
     def __init__(self, model, tokenizer, src_lang: str, tgt_lang: str, device: str = "cpu"):
         self.model = model.eval().to(device)
@@ -412,6 +464,16 @@ class HFSeq2SeqTranslator:
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.device = torch.device(device)
         self.counter = search.DecodeCounter()
+
+    @property
+    def models(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def flops(self, counts: search.DecodeCounter | Mapping[str, float]) -> None:
+        return None
+
+    def token_logprobs(self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> None:
+        return None
 
     @torch.no_grad()
     def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:

@@ -15,20 +15,16 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from core_seq2seq.search import DecodeCounter
+from core_seq2seq.translator import Metered
 
 COUNTER_KEYS = ("decoder_calls", "decoder_row_steps", "encoder_calls", "encoder_rows", "encoder_token_steps")
 
 
-def _counter(translator: Any) -> DecodeCounter | None:
-    return getattr(translator, "counter", None)
-
-
-def flops_of(translator: Any, counts: Mapping[str, int]) -> float | None:
+def flops_of(translator: Metered, counts: Mapping[str, int]) -> float | None:
     """Estimated FLOPs (encoder and decoder) of the work in ``counts``, a counter delta; None when the
     translator cannot say."""
-    fn = getattr(translator, "flops", None)
-    return None if fn is None else float(fn(counts))
+    flops = translator.flops(counts)
+    return None if flops is None else float(flops)
 
 
 def add_compute(*parts: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,12 +57,11 @@ class ComputeMeter:
         meter.result  # {"forward_calls", "decoder_row_steps", "flops", "decode_seconds", ...}
     """
 
-    def __init__(self, translators: Mapping[str, Any], n_sentences: int | None = None, **extra: Any):
-        self.translators: dict[str, Any] = {}
+    def __init__(self, translators: Mapping[str, Metered | None], n_sentences: int | None = None, **extra: Any):
+        self.translators: dict[str, Metered] = {}
         for k, t in translators.items():
-            members = getattr(t, "members", None)  # a MeanScorer: charge each member separately
-            if members is not None:
-                self.translators.update({f"{k}[{i}]": m for i, m in enumerate(members)})
+            if t is not None and t.members:  # a MeanScorer: charge each member separately
+                self.translators.update({f"{k}[{i}]": m for i, m in enumerate(t.members)})
             elif t is not None:
                 self.translators[k] = t
         self.n_sentences = n_sentences
@@ -74,7 +69,7 @@ class ComputeMeter:
         self.result: dict[str, Any] = {}
 
     def __enter__(self) -> "ComputeMeter":
-        self._before = {k: asdict(c) for k, t in self.translators.items() if (c := _counter(t)) is not None}
+        self._before = {k: asdict(t.counter) for k, t in self.translators.items() if t.counter is not None}
         self._start = time.perf_counter()
         return self
 
@@ -84,7 +79,7 @@ class ComputeMeter:
         flops: float | None = 0.0
         calls = steps = 0
         for name, t in self.translators.items():
-            c = _counter(t)
+            c = t.counter
             if c is None:
                 flops = None
                 continue

@@ -23,10 +23,12 @@ Every model scores all (source, candidate) pairs of all sentences in one batched
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core_seq2seq.translator import Candidate
+import torch
+
+from core_seq2seq.translator import Candidate, Translator
 
 from .lm import TargetLM
 
@@ -34,12 +36,29 @@ from .lm import TargetLM
 class MeanScorer:
     """Several source->target Translators, each with its own tokenizer, scoring as one: the mean of
     their log-probabilities and of their token counts. (An ``LSTMTranslator`` ensemble needs one
-    shared vocabulary; for models that share it the two give the same ``alt`` score.)"""
+    shared vocabulary; for models that share it the two give the same ``alt`` score.)
 
-    def __init__(self, members: Sequence[Any]):
+    A scorer, not a Translator (it cannot merge n-best lists written in different tokens). To a
+    meter it is its ``members``: each is charged on its own counter and FLOP model."""
+
+    counter = None  # nothing of its own: the members count their work
+    models: Sequence[torch.nn.Module] = ()
+
+    def __init__(self, members: Sequence[Translator]):
         if not members:
             raise ValueError("MeanScorer needs at least one translator")
         self.members = list(members)
+
+    @property
+    def src_lang(self) -> str:
+        return self.members[0].src_lang
+
+    @property
+    def tgt_lang(self) -> str:
+        return self.members[0].tgt_lang
+
+    def flops(self, counts: Mapping[str, float]) -> None:
+        return None  # its work is its members': see ``members``
 
     def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
         scored = [m.score(sources, targets) for m in self.members]
@@ -48,7 +67,7 @@ class MeanScorer:
                 for i in range(len(sources))]
 
 
-def load_scorer(paths: str | Sequence[str] | None, device: str = "cpu") -> Any | None:
+def load_scorer(paths: str | Sequence[str] | None, device: str = "cpu") -> Translator | MeanScorer | None:
     """One model directory as a Translator; several as a ``MeanScorer`` (each keeps its tokenizer)."""
     from core_seq2seq.translator import LSTMTranslator
 
@@ -60,9 +79,10 @@ def load_scorer(paths: str | Sequence[str] | None, device: str = "cpu") -> Any |
     return members[0] if len(members) == 1 else MeanScorer(members)
 
 
-def _langs(model: Any) -> tuple[str, str] | None:
-    model = getattr(model, "translator", model)  # a TargetLM wraps its Translator
-    src, tgt = getattr(model, "src_lang", None), getattr(model, "tgt_lang", None)
+def _langs(model: Translator | MeanScorer | TargetLM | None) -> tuple[str, str] | None:
+    if model is None:
+        return None
+    src, tgt = model.src_lang, model.tgt_lang
     return (src, tgt) if src and tgt else None
 
 
@@ -77,7 +97,7 @@ def check_directions(forward: Any, reverse: Any | None = None, lm: Any | None = 
     src, tgt = fwd
     expected = {"reverse (noisy channel)": (reverse, (tgt, src)), "r2l": (r2l, (src, tgt)), "alt": (alt, (src, tgt))}
     for role, (model, want) in expected.items():
-        members = getattr(model, "members", None) or ([model] if model is not None else [])
+        members = (model.members or [model]) if model is not None else []
         for m in members:
             got = _langs(m)
             if got is not None and got != want:

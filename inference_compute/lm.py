@@ -12,28 +12,48 @@ greedy output is one sentence for every input.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from core_seq2seq.search import DecodeCounter
+from core_seq2seq.translator import Metered, Translator
 from evals.textio import atomic_write_text
 
 PLACEHOLDER = "."  # the "empty" source (see the module docstring)
 
 
 class TargetLM:
-    """``score(targets) -> [(log p(target </s>), length)]`` through a Translator and a placeholder source."""
+    """``score(targets) -> [(log p(target </s>), length)]`` through a Translator and a placeholder source.
 
-    def __init__(self, translator: Any, placeholder: str = PLACEHOLDER):
+    Not a Translator itself (it scores targets alone), but ``Metered`` through its translator's counter
+    and FLOP model, and it names its language: ``src_lang`` = ``tgt_lang`` = the language it writes."""
+
+    members: Sequence[Metered] = ()
+
+    def __init__(self, translator: Translator, placeholder: str = PLACEHOLDER):
         self.translator = translator
         self.placeholder = placeholder
-        self.counter = getattr(translator, "counter", None)  # so ComputeMeter can charge it
 
     @property
-    def models(self) -> list:
-        return getattr(self.translator, "models", [None])
+    def counter(self) -> DecodeCounter | None:  # so ComputeMeter can charge it
+        return self.translator.counter
 
-    def flops(self, counts: Any) -> float:
+    @property
+    def models(self) -> Sequence[torch.nn.Module]:
+        return self.translator.models
+
+    @property
+    def src_lang(self) -> str:
+        return self.translator.src_lang
+
+    @property
+    def tgt_lang(self) -> str:
+        return self.translator.tgt_lang
+
+    def flops(self, counts: DecodeCounter | Mapping[str, float]) -> float | None:
         return self.translator.flops(counts)
 
     def score(self, targets: Sequence[str]) -> list[tuple[float, int]]:

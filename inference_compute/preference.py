@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import torch
+
 from core_seq2seq.posttrain import differ_beyond_punctuation
-from core_seq2seq.translator import Candidate, DecodeSettings
+from core_seq2seq.translator import Candidate, DecodeSettings, Metered, Translator
 
 from .rerank import argmax
 
@@ -55,15 +57,21 @@ class RerankedTranslator:
     """A beam n-best of ``forward`` ordered by a selector: reranker weights over features (noisy channel,
     right-to-left, LM), or MBR when ``mbr`` is given. ``translate`` returns every candidate, the
     selector's pick first; ``score`` is the forward model's. This is how a stacked system translates
-    new text (distillation data) and ranks its own candidates (preference pairs)."""
+    new text (distillation data) and ranks its own candidates (preference pairs).
 
-    def __init__(self, forward: Any, nbest: int, weights: Mapping[str, float] | None = None, reverse: Any = None,
+    Its work is counted on the models it runs (their own counters), none on its own."""
+
+    counter = None
+    members: Sequence[Metered] = ()
+    models: Sequence[torch.nn.Module] = ()
+
+    def __init__(self, forward: Translator, nbest: int, weights: Mapping[str, float] | None = None, reverse: Any = None,
                  r2l: Any = None, lm: Any = None, typical_ratio: float = 1.0, mbr: Any = None, batch_size: int = 64):
         if weights is None and mbr is None:
             raise ValueError("RerankedTranslator: give reranker weights or an MBR config")
         self.forward, self.nbest, self.weights, self.mbr = forward, nbest, dict(weights or {}), mbr
         self.reverse, self.r2l, self.lm, self.typical_ratio, self.batch_size = reverse, r2l, lm, typical_ratio, batch_size
-        self.src_lang, self.tgt_lang = forward.src_lang, forward.tgt_lang
+        self.src_lang, self.tgt_lang, self.tokenizer = forward.src_lang, forward.tgt_lang, forward.tokenizer
 
     def rank(self, sources: Sequence[str]) -> tuple[list[list[Candidate]], list[list[float]]]:
         """The beam n-best of every source (beam order) and the selector's score of each candidate."""
@@ -92,3 +100,10 @@ class RerankedTranslator:
 
     def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
         return self.forward.score(sources, targets)
+
+    def token_logprobs(self, sources: Sequence[str], targets: Sequence[str],
+                       batch_size: int = 64) -> list[list[float]] | None:
+        return self.forward.token_logprobs(sources, targets, batch_size)
+
+    def flops(self, counts: Mapping[str, float]) -> None:
+        return None  # nothing counted on its own counter

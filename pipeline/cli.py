@@ -20,14 +20,15 @@ from evals.textio import run_cli
 
 STAGE_CLIS = {
     "train": ("core_seq2seq", "train"), "translate": ("core_seq2seq", "translate"),
-    "score": ("core_seq2seq", "score"), "average": ("core_seq2seq", "average"),
+    "score": ("core_seq2seq", "score"), "average": ("core_seq2seq", "average"), "posttrain": ("core_seq2seq", "posttrain"),
     "prepare": ("synth", "prepare"), "backtranslate": ("synth", "backtranslate"), "filter": ("synth", "filter"),
     "mix": ("synth", "mix"), "loop": ("synth", "loop"),
     "nbest": ("inference_compute", "nbest"), "rerank": ("inference_compute", "rerank"),
     "tune": ("inference_compute", "tune"), "mbr": ("inference_compute", "mbr"), "sweep": ("inference_compute", "sweep"),
-    "correct": ("agents", "correct"), "explain": ("agents", "explain"),
+    "pairs": ("inference_compute", "pairs"),
+    "correct": ("agents", "correct"), "escalate": ("agents", "escalate"), "explain": ("agents", "explain"),
     "score-hyps": ("evals", "score"), "compare": ("evals", "compare"), "leaderboard": ("evals", "leaderboard"),
-    "verify": ("evals", "verify"),
+    "verify": ("evals", "verify"), "exchange": ("evals", "exchange"),
 }
 
 

@@ -23,13 +23,15 @@ input file, ``k`` numbers the synthetic sources of one target.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from core_seq2seq.config import config_hash
 from core_seq2seq.data import read_text_lines
-from core_seq2seq.translator import Candidate, DecodeSettings, Translator
+from core_seq2seq.translator import Candidate, DecodeSettings, Metered, Translator
 
 from .io import SynthError, file_sha256, read_json, read_jsonl, write_json, write_jsonl, write_yaml
 from .noise import NoiseConfig, add_noise
@@ -142,8 +144,13 @@ class ReplayTranslator:
     run of the same model and beam settings: the records come out exactly as a fresh decode would
     make them (same candidates, same per-shard noise seeds), and on Multi30K that saves the 60k-line
     beam decode (27 minutes on the 2-core CPU). A line the earlier run did not translate is an error,
-    never a gap.
+    never a gap. It runs no model: nothing to count, no FLOPs, no token log-probs.
     """
+
+    counter = None
+    members: Sequence[Metered] = ()
+    models: Sequence[torch.nn.Module] = ()
+    tokenizer = None
 
     def __init__(self, synthetic: str | Path, mode: str = "back"):
         self.path = Path(synthetic)
@@ -169,6 +176,12 @@ class ReplayTranslator:
 
     def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
         raise SynthError(f"{self.path}: a replayed run cannot score pairs")
+
+    def token_logprobs(self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> None:
+        return None
+
+    def flops(self, counts: Mapping[str, float]) -> None:
+        return None
 
 
 def replayable(beam_dir: str | Path, gen: GenerationConfig, model_name: str, mode: str = "back") -> bool:
@@ -207,8 +220,6 @@ def backtranslate(cfg: BacktranslateConfig, translator: Translator | None = None
                   log: Callable[[str], None] = print, on_shard_done: Callable[[int], None] | None = None) -> Path:
     """Translate every unfinished shard of ``cfg.input``, then merge and verify; returns the merged file."""
     if cfg.num_threads:
-        import torch
-
         torch.set_num_threads(cfg.num_threads)
     lines = read_input(cfg.input, cfg.max_lines)
     out = Path(cfg.output_dir)
@@ -223,7 +234,7 @@ def backtranslate(cfg: BacktranslateConfig, translator: Translator | None = None
     check_manifest(out, manifest)  # before anything else is written: never overwrite another run's config
     write_yaml(out / "config.yaml", asdict(cfg))
     plan = ShardPlan(len(lines), cfg.generation.shard_size)
-    src_lang, tgt_lang = getattr(translator, "src_lang", "?"), getattr(translator, "tgt_lang", "?")
+    src_lang, tgt_lang = translator.src_lang, translator.tgt_lang
 
     def work(shard: int, ids: list[int], seed: int) -> list[dict]:
         return generate_pairs([lines[i - 1] for i in ids], ids, translator, cfg.generation, seed, cfg.mode, model_name)

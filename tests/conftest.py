@@ -38,3 +38,37 @@ def toy_task(tmp_path_factory):
     from core_seq2seq.toy import write_toy_task
 
     return write_toy_task(tmp_path_factory.mktemp("toy_task"))
+
+
+@pytest.fixture(scope="session")
+def toy_distill_curve_run(tmp_path_factory):
+    """One en->de toy ladder with the +distillation rung (self-distillation, DPO and MRT from the
+    reranked system) and the learning curve switched on, shared by tests/test_pipeline_distillation.py
+    and tests/test_pipeline_curve.py (each trains a baseline otherwise). Returns the config, the run
+    directory and what the first run printed (stdout, stderr)."""
+    import contextlib
+    import io
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.cli import main as decade_main
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / "configs/toy.yaml").read_text())
+    cfg.update(workers=1, bootstrap_samples=100, data={**cfg["data"], "pairs": ["en-de"]}, test_sets=["test_2016_flickr"])
+    for rung in ("backtranslation", "ensemble", "mbr", "agent"):
+        cfg[rung] = {**cfg.get(rung, {}), "enabled": False}
+    cfg["rerank"] = {**cfg["rerank"], "r2l": False, "lm": False}
+    cfg["distillation"] = {"enabled": True, "methods": ["distill", "dpo", "mrt"], "steps": 12, "max_monolingual": 200,
+                           "train_sources": True, "preference_sources": 60, "shard_size": 100,
+                           "train": {"eval_every_steps": 12}, "posttrain": {"batch_size": 8, "num_samples": 4, "lr": 1e-4}}
+    cfg["curve"] = {"enabled": True, "fractions": [0.5, 0.25], "seed": 3}
+    tmp = tmp_path_factory.mktemp("distill_curve")
+    config, run = tmp / "toy_distill_curve.yaml", tmp / "run"
+    config.write_text(yaml.safe_dump(cfg))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = decade_main(["run", str(config), "--out", str(run)])
+    assert code == 0, err.getvalue()[-3000:]
+    return config, run, out.getvalue(), err.getvalue()

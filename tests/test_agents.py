@@ -452,10 +452,21 @@ def test_cli_bad_trace_and_config_name_file_and_line(tmp_path, capsys):
 
 class SourceOnlyRefiner:
     """A stand-in refiner: reads ``source ||| draft`` but translates the source alone with the toy
-    model, so its rewrite of any draft is the forward model's beam output (right on ``clean``)."""
+    model, so its rewrite of any draft is the forward model's beam output (right on ``clean``).
+    Its work is counted on the toy model's counter; it has no FLOP model and no token log-probs."""
+
+    members = ()
 
     def __init__(self, translator):
         self.translator, self.counter = translator, translator.counter
+        self.src_lang, self.tgt_lang, self.tokenizer = translator.src_lang, translator.tgt_lang, translator.tokenizer
+        self.models = translator.models
+
+    def flops(self, counts):
+        return None
+
+    def token_logprobs(self, texts, targets, batch_size=64):
+        return None
 
     def _src(self, texts):
         from agents.refiner import SEPARATOR

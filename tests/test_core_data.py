@@ -204,3 +204,41 @@ def test_an_offline_download_is_a_clear_error_and_leaves_nothing(tmp_path, monke
     with pytest.raises(DownloadError, match=r"multi30k/dataset.*could not download Multi30K \(Name or service"):
         download_multi30k(tmp_path)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no .part, no half file
+
+
+# ---- one config file for both directions ------------------------------------------------------
+
+@pytest.mark.parametrize("text, overrides, section, expect", [
+    ("pair: en-de\noutput_dir: runs/m_{src}_{tgt}\ndata: {src_lang: '{src}', tgt_lang: '{tgt}'}\n", [], None,
+     {"output_dir": "runs/m_en_de", "data": {"src_lang": "en", "tgt_lang": "de"}}),
+    ("pair: en-de\noutput_dir: runs/m_{src}_{tgt}\ndata: {src_lang: '{src}', tgt_lang: '{tgt}'}\n", ["pair=de-en"], None,
+     {"output_dir": "runs/m_de_en", "data": {"src_lang": "de", "tgt_lang": "en"}}),
+    # In a file of sections, pair= applies at the top level and the other overrides inside the section.
+    ("pair: en-de\nnbest: {out: 'n.{pair}.jsonl', files: ['a.{src}', 'b.{tgt}'], beam: 5}\n",
+     ["pair=de-en", "beam=8"], "nbest", {"out": "n.de-en.jsonl", "files": ["a.de", "b.en"], "beam": 8}),
+    ("lr: 0.1\n", ["lr=0.2"], None, {"lr": 0.2}),  # no pair, no placeholder: unchanged
+])
+def test_one_config_gives_both_directions(tmp_path, text, overrides, section, expect):
+    from core_seq2seq.config import read_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert read_config(path, overrides, section) == expect
+
+
+@pytest.mark.parametrize("text, message", [
+    ("output_dir: runs/{src}\n", r"c.yaml: output_dir: 'runs/\{src\}' uses \{src\}/\{tgt\}/\{pair\} but the file has no top-level 'pair:'"),
+    ("pair: ende\n", "c.yaml: pair: expected SOURCE-TARGET language codes such as en-de, got 'ende'"),
+    ("pair: 3\n", "c.yaml: pair: expected SOURCE-TARGET"),
+    ("pair: en-de\nx: 1\n", None),
+])
+def test_a_bad_pair_is_named(tmp_path, text, message):
+    from core_seq2seq.config import ConfigError, read_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    if message is None:
+        assert read_config(path) == {"x": 1}
+        return
+    with pytest.raises(ConfigError, match=message):
+        read_config(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -176,39 +177,47 @@ def test_trl_dpo_runs_one_step(toy_en_de, tmp_path):
     assert not toy_en_de.models[0].training
 
 
-def test_cli_translate_stdin_and_score(toy_en_de, toy_models_dir, tmp_path):
+def _cli(monkeypatch, capsys, argv: list[str], stdin: str | bytes | None = None) -> tuple[int, str, str]:
+    """``python -m core_seq2seq ARGV`` in this process (a subprocess would spend seconds importing
+    torch and transformers): stdin is a byte stream underneath, as a real one is."""
+    from core_seq2seq.__main__ import main as core_main
+
+    if stdin is not None:
+        raw = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+    capsys.readouterr()
+    code = core_main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_translate_stdin_and_score(toy_en_de, toy_models_dir, tmp_path, monkeypatch, capsys):
     model_dir = toy_models_dir / "en_de/best"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "core_seq2seq", "translate", "--model", str(model_dir), "--beam", "3",
-                          "--nbest", "2", "--scores"], input="The dog sees a cat.\nA girl likes the red car.\n",
-                         capture_output=True, text=True, env=env, cwd=ROOT, check=True)
-    lines = [json.loads(x) for x in out.stdout.splitlines()]
-    assert len(lines) == 4 and all("logprob" in x for x in lines)
+    code, out, _ = _cli(monkeypatch, capsys, ["translate", "--model", str(model_dir), "--beam", "3", "--nbest", "2",
+                                              "--scores"], stdin="The dog sees a cat.\nA girl likes the red car.\n")
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and len(lines) == 4 and all("logprob" in x for x in lines)
     (tmp_path / "s.en").write_text("The dog sees a cat.\n")
     (tmp_path / "t.de").write_text("Der Hund sieht eine Katze.\nzu viel\n")
-    bad = subprocess.run([sys.executable, "-m", "core_seq2seq", "score", "--model", str(model_dir), "--src",
-                          str(tmp_path / "s.en"), "--tgt", str(tmp_path / "t.de")], capture_output=True, text=True,
-                         env=env, cwd=ROOT)
-    assert bad.returncode == 2 and "s.en has 1 lines but" in bad.stderr and "Traceback" not in bad.stderr
+    code, _, err = _cli(monkeypatch, capsys, ["score", "--model", str(model_dir), "--src", str(tmp_path / "s.en"),
+                                              "--tgt", str(tmp_path / "t.de")])
+    assert code == 2 and "s.en has 1 lines but" in err and "Traceback" not in err
 
 
-def test_cli_translate_file_in_sorted_blocks_keeps_line_order(toy_en_de, toy_models_dir, tmp_path):
+def test_cli_translate_file_in_sorted_blocks_keeps_line_order(toy_en_de, toy_models_dir, tmp_path, monkeypatch, capsys):
     """A file is decoded in length-sorted blocks of 50 batches (here 100 lines, so 130 lines cross a
     block boundary); the output must still follow the input line by line, as stdin's chunks do."""
     model_dir = toy_models_dir / "en_de/best"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     base = ["The dog sees a cat.", "A girl likes the red car.", "The small boy hears the big bird near the house.",
             "A cat.", "The woman sees the dog and the man likes the car."]
     lines = [base[(i * 3) % len(base)] for i in range(130)]
     src = tmp_path / "in.en"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cmd = [sys.executable, "-m", "core_seq2seq", "translate", "--model", str(model_dir), "--method", "greedy",
-           "--batch-size", "2"]
-    from_file = subprocess.run(cmd + ["--input", str(src)], capture_output=True, text=True, env=env, cwd=ROOT,
-                               check=True).stdout.splitlines()
-    from_stdin = subprocess.run(cmd, input=src.read_text(encoding="utf-8"), capture_output=True, text=True, env=env,
-                                cwd=ROOT, check=True).stdout.splitlines()
-    assert len(from_file) == 130 and from_file == from_stdin
+    cmd = ["translate", "--model", str(model_dir), "--method", "greedy", "--batch-size", "2"]
+    code_file, from_file, _ = _cli(monkeypatch, capsys, cmd + ["--input", str(src)])
+    code_stdin, from_stdin, _ = _cli(monkeypatch, capsys, cmd, stdin=src.read_text(encoding="utf-8"))
+    from_file, from_stdin = from_file.splitlines(), from_stdin.splitlines()
+    assert code_file == code_stdin == 0 and len(from_file) == 130 and from_file == from_stdin
     by_source = {s: t for s, t in zip(lines, from_file)}
     assert [by_source[s] for s in lines] == from_file and len(set(from_file)) == len(base)
 
@@ -238,25 +247,27 @@ def test_a_run_directory_of_another_config_is_not_resumed(tmp_path, capsys):
     assert json.loads((run / "best/config.json").read_text())["decoder_hidden_size"] == 48
 
 
-def test_cli_translate_keeps_an_existing_output_on_bad_input_and_follows_a_symlink(toy_en_de, toy_models_dir, tmp_path):
+def test_cli_translate_keeps_an_existing_output_on_bad_input_and_follows_a_symlink(toy_en_de, toy_models_dir, tmp_path,
+                                                                                   monkeypatch, capsys):
     model_dir = toy_models_dir / "en_de/best"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "out.de"
     out.write_text("an earlier translation\n")
-    cmd = [sys.executable, "-m", "core_seq2seq", "translate", "--model", str(model_dir), "--method", "greedy"]
+    cmd = ["translate", "--model", str(model_dir), "--method", "greedy"]
     for bad_input, message in ((tmp_path / "typo.en", "typo.en: file not found"), (tmp_path / "bad.en", "invalid UTF-8")):
         if bad_input.name == "bad.en":
             bad_input.write_bytes(b"The dog sees a cat.\n\xff\xfe\n")
-        run = subprocess.run(cmd + ["-i", str(bad_input), "-o", str(out)], capture_output=True, text=True, env=env, cwd=ROOT)
-        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+        code, _, err = _cli(monkeypatch, capsys, cmd + ["-i", str(bad_input), "-o", str(out)])
+        assert code == 2 and message in err and "Traceback" not in err
         assert out.read_text() == "an earlier translation\n"  # untouched
+    # The same from stdin: the error names <stdin> and its line, and the output is untouched.
+    code, _, err = _cli(monkeypatch, capsys, cmd + ["-o", str(out)], stdin=b"The dog sees a cat.\n\xff\xfe\n")
+    assert code == 2 and "<stdin>:2: invalid UTF-8" in err and out.read_text() == "an earlier translation\n"
     # An output that is a symlink (into shared storage, say) stays a link; its target gets the text.
     target, link = tmp_path / "shared.de", tmp_path / "link.de"
     target.write_text("old\n")
     link.symlink_to(target)
     (tmp_path / "in.en").write_text("The dog sees a cat.\n")
-    subprocess.run(cmd + ["-i", str(tmp_path / "in.en"), "-o", str(link)], check=True, env=env, cwd=ROOT,
-                   capture_output=True)
+    assert _cli(monkeypatch, capsys, cmd + ["-i", str(tmp_path / "in.en"), "-o", str(link)])[0] == 0
     assert link.is_symlink() and target.read_text() != "old\n" and len(target.read_text().splitlines()) == 1
 
 

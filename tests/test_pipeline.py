@@ -183,6 +183,13 @@ def test_decade_forwards_stage_commands(capsys):
     assert "BLEU" in capsys.readouterr().out
     assert decade_main(["train", str(fixtures / "missing.yaml")]) == 2
     assert "missing.yaml: config file not found" in capsys.readouterr().err
+    # Every forwarded command reaches a parser that knows it (its --help exits 0 and names it).
+    from pipeline.cli import STAGE_CLIS
+
+    for command in STAGE_CLIS:
+        with pytest.raises(SystemExit) as done:
+            decade_main([command, "--help"])
+        assert done.value.code == 0 and "usage:" in capsys.readouterr().out, command
 
 
 def _two_stages(run_dir: Path, force: set[str] = frozenset(), fail: str = "") -> tuple[list[str], StageRunner]:

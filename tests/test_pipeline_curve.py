@@ -7,7 +7,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
 from core_seq2seq.config import ConfigError
 from pipeline.cli import main as decade_main
@@ -44,17 +43,10 @@ def _lines(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_curve_trains_nested_subsets_reuses_the_baseline_and_puts_the_worth_on_the_leaderboard(tmp_path, capsys):
-    cfg = yaml.safe_load((ROOT / "configs/toy.yaml").read_text())
-    cfg.update(workers=1, bootstrap_samples=100)
-    cfg["data"]["pairs"] = ["en-de"]
-    for rung in ("backtranslation", "ensemble", "rerank", "mbr", "agent"):
-        cfg[rung] = {**cfg.get(rung, {}), "enabled": False}
-    cfg["curve"] = {"enabled": True, "fractions": [0.5, 0.25], "seed": 3}
-    config, run = tmp_path / "curve.yaml", tmp_path / "run"
-    config.write_text(yaml.safe_dump(cfg))
-    assert decade_main(["run", str(config), "--out", str(run)]) == 0
-    first = capsys.readouterr()
+def test_curve_trains_nested_subsets_reuses_the_baseline_and_puts_the_worth_on_the_leaderboard(toy_distill_curve_run,
+                                                                                              tmp_path, capsys):
+    config, run, first_out, first_err = toy_distill_curve_run  # en-de, distillation and the curve on
+    first = SimpleNamespace(out=first_out, err=first_err)
 
     # Nested seeded subsets of the real pairs, aligned, smallest first.
     train_en = set(_lines(run / "data.curve2.en-de/train.en.txt"))

@@ -1,35 +1,19 @@
 """The +distillation rung on the toy ladder: self-distillation, DPO and MRT from the reranked system,
-val picks one, costs recorded, a rerun reuses every stage."""
+val picks one, costs recorded, a rerun reuses every stage (the run is shared with the curve's test:
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.cli import main as decade_main
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.mark.slow
-def test_distillation_rung_tries_each_method_and_val_picks_one(tmp_path, capsys):
-    cfg = yaml.safe_load((ROOT / "configs/toy.yaml").read_text())
-    cfg.update(workers=1, data={**cfg["data"], "pairs": ["en-de"]}, test_sets=["test_2016_flickr"])
-    cfg["backtranslation"] = {"enabled": False}
-    cfg["ensemble"] = {"enabled": False}
-    cfg["rerank"] = {**cfg["rerank"], "r2l": False, "lm": False}
-    cfg["mbr"] = {"enabled": False}
-    cfg["agent"] = {"enabled": False}
-    cfg["distillation"] = {"enabled": True, "methods": ["distill", "dpo", "mrt"], "steps": 12, "max_monolingual": 200, "train_sources": True,
-                           "preference_sources": 60, "shard_size": 100, "train": {"eval_every_steps": 12},
-                           "posttrain": {"batch_size": 8, "num_samples": 4, "lr": 1e-4}}
-    path = tmp_path / "toy_distill.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    run = tmp_path / "run"
-    assert decade_main(["run", str(path), "--out", str(run)]) == 0
+def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve_run, capsys):
+    path, run, _, _ = toy_distill_curve_run  # en-de, rerank without r2l/lm, distill/dpo/mrt at 12 steps, the curve on
     records = [json.loads(x) for x in (run / "en-de/results.jsonl").read_text().splitlines()]
     (rec,) = [r for r in records if r["system"] == "+distillation"]
     prov = rec["provenance"]
