@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core_seq2seq.translator import DecodeSettings, LSTMTranslator, Translator, model_languages
+from core_seq2seq.translator import LSTMTranslator, Translator, model_languages
 
 from .config import AgentConfig, agent_hash, to_dict
 from .critic import Critic
@@ -72,13 +72,9 @@ def build_agent(cfg: AgentConfig, forward: Translator | None = None, reverse: Tr
         refiner = _load_model("refiner", m.refiner, m.src_lang, m.tgt_lang, m.device)
     view = None
     if refiner is not None:
-        d = cfg.draft.decode
-        view = RefinerView(refiner, DecodeSettings(method="beam", beam_size=cfg.tools.refine.beam_size,
-                                                   nbest=min(cfg.tools.refine.nbest, cfg.tools.refine.beam_size),
-                                                   length_penalty=d.length_penalty, max_len_a=d.max_len_a,
-                                                   max_len_b=d.max_len_b, batch_size=cfg.tools.batch_size))
+        view = RefinerView(refiner, cfg.tools.refine)
     critic = Critic(forward, reverse, lexicon, cfg.critic, view)
-    toolbox = Toolbox(forward, reverse, lexicon, cfg.tools, cfg.draft.decode, cfg.selection.reverse_weight,
+    toolbox = Toolbox(forward, reverse, lexicon, cfg.tools, cfg.selection.reverse_weight,
                       cfg.policy.seed, view, cfg.selection.refiner_weight)
     return Agent(cfg, forward, reverse, lexicon, critic, toolbox, make_policy(cfg.policy, critic.thresholds))
 

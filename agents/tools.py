@@ -51,21 +51,6 @@ TOOLS = ("wider_beam", "sample_rerank", "mbr", "constrained", "refine")
 
 
 @dataclass
-class WiderBeamConfig:
-    beam_size: int = 16  # beam of the re-decode (the draft's is usually 5)
-    nbest: int = 8  # hypotheses kept, reranked, and added to the pool
-
-
-@dataclass
-class SampleConfig:
-    num_samples: int = 16  # samples per sentence
-    temperature: float = 1.0  # softmax temperature
-    top_k: int = 0  # keep the k most likely tokens (0: all)
-    top_p: float = 0.95  # nucleus mass
-    epsilon: float = 0.0  # drop tokens below this probability
-
-
-@dataclass
 class MBRConfig:
     utility: str = "chrf"  # chrf | bleu (inference_compute.mbr)
     weighted: bool = True  # weight pool candidates by their forward probability (else uniform)
@@ -74,29 +59,39 @@ class MBRConfig:
 
 @dataclass
 class ConstrainedConfig:
-    beam_size: int = 5  # beam of the constrained re-decode
+    MOVED = {"beam_size": "tools.constrained.decode.beam_size"}
+
+    # the constrained re-decode: a beam search (core_seq2seq decode keys; its n-best is the whole beam)
+    decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="beam", beam_size=5, nbest=5))
     bonus: float = 4.0  # nats added over a required word's tokens until it is produced
     eos_penalty: float = 4.0  # nats taken from </s> while a required word is missing
     no_repeat_ngram: int = 0  # also ban every repeated subword n-gram of this size (0: only the critic's)
     max_requirements: int = 3  # at most this many required words per re-decode
 
-
-@dataclass
-class RefineConfig:
-    beam_size: int = 5  # beam of the refiner's decode of "source ||| draft"
-    nbest: int = 5  # rewrites kept, reranked by the selection score, and added to the pool
+    def __post_init__(self) -> None:
+        if self.decode.method != "beam":
+            raise ValueError(f"decode.method must be beam (constrained decoding is a beam search), got {self.decode.method!r}")
 
 
 @dataclass
 class ToolsConfig:
-    """Every field is a YAML key of the ``tools:`` section."""
+    """Every field is a YAML key of the ``tools:`` section; a tool's decode keys are those of a decode section."""
 
-    wider_beam: WiderBeamConfig = field(default_factory=WiderBeamConfig)
-    sample_rerank: SampleConfig = field(default_factory=SampleConfig)
+    MOVED = {"batch_size": "batch_size in each tool's decode keys (tools.wider_beam.batch_size, ...)"}
+
+    # the wider re-decode: its nbest hypotheses are reranked and added to the pool
+    wider_beam: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="beam", beam_size=16, nbest=8))
+    # sampling: num_samples per sentence, reranked (the seed is policy.seed + 1000 * step)
+    sample_rerank: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="sample", num_samples=16, top_p=0.95))
     mbr: MBRConfig = field(default_factory=MBRConfig)
     constrained: ConstrainedConfig = field(default_factory=ConstrainedConfig)
-    refine: RefineConfig = field(default_factory=RefineConfig)
-    batch_size: int = 64  # sentences per batched decode
+    # the refiner's decode of "source ||| draft": its nbest rewrites are reranked and added to the pool
+    refine: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="beam", beam_size=5, nbest=5))
+
+    def __post_init__(self) -> None:
+        for key, method in (("wider_beam", "beam"), ("sample_rerank", "sample"), ("refine", "beam")):
+            if getattr(self, key).method != method:
+                raise ValueError(f"{key}.method must be {method}, got {getattr(self, key).method!r}")
 
 
 # ---- constraints ------------------------------------------------------------------------------
@@ -248,22 +243,23 @@ def constraint_hook(cs: Sequence[Constraints], row_sentence: Callable[[], torch.
 
 
 @torch.no_grad()
-def constrained_decode(translator, sources: Sequence[str], cs: Sequence[Constraints], cfg: ConstrainedConfig,
-                       base: DecodeSettings) -> list[list[Candidate]]:
+def constrained_decode(translator, sources: Sequence[str], cs: Sequence[Constraints], cfg: ConstrainedConfig
+                       ) -> list[list[Candidate]]:
     """Batched beam search, each sentence under its own constraints; n-best with the model's own log-probs."""
     tok = translator.tokenizer
     ids = encode_batch(tok, list(sources))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # length-sorted batches pad little
     out: list[list[Candidate]] = [[] for _ in ids]
-    for start in range(0, len(order), base.batch_size):
-        batch = order[start:start + base.batch_size]
+    d = cfg.decode
+    for start in range(0, len(order), d.batch_size):
+        batch = order[start:start + d.batch_size]
         src, lengths = source_tensor([ids[i] for i in batch], translator.pad_id, translator.device)
-        max_len = (lengths.float() * base.max_len_a + base.max_len_b).long()
+        max_len = (lengths.float() * d.max_len_a + d.max_len_b).long()
         ensemble = _TaggingEnsemble(translator.models, translator.counter)
         hook = constraint_hook([cs[i] for i in batch], lambda: ensemble.rows, tok.backend_tokenizer.decode,
                                translator.eos_id, cfg.bonus, cfg.eos_penalty, cfg.no_repeat_ngram)
         hyps = search.beam_search(ensemble, src, lengths, translator.tag_id, translator.eos_id, max_len,
-                                  cfg.beam_size, cfg.beam_size, base.length_penalty, step_hook=hook)
+                                  d.beam_size, d.beam_size, d.length_penalty, step_hook=hook)
         for i, hs in zip(batch, hyps):
             texts = decode_batch(tok, [h.tokens for h in hs])
             out[i] = [Candidate(t, 0.0, 0, h.score, h.tokens) for t, h in zip(texts, hs)]
@@ -282,20 +278,8 @@ def satisfied(c: Constraints, text: str) -> int:
 
 # ---- candidate generation and choice -----------------------------------------------------------
 
-def wider_beam(translator: Translator, sources: Sequence[str], cfg: WiderBeamConfig,
-               base: DecodeSettings) -> list[list[Candidate]]:
-    settings = DecodeSettings(method="beam", beam_size=cfg.beam_size, nbest=min(cfg.nbest, cfg.beam_size),
-                              length_penalty=base.length_penalty, max_len_a=base.max_len_a, max_len_b=base.max_len_b,
-                              batch_size=base.batch_size, seed=base.seed)
-    return translator.translate(list(sources), settings)
-
-
-def sample(translator: Translator, sources: Sequence[str], cfg: SampleConfig, base: DecodeSettings,
-           seed: int) -> list[list[Candidate]]:
-    settings = DecodeSettings(method="sample", num_samples=cfg.num_samples, temperature=cfg.temperature,
-                              top_k=cfg.top_k, top_p=cfg.top_p, epsilon=cfg.epsilon, max_len_a=base.max_len_a,
-                              max_len_b=base.max_len_b, batch_size=base.batch_size, seed=seed)
-    return translator.translate(list(sources), settings)
+def sample(translator: Translator, sources: Sequence[str], settings: DecodeSettings, seed: int) -> list[list[Candidate]]:
+    return translator.translate(list(sources), replace(settings, seed=seed))
 
 
 def rerank_scores(candidates: Sequence[Sequence[Candidate]], sources: Sequence[str], reverse: Translator | None,
@@ -351,10 +335,9 @@ class Toolbox:
     """Binds the tools to the models and config; runs one tool for a group of sentences at once."""
 
     def __init__(self, forward: Translator, reverse: Translator | None, lexicon: Lexicon | None, cfg: ToolsConfig,
-                 base: DecodeSettings, reverse_weight: float = 1.0, seed: int = 1234, refiner=None,
-                 refiner_weight: float = 0.0):
+                 reverse_weight: float = 1.0, seed: int = 1234, refiner=None, refiner_weight: float = 0.0):
         self.forward, self.reverse, self.lexicon, self.cfg = forward, reverse, lexicon, cfg
-        self.base, self.reverse_weight, self.seed = base, reverse_weight, seed
+        self.reverse_weight, self.seed = reverse_weight, seed
         self.refiner, self.refiner_weight = refiner, refiner_weight  # an agents.refiner.RefinerView, or None
         self.available = {"wider_beam", "sample_rerank"}
         if refiner is not None:
@@ -421,11 +404,11 @@ class Toolbox:
     def _generate(self, action: str, states: Sequence, step: int) -> list[Proposal]:
         sources = [s.source for s in states]
         if action == "wider_beam":
-            cands = wider_beam(self.forward, sources, self.cfg.wider_beam, self.base)
+            cands = self.forward.translate(list(sources), self.cfg.wider_beam)
             args = {"beam_size": self.cfg.wider_beam.beam_size, "nbest": self.cfg.wider_beam.nbest}
         else:
             seed = self.seed + 1000 * step  # deterministic under the policy seed, different per step
-            cands = sample(self.forward, sources, self.cfg.sample_rerank, self.base, seed)
+            cands = sample(self.forward, sources, self.cfg.sample_rerank, seed)
             args = {"num_samples": self.cfg.sample_rerank.num_samples, "seed": seed}
         cands = [_dedupe(cs) for cs in cands]
         scores = rerank_scores(cands, sources, self.reverse, self.reverse_weight)
@@ -446,7 +429,7 @@ class Toolbox:
 
     def _constrained(self, states: Sequence) -> list[Proposal]:
         cs = [self.constraints(s.evidence) for s in states]
-        cands = constrained_decode(self.forward, [s.source for s in states], cs, self.cfg.constrained, self.base)
+        cands = constrained_decode(self.forward, [s.source for s in states], cs, self.cfg.constrained)
         out = []
         for state, c, cc in zip(states, cs, cands):
             # Soft constraints can fail: prefer hypotheses meeting the most requirements, then the search's order.
@@ -454,7 +437,7 @@ class Toolbox:
             pick = next((i for i in order if cc[i].text.strip() and cc[i].text not in state.seen), None)
             out.append(Proposal(cc[pick].text if pick is not None else None,
                                 {**c.describe(), "met": satisfied(c, cc[pick].text) if pick is not None else 0,
-                                 "beam_size": self.cfg.constrained.beam_size},
+                                 "beam_size": self.cfg.constrained.decode.beam_size},
                                 [(x.text, x.logprob, x.length) for x in cc]))
         return out
 

@@ -44,10 +44,12 @@ def default_source(src_lang: str) -> str:
 
 
 def measure(translator, sources: list[str], name: str, setting: dict, batch_size: int) -> dict:
-    from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
+    from core_seq2seq.translator import DecodeSettings
+    from inference_compute.candidates import CandidateSpec, generate_candidates
     from inference_compute.compute import ComputeMeter
 
-    spec = CandidateSpec(methods=[MethodSpec(name=name, **setting)], dedupe=False, batch_size=batch_size)
+    spec = CandidateSpec(methods=[DecodeSettings(**setting, batch_size=batch_size)], names=[name],
+                         dedupe=False)
     generate_candidates(translator, sources[:8], spec)  # warm-up: first-call allocations are not throughput
     with ComputeMeter({"forward": translator}, n_sentences=len(sources)) as meter:
         nbest = generate_candidates(translator, sources, spec)

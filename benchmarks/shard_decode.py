@@ -46,12 +46,13 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from core_seq2seq.translator import LSTMTranslator
-    from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
-    from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+    from core_seq2seq.translator import DecodeSettings
+    from inference_compute.candidates import CandidateSpec, generate_candidates
+    from synth.backtranslate import BacktranslateConfig, backtranslate, generation_for
 
     work = Path(args.work)
     timings: dict[str, dict] = {}
-    gen = GenerationConfig(method="beam", beam_size=5, batch_size=args.batch_size, shard_size=args.shard_size)
+    gen = generation_for("beam", beam_size=5, batch_size=args.batch_size, shard_size=args.shard_size)
     start = time.perf_counter()
     merged = backtranslate(BacktranslateConfig(input=args.captions_file, output_dir=str(work / "bt"), model=args.bt_model,
                                                device=args.device, progress=False, generation=gen), log=lambda m: None)
@@ -60,8 +61,8 @@ def worker(args: argparse.Namespace) -> None:
 
     sources = Path(args.val_file).read_text(encoding="utf-8").splitlines()
     translator = LSTMTranslator.load(args.model, device=args.device)
-    spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=64, nbest=64)], dedupe=False,
-                         batch_size=args.nbest_batch_size)
+    spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=64, nbest=64, batch_size=args.nbest_batch_size)],
+                         dedupe=False)
     generate_candidates(translator, sources[:4], spec)  # warm-up: first-call allocations are not throughput
     start = time.perf_counter()
     nbest = generate_candidates(translator, sources, spec)

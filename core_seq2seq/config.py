@@ -26,19 +26,36 @@ class ConfigError(ValueError):
 
 
 def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
-    """Build dataclass ``cls`` from a (YAML) dict, recursing into dataclass-typed fields."""
+    """Build dataclass ``cls`` from a (YAML) dict, recursing into dataclass-typed fields.
+
+    A nested section given in part starts from its field's default (``field(default_factory=lambda:
+    DecodeSettings(method="sample"))`` keeps ``method: sample`` when the YAML sets only ``num_samples``).
+    Items of a list field start from the class's ``ITEM_DEFAULTS[field]`` (a dict) when it has one.
+    A key listed in the class's ``MOVED`` (``{old key: where it lives now}``) is refused with that hint.
+    """
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
+        moved = getattr(cls, "MOVED", {}).get(key)
+        if key not in names and moved:
+            raise ConfigError(f"{path}: this key moved; write it as {moved}")
         if key not in names:
             close = difflib.get_close_matches(str(key), sorted(names), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(names))}"
             raise ConfigError(f"{path}: unknown key{hint}")
+        factory = fields[key].default_factory
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict) and factory is not dataclasses.MISSING:
+            default, plain = dataclasses.asdict(factory()), dataclasses.asdict(hints[key]())
+            value = {**{k: v for k, v in default.items() if v != plain[k]}, **value}
+        item_defaults = getattr(cls, "ITEM_DEFAULTS", {}).get(key)
+        if item_defaults and isinstance(value, list):
+            value = [{**item_defaults, **v} if isinstance(v, dict) else v for v in value]
         kwargs[key] = _convert(hints[key], value, path)
     try:
         return cls(**kwargs)

@@ -31,7 +31,7 @@ class DecodeSettings:
 
     method: str = "beam"  # greedy | beam | sample
     beam_size: int = 5  # beam width (1-64)
-    nbest: int = 1  # hypotheses returned per source (beam: <= beam_size)
+    nbest: int = 1  # hypotheses returned per source (beam: <= beam_size; 0: all beam_size)
     length_penalty: float = 1.0  # beam ranking: logprob / length ** length_penalty
     num_samples: int = 1  # sample: candidates per source
     temperature: float = 1.0  # sample: softmax temperature
@@ -51,9 +51,15 @@ class DecodeSettings:
             raise ValueError(f"decode.beam_size must be in 1..256, got {self.beam_size}")
         from .config import check_ranges
 
-        check_ranges(self, {"nbest": (1, None), "num_samples": (1, None), "temperature": (1e-6, None),
+        if self.method == "beam" and self.nbest > self.beam_size:
+            raise ValueError(f"nbest must be between 0 (all) and beam_size={self.beam_size}, got {self.nbest}")
+        check_ranges(self, {"nbest": (0, None), "num_samples": (1, None), "temperature": (1e-6, None),
                             "top_k": (0, None), "top_p": (1e-6, 1.0), "epsilon": (0.0, 0.999), "max_len_a": (0.0, None),
                             "max_len_b": (0, None), "batch_size": (1, None), "batch_tokens": (0, None)})
+
+    def n_candidates(self) -> int:
+        """Candidates per source this search returns."""
+        return {"greedy": 1, "beam": self.nbest or self.beam_size, "sample": self.num_samples}[self.method]
 
 
 @dataclass
@@ -273,7 +279,7 @@ class LSTMTranslator:
         out: list[list[Candidate]] = [[] for _ in ids]
         # An empty (or blank) source is not decoded: the model would invent a sentence for it. It gets
         # empty candidates, as many as any other source, so outputs stay aligned with the input lines.
-        n_out = {"greedy": 1, "beam": settings.nbest, "sample": settings.num_samples}[settings.method]
+        n_out = settings.n_candidates()
         for i, text in enumerate(sources):
             if not text.strip():
                 out[i] = [Candidate("", 0.0, 1, 0.0, []) for _ in range(n_out)]
@@ -289,7 +295,7 @@ class LSTMTranslator:
                 hyps = [[h] for h in search.greedy_search(ensemble, src, lengths, self.tag_id, self.eos_id, max_len)]
             elif settings.method == "beam":
                 hyps = search.beam_search(ensemble, src, lengths, self.tag_id, self.eos_id, max_len,
-                                          settings.beam_size, settings.nbest, settings.length_penalty)
+                                          settings.beam_size, n_out, settings.length_penalty)
             else:
                 generator = torch.Generator(device=self.device).manual_seed(batch_seed(settings.seed, b))
                 hyps = search.sample(ensemble, src, lengths, self.tag_id, self.eos_id, max_len, settings.num_samples,
@@ -477,7 +483,7 @@ class HFSeq2SeqTranslator:
         for i in range(0, len(sources), settings.batch_size):
             batch = list(sources[i:i + settings.batch_size])
             enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(self.device)
-            n = {"greedy": 1, "beam": settings.nbest, "sample": settings.num_samples}[settings.method]
+            n = settings.n_candidates()
             kwargs = dict(num_beams=settings.beam_size if settings.method == "beam" else 1,
                           do_sample=settings.method == "sample", num_return_sequences=n,
                           max_new_tokens=int(enc["input_ids"].size(1) * settings.max_len_a + settings.max_len_b),

@@ -46,7 +46,7 @@ from core_seq2seq.data import TEST_SETS, find_multi30k, multi30k_tok_reference, 
 from core_seq2seq.translator import DecodeSettings, LSTMTranslator  # noqa: E402
 from evals.records import attach_significance, make_record, write_records  # noqa: E402
 from evals.textio import atomic_write_lines, read_lines  # noqa: E402
-from synth.backtranslate import GenerationConfig  # noqa: E402
+from synth.backtranslate import GenerationConfig, generation_for  # noqa: E402
 from synth.io import read_json, write_json  # noqa: E402
 from synth.loop import (LoopFilterConfig, experiment_dict, filter_step, mix_step, train_step,  # noqa: E402
                         translation_step)
@@ -107,8 +107,8 @@ class Bench:
         return out
 
     def generation(self, method: str) -> GenerationConfig:
-        return GenerationConfig(method=method, beam_size=5, batch_size=self.args.batch_size, seed=1,
-                                shard_size=self.args.shard_size)
+        return generation_for(method, beam_size=5, batch_size=self.args.batch_size, seed=1,
+                              shard_size=self.args.shard_size)
 
 
 def train_seconds(model_dir: Path) -> float | None:

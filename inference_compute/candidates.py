@@ -1,6 +1,6 @@
 """Candidate pools at a compute budget: beam n-best lists, samples, and de-duplicated unions of them.
 
-A ``CandidateSpec`` names one or more generation methods; ``generate_candidates`` runs each over all
+A ``CandidateSpec`` lists one or more generation methods (each a ``DecodeSettings``); ``generate_candidates`` runs each over all
 sources (the translator batches sentences, beams and samples: there is no per-sentence Python loop
 around the model) and pools the results per source. Several token sequences can detokenise to the
 same text (two subword segmentations of one word), and a union of methods finds the same text more
@@ -25,38 +25,8 @@ class PooledCandidate(Candidate):
     count: int = 1  # how many times it was produced (over all methods)
 
 
-@dataclass
-class MethodSpec:
-    """One generation method. Every field is a YAML key of an item of ``candidates.methods``."""
-
-    name: str = ""  # label in n-best sidecars and result records (default: derived, e.g. beam8, sample32)
-    method: str = "beam"  # greedy | beam | sample
-    beam_size: int = 5  # beam: width (1-64)
-    nbest: int = 0  # beam: hypotheses kept per source (0: all beam_size)
-    length_penalty: float = 1.0  # beam: finished hypotheses rank by logprob / length ** length_penalty
-    num_samples: int = 1  # sample: candidates drawn per source
-    temperature: float = 1.0  # sample: softmax temperature
-    top_k: int = 0  # sample: keep the k most likely tokens (0: all)
-    top_p: float = 1.0  # sample: nucleus mass (1.0: all)
-    epsilon: float = 0.0  # sample: drop tokens with probability below epsilon (0: none)
-    seed: int = 1234  # sample: seed of this method's generator
-
-    def __post_init__(self) -> None:
-        if self.method not in ("greedy", "beam", "sample"):
-            raise ValueError(f"method must be greedy, beam or sample, got {self.method!r}")
-        if self.method == "beam" and not 0 <= self.nbest <= self.beam_size:
-            raise ValueError(f"nbest must be between 0 (all) and beam_size={self.beam_size}, got {self.nbest}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        if not self.name:
-            self.name = default_name(self)
-
-    def n_candidates(self) -> int:
-        """Candidates per source before de-duplication."""
-        return {"greedy": 1, "beam": self.nbest or self.beam_size, "sample": self.num_samples}[self.method]
-
-
-def default_name(m: MethodSpec) -> str:
+def default_name(m: DecodeSettings) -> str:
+    """A method's label in n-best sidecars and result records: beam8, beam8n4, sample32_eps0.02, greedy."""
     if m.method == "greedy":
         return "greedy"
     if m.method == "beam":
@@ -73,45 +43,48 @@ def default_name(m: MethodSpec) -> str:
 class CandidateSpec:
     """A candidate pool. Every field is a YAML key of the ``candidates`` section."""
 
-    methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec()])  # generation methods, pooled per source
+    MOVED = {k: f"{k} in each item of candidates.methods" for k in ("batch_size", "max_len_a", "max_len_b")}
+    ITEM_DEFAULTS = {"methods": {"nbest": 0}}  # a pool keeps a beam's whole n-best unless nbest says otherwise
+
+    # generation methods, pooled per source; each item has the keys of a decode section (core_seq2seq
+    # DecodeSettings), except that nbest defaults to 0 (all beam_size hypotheses)
+    methods: list[DecodeSettings] = field(default_factory=lambda: [DecodeSettings(nbest=0)])
+    names: list[str] = field(default_factory=list)  # labels of the methods, in order ([]: derived, e.g. beam8, sample32)
     dedupe: bool = True  # merge equal texts (keep the best log-probability; remember methods and counts)
-    batch_size: int = 64  # sentences per batch (rows per batch = this x beam or samples)
-    max_len_a: float = 1.5  # max target tokens = a * source tokens + b
-    max_len_b: int = 10
 
     def __post_init__(self) -> None:
         if not self.methods:
             raise ValueError("candidates.methods must name at least one method")
-        names = [m.name for m in self.methods]
+        if self.names and len(self.names) != len(self.methods):
+            raise ValueError(f"candidates.names: {len(self.names)} names for {len(self.methods)} methods")
+        names = self.method_names
         if len(set(names)) != len(names):
             raise ValueError(f"candidates.methods: names must be distinct, got {names}")
 
     @property
-    def name(self) -> str:
-        return "+".join(m.name for m in self.methods)
+    def method_names(self) -> list[str]:
+        return list(self.names) or [default_name(m) for m in self.methods]
 
-    def settings(self, m: MethodSpec) -> DecodeSettings:
-        """The core_seq2seq decode settings of one method of this pool."""
-        return DecodeSettings(method=m.method, beam_size=m.beam_size if m.method == "beam" else 1,
-                              nbest=(m.nbest or m.beam_size) if m.method == "beam" else 1,
-                              length_penalty=m.length_penalty, num_samples=m.num_samples, temperature=m.temperature,
-                              top_k=m.top_k, top_p=m.top_p, epsilon=m.epsilon, max_len_a=self.max_len_a,
-                              max_len_b=self.max_len_b, batch_size=self.batch_size, seed=m.seed)
+    @property
+    def name(self) -> str:
+        return "+".join(self.method_names)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def beam_spec(beam_size: int, nbest: int = 0, **kw) -> CandidateSpec:
+def beam_spec(beam_size: int, nbest: int = 0, batch_size: int = 64, **kw) -> CandidateSpec:
     """Shorthand: one beam search."""
-    return CandidateSpec(methods=[MethodSpec(method="beam", beam_size=beam_size, nbest=nbest)], **kw)
+    return CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=beam_size, nbest=nbest, batch_size=batch_size)],
+                         **kw)
 
 
 def sample_spec(num_samples: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, epsilon: float = 0.0,
-                seed: int = 1234, **kw) -> CandidateSpec:
+                seed: int = 1234, batch_size: int = 64, **kw) -> CandidateSpec:
     """Shorthand: one sampling method."""
-    return CandidateSpec(methods=[MethodSpec(method="sample", num_samples=num_samples, temperature=temperature,
-                                             top_k=top_k, top_p=top_p, epsilon=epsilon, seed=seed)], **kw)
+    return CandidateSpec(methods=[DecodeSettings(method="sample", num_samples=num_samples, temperature=temperature,
+                                                 top_k=top_k, top_p=top_p, epsilon=epsilon, seed=seed,
+                                                 batch_size=batch_size)], **kw)
 
 
 def pool(per_method: Sequence[tuple[str, list[Candidate]]], dedupe: bool = True) -> list[PooledCandidate]:
@@ -150,5 +123,5 @@ def generate_candidates(translator: Translator, sources: Sequence[str], spec: Ca
     The returned items are ``PooledCandidate`` (a ``Candidate`` with ``method``, ``methods`` and ``count``).
     """
     sources = list(sources)
-    results = [(m.name, translator.translate(sources, spec.settings(m))) for m in spec.methods]
+    results = [(name, translator.translate(sources, m)) for name, m in zip(spec.method_names, spec.methods)]
     return [pool([(name, res[i]) for name, res in results], spec.dedupe) for i in range(len(sources))]

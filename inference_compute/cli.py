@@ -404,7 +404,7 @@ def build_parser(prog: str = "python -m inference_compute") -> argparse.Argument
         p.add_argument("--config", required=True, help="YAML file with a section named after the command")
         p.add_argument("--section", help="read this section instead (default: the command's name)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a key of the section, e.g. --set candidates.batch_size=32 (YAML value)")
+                       help="override a key of the section, e.g. --set candidates.dedupe=false (YAML value)")
     return parser
 
 

@@ -75,13 +75,12 @@ class RerankedTranslator:
 
     def rank(self, sources: Sequence[str]) -> tuple[list[list[Candidate]], list[list[float]]]:
         """The beam n-best of every source (beam order) and the selector's score of each candidate."""
-        from .candidates import CandidateSpec, MethodSpec, generate_candidates
+        from .candidates import beam_spec, generate_candidates
         from .features import compute_features
         from .mbr import expected_utility, reference_weights
         from .rerank import linear_scores
 
-        spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=self.nbest)], batch_size=self.batch_size)
-        nbest = generate_candidates(self.forward, list(sources), spec)
+        nbest = generate_candidates(self.forward, list(sources), beam_spec(self.nbest, batch_size=self.batch_size))
         if self.mbr is not None:
             scores = [expected_utility([c.text for c in cs], self.mbr.utility, reference_weights(cs, self.mbr))
                       for cs in nbest]

@@ -26,7 +26,9 @@ from core_seq2seq.cache import cached, job_key, write_json
 from core_seq2seq.config import key_dict
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_lines
 
-from .candidates import CandidateSpec, MethodSpec
+from core_seq2seq.translator import DecodeSettings
+
+from .candidates import CandidateSpec, default_name
 from .candidates import pool as pool_candidates  # (a Pool below is a grid point)
 from .compute import add_compute, record_compute
 from .features import check_directions, compute_features, length_ratio, load_scorer
@@ -70,19 +72,11 @@ class SplitSpec:
 
 
 @dataclass
-class SamplingSpec:
-    """How the sample pools are drawn. Every field is a YAML key of ``sweep.sampling``."""
-
-    temperature: float = 1.0  # softmax temperature
-    top_k: int = 0  # keep the k most likely tokens (0: all)
-    top_p: float = 1.0  # nucleus mass (1.0: all)
-    epsilon: float = 0.02  # epsilon sampling (Hewitt et al. 2022): drop tokens below this probability (0: none)
-    seed: int = 1234  # sampling seed
-
-
-@dataclass
 class SweepConfig:
     """The whole sweep. Every field is a YAML key of the ``sweep`` section."""
+
+    MOVED = {"sampling": "its keys under sweep.decode", **{k: f"sweep.decode.{k}" for k in (
+        "length_penalty", "batch_size", "max_len_a", "max_len_b")}}
 
     pair: str = "en-de"  # language pair of the result records, source-target
     system_prefix: str = ""  # prefix of every system name (e.g. "m30k-")
@@ -92,8 +86,9 @@ class SweepConfig:
     beams: list[int] = field(default_factory=lambda: [1, 2, 4, 5, 8, 16, 32, 64])  # beam widths (n-best = width)
     samples: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])  # sample-pool sizes
     unions: list[list[str]] = field(default_factory=list)  # grid pools merged into one, by name, e.g. [[beam8, sample32_eps0.02]]
-    sampling: SamplingSpec = field(default_factory=SamplingSpec)
-    length_penalty: float = 1.0  # beam: logprob / length ** length_penalty
+    # the search every pool shares (core_seq2seq DecodeSettings); the grid sets method, beam_size = nbest
+    # (beams) and num_samples (samples); epsilon sampling (Hewitt et al. 2022) by default
+    decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(epsilon=0.02))
     dedupe: bool = True  # merge equal candidate texts within a pool
     rerank: list[bool] = field(default_factory=lambda: [False, True])  # selection with / without the reranker
     mbr: list[bool] = field(default_factory=lambda: [False, True])  # selection with / without MBR
@@ -103,9 +98,6 @@ class SweepConfig:
     rerank_mbr_temperatures: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0])  # reranked MBR: softmax(score / T), T chosen on val
     tune: TuneConfig = field(default_factory=TuneConfig)
     baseline_beam: int = 5  # the reference system: beam of this width, its best hypothesis
-    batch_size: int = 64  # sentences per decoding batch
-    max_len_a: float = 1.5  # max target tokens = a * source tokens + b
-    max_len_b: int = 10
     shard_size: int = 256  # sentences per cached generation shard (resume granularity)
     out_dir: str = "runs/inference_sweep"  # caches: n-best lists, features, selections, weights, records
     hyp_dir: str | None = None  # hypothesis files (default: <out_dir>/hyps)
@@ -178,20 +170,13 @@ class Pool:
     members: list[str] = field(default_factory=list)  # a union: the pools it merges (their caches are reused)
 
 
-def _common(cfg: SweepConfig) -> dict[str, Any]:
-    return dict(dedupe=cfg.dedupe, batch_size=cfg.batch_size, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b)
-
-
 def grid_pools(cfg: SweepConfig) -> list[Pool]:
     """The beam and sample pools of the grid (names as in the records: beam8, sample32_eps0.02, ...)."""
-    common = _common(cfg)
-    out = [Pool(f"beam{k}", CandidateSpec([MethodSpec(method="beam", beam_size=k, length_penalty=cfg.length_penalty)],
-                                          **common), "beam") for k in cfg.beams]
-    s = cfg.sampling
+    out = [Pool(f"beam{k}", CandidateSpec([dataclasses.replace(cfg.decode, method="beam", beam_size=k, nbest=k)],
+                                          dedupe=cfg.dedupe), "beam") for k in cfg.beams]
     for n in cfg.samples:
-        m = MethodSpec(method="sample", num_samples=n, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                       epsilon=s.epsilon, seed=s.seed)
-        out.append(Pool(m.name, CandidateSpec([m], **common), "sample"))
+        m = dataclasses.replace(cfg.decode, method="sample", num_samples=n)
+        out.append(Pool(default_name(m), CandidateSpec([m], dedupe=cfg.dedupe), "sample"))
     return out
 
 
@@ -201,7 +186,7 @@ def pools(cfg: SweepConfig) -> list[Pool]:
     by_name = {p.name: p for p in out}
     for members in cfg.unions:
         methods = [m for name in members for m in by_name[name].spec.methods]
-        out.append(Pool("+".join(members), CandidateSpec(methods, **_common(cfg)), "union", list(members)))
+        out.append(Pool("+".join(members), CandidateSpec(methods, dedupe=cfg.dedupe), "union", list(members)))
     return out
 
 

@@ -352,7 +352,7 @@ class Ladder:
     def bt_data(self, pair: str, back_translator: list[str]) -> dict:
         """Back-translate the target language's clean monolingual text with ``back_translator`` (the
         other direction's best model(s)) and mix it, tagged, with the upsampled real pairs."""
-        from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+        from synth.backtranslate import BacktranslateConfig, backtranslate, generation_for
         from synth.mix import META as MIX_META, MixConfig, mix
 
         bt = self.cfg.backtranslation
@@ -361,8 +361,8 @@ class Ladder:
         name = f"{pair}.bt_data"
 
         def work(stage_dir: Path) -> dict:
-            generation = GenerationConfig(method=bt.method, beam_size=bt.beam_size, shard_size=bt.shard_size,
-                                          batch_size=self.cfg.batch_size, seed=self.cfg.train.seed)
+            generation = generation_for(bt.method, beam_size=bt.beam_size, shard_size=bt.shard_size,
+                                        batch_size=self.cfg.batch_size, seed=self.cfg.train.seed)
             model = back_translator if len(back_translator) > 1 else back_translator[0]
             synthetic = backtranslate(BacktranslateConfig(input=mono["path"], output_dir=str(stage_dir / "bt"),
                                                           model=model, max_lines=bt.max_monolingual,
@@ -513,7 +513,7 @@ class Ladder:
     def rerank_outputs(self, pair: str, models: list[str], channel: list[str] | None, r2l: str | None,
                        lm: str | None, name: str = "") -> dict:
         """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
-        from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
+        from inference_compute.candidates import CandidateSpec, generate_candidates
         from inference_compute.features import check_directions, compute_features, length_ratio
         from inference_compute.lm import TargetLM
         from inference_compute.mbr import MbrConfig, mbr_decode
@@ -530,7 +530,8 @@ class Ladder:
             r2l_model = LSTMTranslator.load(r2l, device=device) if r2l else None
             lm_model = TargetLM.load(lm, device=device) if lm else None
             check_directions(forward, reverse, lm_model, r2l_model)
-            spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=rc.nbest)], batch_size=self.cfg.batch_size)
+            spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=rc.nbest, nbest=rc.nbest,
+                                                         batch_size=self.cfg.batch_size)])
             typical = length_ratio(sets["val"].src, sets["val"].ref)
             nbest, features, compute = {}, {}, {}
             for set_name, data in sets.items():
@@ -653,8 +654,9 @@ class Ladder:
             from core_seq2seq.data import read_text_lines
 
             d = teacher["decode"]
-            generation = GenerationConfig(method="beam", beam_size=d["beam_size"], length_penalty=d["length_penalty"],
-                                          shard_size=dc.shard_size, batch_size=self.cfg.batch_size, seed=self.cfg.train.seed)
+            generation = GenerationConfig(DecodeSettings(method="beam", beam_size=d["beam_size"],
+                                                         length_penalty=d["length_penalty"], batch_size=self.cfg.batch_size,
+                                                         seed=self.cfg.train.seed), shard_size=dc.shard_size)
             source, max_lines = mono, dc.max_monolingual
             if dc.train_sources:  # monolingual lines (they exclude the training side) then the training sources
                 lines = read_text_lines(mono)[:dc.max_monolingual or None]

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True, help=f"YAML file with a '{name}:' section")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a key of the section, e.g. generation.method=sample")
+                       help="override a key of the section, e.g. generation.decode.method=sample")
     args = parser.parse_args(argv)
     try:
         cls, run = _commands()[args.command]

@@ -5,9 +5,13 @@ synthetic pair whose *source* the reverse-direction model generates (Sennrich et
 ``mode: forward`` reads source-language text and makes the model's output the target
 (self-training, He et al. 2020). Methods, after Edunov et al. 2018:
 
-* ``greedy``, ``beam``: the model's best guess (beam: ``num_per_target`` best of the n-best list);
+* ``greedy``, ``beam``: the model's best guess (beam: the ``nbest`` best of the n-best list);
 * ``sample``: unrestricted ancestral sampling; ``topk``: sampling from the ``top_k`` best tokens;
 * ``noised_beam``: beam output with word dropout, blanking and a local shuffle (``synth.noise``).
+
+``generation.decode`` (a ``DecodeSettings``) says how to decode and ``generation.noise`` whether to
+noise; the method's name is derived from them (``GenerationConfig.method``), and ``generation_for``
+builds the generation of a named method.
 
 Output (``output_dir``): ``shards/`` (see ``synth.shards``), then ``synthetic.jsonl`` with one
 record per pair, ``{"id", "k", "src", "tgt", "method", "mode", "model", "seed", "logprob",
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,41 +44,53 @@ MERGED = "synthetic.jsonl"
 
 @dataclass
 class GenerationConfig:
-    method: str = "beam"  # greedy | beam | sample (unrestricted) | topk | noised_beam
-    beam_size: int = 5  # beam and noised_beam: beam width
-    length_penalty: float = 1.0  # beam ranking: logprob / length ** length_penalty
-    top_k: int = 10  # topk: sample among the k most likely tokens (Edunov et al.: 10)
-    temperature: float = 1.0  # sample/topk: softmax temperature (1.0: the model's distribution)
-    num_per_target: int = 1  # synthetic sources per monolingual line (beam: the n best; sampling: n samples)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)  # noised_beam only
-    max_len_a: float = 1.5  # max output tokens = a * input tokens + b
-    max_len_b: int = 10
-    batch_size: int = 64  # sentences per decoder batch
-    seed: int = 1  # base seed; each shard's seed is derived from it and the shard index
+    """How synthetic text is generated. Every field is a YAML key of the ``generation`` section."""
+
+    MOVED = {"method": "generation.decode.method (greedy | beam | sample; topk: sample with top_k; "
+                       "noised_beam: beam with generation.noise)",
+             "num_per_target": "generation.decode.nbest (beam) or generation.decode.num_samples (sample)",
+             **{k: f"generation.decode.{k}" for k in ("beam_size", "length_penalty", "top_k", "temperature",
+                                                      "max_len_a", "max_len_b", "batch_size", "seed")}}
+
+    # how to decode (core_seq2seq decode keys): nbest (beam) or num_samples (sample) synthetic outputs per
+    # input line; seed is the base seed, each shard's seed derives from it and the shard index
+    decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="beam", seed=1))
+    noise: NoiseConfig | None = None  # noise every output (Edunov et al. 2018's noised beam) (null: none)
     shard_size: int = 2000  # lines per shard: a kill loses at most this much work
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.num_per_target < 1:
-            raise ValueError(f"num_per_target must be >= 1, got {self.num_per_target}")
-        if self.method == "greedy" and self.num_per_target > 1:
-            raise ValueError("method greedy gives one output per line; use beam or sampling for num_per_target > 1")
-        if self.method in ("beam", "noised_beam") and self.num_per_target > self.beam_size:
-            raise ValueError(f"num_per_target ({self.num_per_target}) must not exceed beam_size ({self.beam_size})")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
-    def decode_settings(self, seed: int) -> DecodeSettings:
-        """The core decoder settings for this method (the seed is the shard's)."""
-        common = dict(max_len_a=self.max_len_a, max_len_b=self.max_len_b, batch_size=self.batch_size, seed=seed)
-        if self.method == "greedy":
-            return DecodeSettings(method="greedy", **common)
-        if self.method in ("beam", "noised_beam"):
-            return DecodeSettings(method="beam", beam_size=self.beam_size, nbest=self.num_per_target,
-                                  length_penalty=self.length_penalty, **common)
-        return DecodeSettings(method="sample", num_samples=self.num_per_target, temperature=self.temperature,
-                              top_k=self.top_k if self.method == "topk" else 0, **common)
+    @property
+    def method(self) -> str:
+        """The method's name in records (``METHODS``): topk is sampling with top_k, noised_ adds noise."""
+        name = "topk" if self.decode.method == "sample" and self.decode.top_k else self.decode.method
+        return f"noised_{name}" if self.noise is not None else name
+
+    @property
+    def num_per_target(self) -> int:
+        """Synthetic outputs per input line."""
+        return self.decode.n_candidates()
+
+
+def generation_for(method: str, num_per_target: int = 1, *, beam_size: int = 5, top_k: int = 10,
+                   shard_size: int = 2000, **decode) -> GenerationConfig:
+    """The generation of a method named as in ``METHODS`` (the ladder's ``backtranslation.method``):
+    topk samples among the ``top_k`` best tokens (Edunov et al.: 10); noised_beam is beam plus the
+    default noise. ``decode`` sets further decode keys (batch_size, seed, ...)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "greedy" and num_per_target > 1:
+        raise ValueError("method greedy gives one output per line; use beam or sampling for num_per_target > 1")
+    beam = method in ("beam", "noised_beam")
+    if beam and num_per_target > beam_size:
+        raise ValueError(f"num_per_target ({num_per_target}) must not exceed beam_size ({beam_size})")
+    search = "beam" if beam else "greedy" if method == "greedy" else "sample"
+    settings = DecodeSettings(method=search, beam_size=beam_size, nbest=num_per_target if beam else 1,
+                              num_samples=num_per_target if search == "sample" else 1,
+                              top_k=top_k if method == "topk" else 0, **{"seed": 1, **decode})
+    return GenerationConfig(settings, NoiseConfig() if method == "noised_beam" else None, shard_size)
 
 
 @dataclass
@@ -101,7 +117,7 @@ class BacktranslateConfig:
 def generate_pairs(texts: Sequence[str], ids: Sequence[int], translator: Translator, gen: GenerationConfig,
                    seed: int, mode: str = "back", model_name: str = "") -> list[dict]:
     """Synthetic pairs for one shard: ``num_per_target`` records per input line, in id order."""
-    outputs = translator.translate(list(texts), gen.decode_settings(seed))
+    outputs = translator.translate(list(texts), replace(gen.decode, seed=seed))
     noise_rng = random.Random(seed)  # noise is drawn in id order: deterministic per shard
     records = []
     for line_id, text, cands in zip(ids, texts, outputs):
@@ -114,7 +130,7 @@ def generate_pairs(texts: Sequence[str], ids: Sequence[int], translator: Transla
             src, tgt = (cand.text, text) if mode == "back" else (text, cand.text)
             record = {"id": line_id, "k": k, "src": src, "tgt": tgt, "method": gen.method, "mode": mode,
                       "model": model_name, "seed": seed, "logprob": cand.logprob, "length": cand.length}
-            if gen.method == "noised_beam":
+            if gen.noise is not None:
                 record["src_clean"] = src
                 record["src"] = add_noise(src, gen.noise, noise_rng)
             records.append(record)
@@ -174,10 +190,10 @@ def replayable(beam_dir: str | Path, gen: GenerationConfig, model_name: str, mod
     if gen.method != "noised_beam" or not meta_path.exists():
         return False
     meta = read_json(meta_path)
-    done = meta.get("config", {}).get("generation", {})
-    same = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "num_per_target")
+    done = meta.get("config", {}).get("generation", {}).get("decode", {})
+    same = ("method", "beam_size", "nbest", "length_penalty", "max_len_a", "max_len_b")
     return (meta.get("method") == "beam" and meta.get("model") == model_name and meta.get("mode") == mode
-            and all(done.get(k) == getattr(gen, k) for k in same))
+            and all(done.get(k) == getattr(gen.decode, k) for k in same))
 
 
 def read_input(path: str | Path, max_lines: int = 0) -> list[str]:
@@ -225,7 +241,7 @@ def backtranslate(cfg: BacktranslateConfig, translator: Translator | None = None
 
     provenance = {"model": model_name, "method": cfg.generation.method, "mode": cfg.mode, "input": str(cfg.input),
                   "model_langs": f"{src_lang}-{tgt_lang}", "config_hash": manifest["config_hash"]}
-    ran = run_shards(out, plan, cfg.generation.seed, manifest, work, provenance, cfg.progress,
+    ran = run_shards(out, plan, cfg.generation.decode.seed, manifest, work, provenance, cfg.progress,
                      desc=f"{cfg.mode}-translate {cfg.generation.method}", on_shard_done=on_shard_done)
     records = merge_shards(out, plan, cfg.generation.num_per_target, required=("id", "k", "src", "tgt"))
     merged = out / MERGED

@@ -24,10 +24,11 @@ def job(fwd_dir: str, rev_dir: str, out_dir: str) -> None:
     from core_seq2seq.config import from_dict
     from core_seq2seq.toy import toy_corpus
     from core_seq2seq.translator import LSTMTranslator
-    from inference_compute.candidates import CandidateSpec, MethodSpec, generate_candidates
+    from core_seq2seq.translator import DecodeSettings
+    from inference_compute.candidates import CandidateSpec, generate_candidates
     from inference_compute.features import compute_features
     from inference_compute.nbest import write_nbest
-    from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+    from synth.backtranslate import BacktranslateConfig, backtranslate, generation_for
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,13 +36,13 @@ def job(fwd_dir: str, rev_dir: str, out_dir: str) -> None:
     mono = out / "mono.de.txt"
     mono.write_text("".join(r + "\n" for r in refs), encoding="utf-8")
     for method in ("beam", "topk"):  # topk: sampling, so the per-batch seeds matter
-        gen = GenerationConfig(method=method, beam_size=4, num_per_target=2, batch_size=4, shard_size=20)
+        gen = generation_for(method, 2, beam_size=4, batch_size=4, shard_size=20)
         backtranslate(BacktranslateConfig(input=str(mono), output_dir=str(out / f"bt_{method}"), model=rev_dir,
                                           progress=False, generation=gen), log=lambda m: None)
 
     fwd, rev = LSTMTranslator.load(fwd_dir), LSTMTranslator.load(rev_dir)
-    spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=8), MethodSpec(method="sample", num_samples=8)],
-                         batch_size=4)
+    spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=8, nbest=0, batch_size=4),
+                                  DecodeSettings(method="sample", num_samples=8, batch_size=4)])
     nbest = generate_candidates(fwd, sources, spec)
     write_nbest(out / "nbest.txt", nbest, {"compute": {k: v for k, v in fwd.compute().items() if k != "decode_seconds"}})
     features = compute_features(sources, nbest, fwd, rev)

@@ -4,6 +4,7 @@ explain, determinism, resume, tuning, reports, CLI errors."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -183,7 +184,7 @@ def test_constrained_decoding_requires_and_bans(toy_en_de, require, ban, present
     ids = lambda t: tok.backend_tokenizer.encode(t, add_special_tokens=False).ids  # noqa: E731
     c = Constraints(require_words=require, require=[[ids(w) for w in alts] for alts in require],
                     ban_text=[b for b, _ in ban], ban=[(ids(b), n) for b, n in ban])
-    out = constrained_decode(toy_en_de, ["The dog sees the cat."], [c], ConstrainedConfig(bonus=8.0), DecodeSettings())[0]
+    out = constrained_decode(toy_en_de, ["The dog sees the cat."], [c], ConstrainedConfig(bonus=8.0))[0]
     text = out[0].text
     assert all(p.lower() in words(text) for p in present), text
     assert all(a not in text for a in absent), text
@@ -202,8 +203,8 @@ def test_batched_constrained_decoding_equals_one_sentence_at_a_time(toy_en_de):
     sources = ["The dog sees the cat.", "The cat sees a small old bird today.", "The dog likes the ball.", "A boy sees a car."]
     cs = [constraints_from_evidence(e, tok) for e in evidence]
     cfg = ConstrainedConfig(bonus=8.0)
-    together = constrained_decode(toy_en_de, sources, cs, cfg, DecodeSettings())
-    alone = [constrained_decode(toy_en_de, [s], [c], cfg, DecodeSettings())[0] for s, c in zip(sources, cs)]
+    together = constrained_decode(toy_en_de, sources, cs, cfg)
+    alone = [constrained_decode(toy_en_de, [s], [c], cfg)[0] for s, c in zip(sources, cs)]
     assert [[x.text for x in cands] for cands in together] == [[x.text for x in cands] for cands in alone]
     assert [[round(x.logprob, 4) for x in cands] for cands in together] == [[round(x.logprob, 4) for x in cands] for cands in alone]
     assert "rote" in together[0][0].text and "cat" not in together[1][0].text and "heute" in together[3][0].text
@@ -668,3 +669,23 @@ def test_the_gate_vetoes_revisions_in_the_loop(toy_en_de, toy_de_en, lexicon, cl
     assert finals == ([r for _, r, _ in cases] if kept else [p for _, _, p in cases])
     for r in records:
         assert r["steps"][1]["kept"] == kept and (kept or "veto: gate" in r["steps"][1]["why"])
+
+
+@pytest.mark.parametrize("tools, check", [
+    ({"sample_rerank": {"num_samples": 4}}, lambda t: (t.sample_rerank.method, t.sample_rerank.top_p) == ("sample", 0.95)),
+    ({"wider_beam": {"beam_size": 12}}, lambda t: (t.wider_beam.beam_size, t.wider_beam.nbest) == (12, 8)),
+    ({"constrained": {"decode": {"batch_size": 2}}}, lambda t: (t.constrained.decode.beam_size, t.constrained.decode.batch_size) == (5, 2)),
+])
+def test_tool_decode_sections_given_in_part_keep_the_tool_defaults(tools, check):
+    assert check(from_dict(AgentConfig, {"tools": tools}).tools)
+
+
+@pytest.mark.parametrize("tools, message", [
+    ({"batch_size": 8}, "tools.batch_size: this key moved; write it as batch_size in each tool's decode keys"),
+    ({"constrained": {"beam_size": 3}}, "tools.constrained.beam_size: this key moved; write it as tools.constrained.decode.beam_size"),
+    ({"sample_rerank": {"method": "beam"}}, "sample_rerank.method must be sample, got 'beam'"),
+    ({"wider_beam": {"nbest": 20}}, "tools.wider_beam: nbest must be between 0 (all) and beam_size=16, got 20"),
+])
+def test_tool_decode_errors_name_the_key(tools, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(AgentConfig, {"tools": tools})

@@ -141,7 +141,7 @@ def _record(w: World, **change) -> Path:
 
 def _bt(w: World, model, inp: Path | None = None) -> list:
     cfg = {"backtranslate": {"input": str(inp or w.text("mono.de", REF)), "output_dir": str(w.d / "bt"),
-                             "model": str(model), "progress": False, "generation": {"method": "greedy"}}}
+                             "model": str(model), "progress": False, "generation": {"decode": {"method": "greedy"}}}}
     return ["backtranslate", "--config", w.yaml("synth.yaml", cfg)]
 
 

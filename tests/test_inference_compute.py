@@ -11,7 +11,7 @@ import pytest
 
 from core_seq2seq.toy import NOUNS, toy_corpus
 from core_seq2seq.translator import Candidate, DecodeSettings
-from inference_compute.candidates import (CandidateSpec, MethodSpec, PooledCandidate, beam_spec, generate_candidates,
+from inference_compute.candidates import (CandidateSpec, PooledCandidate, beam_spec, generate_candidates,
                                           pool, sample_spec)
 from inference_compute.compute import ComputeMeter
 from inference_compute.features import compute_features
@@ -26,9 +26,9 @@ SOURCES, REFS = toy_corpus(12, seed=7)  # sentences the toy models never trained
 # ---- candidates ----------------------------------------------------------------------------------
 
 def test_union_is_deduplicated_keeps_best_logprob_and_provenance(toy_en_de):
-    spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=4),
-                                  MethodSpec(method="sample", num_samples=8, seed=3)], batch_size=64)
-    raw = {m.name: toy_en_de.translate(SOURCES, spec.settings(m)) for m in spec.methods}
+    spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=4, nbest=0),
+                                  DecodeSettings(method="sample", num_samples=8, seed=3)])
+    raw = {name: toy_en_de.translate(SOURCES, m) for name, m in zip(spec.method_names, spec.methods)}
     before = toy_en_de.counter.encoder_calls
     pooled = generate_candidates(toy_en_de, SOURCES, spec)
     # One batched call per method over all 12 sources: no per-sentence loop around the model.
@@ -66,7 +66,7 @@ def _expected_counts(kind: str, width: int, nbest: list[list[Candidate]]) -> tup
 
 
 @pytest.mark.parametrize("kind,width,spec", [
-    ("greedy", 1, CandidateSpec(methods=[MethodSpec(method="greedy")], dedupe=False)),
+    ("greedy", 1, CandidateSpec(methods=[DecodeSettings(method="greedy")], dedupe=False)),
     ("beam", 3, beam_spec(3, dedupe=False)),
     ("beam", 6, beam_spec(6, dedupe=False)),
     ("sample", 5, sample_spec(5, seed=11, dedupe=False)),
@@ -207,7 +207,8 @@ def test_mbr_rejects_bad_weights():
 # ---- n-best files --------------------------------------------------------------------------------
 
 def _toy_nbest() -> list[list[Candidate]]:
-    spec = CandidateSpec(methods=[MethodSpec(method="beam", beam_size=2), MethodSpec(method="sample", num_samples=2)])
+    spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=2, nbest=0),
+                                  DecodeSettings(method="sample", num_samples=2)])
     a = [Candidate("a b", -1.5, 3, -0.5), Candidate("a c", -2.0, 3, -0.7)]
     b = [Candidate("a b", -1.2, 3, -1.2), Candidate("ä x \u2028 y", -3.0, 5, -3.0)]
     assert spec.name == "beam2+sample2"
@@ -401,6 +402,36 @@ def test_sweep_union_must_name_grid_pools():
 
     with pytest.raises(ValueError, match=r"unions: \['beam4', 'sample4'\].*unknown: \['sample4'\].*sample4_eps0.02"):
         from_dict(SweepConfig, {"beams": [4], "samples": [4], "unions": [["beam4", "sample4"]]})
+
+
+@pytest.mark.parametrize("cls, section, data, message", [
+    ("sweep", "sweep", {"sampling": {"epsilon": 0.1}}, "sweep.sampling: this key moved; write it as its keys under sweep.decode"),
+    ("sweep", "sweep", {"batch_size": 8}, "sweep.batch_size: this key moved; write it as sweep.decode.batch_size"),
+    ("pool", "candidates", {"max_len_a": 2.0}, "candidates.max_len_a: this key moved; write it as max_len_a in each item"),
+    ("pool", "candidates", {"methods": [{"beam_size": 4, "nbest": 5}]}, "nbest must be between 0 (all) and beam_size=4"),
+    ("pool", "candidates", {"methods": [{"beam_size": 4}, {"beam_size": 4}]}, "names must be distinct"),
+    ("pool", "candidates", {"methods": [{"beam_size": 4}], "names": ["a", "b"]}, "2 names for 1 methods"),
+])
+def test_decode_settings_errors_name_the_key(cls, section, data, message):
+    import re
+
+    from core_seq2seq.config import ConfigError, from_dict
+    from inference_compute.sweep import SweepConfig
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict({"sweep": SweepConfig, "pool": CandidateSpec}[cls], data, section)
+
+
+def test_partial_decode_sections_keep_their_defaults():
+    from core_seq2seq.config import from_dict
+    from inference_compute.sweep import SweepConfig, pools
+
+    pool = from_dict(CandidateSpec, {"methods": [{"beam_size": 4}, {"method": "sample", "num_samples": 3}]})
+    assert [m.n_candidates() for m in pool.methods] == [4, 3] and pool.name == "beam4+sample3"  # a pool keeps whole beams
+    assert from_dict(CandidateSpec, {"methods": [{"beam_size": 4}], "names": ["wide"]}).name == "wide"
+    sweep = from_dict(SweepConfig, {"decode": {"batch_size": 8}, "beams": [2], "samples": [4]})
+    assert (sweep.decode.batch_size, sweep.decode.epsilon) == (8, 0.02)  # the sweep's default epsilon survives
+    assert [p.name for p in pools(sweep)] == ["beam2", "beam5", "sample4_eps0.02"]
 
 
 # ---- the command line ----------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_distillation_from_a_stronger_system_lifts_a_weak_model(toy_en_de, toy_t
     from core_seq2seq.testing import toy_experiment
     from core_seq2seq.training import experiment_from_dict, train
     from evals.metrics import score_corpus
-    from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
+    from synth.backtranslate import BacktranslateConfig, backtranslate, generation_for
 
     student_cfg = toy_experiment(tmp_path / "weak", steps=150, train_pairs=2000)
     train(experiment_from_dict(student_cfg), log=lambda m: None)
@@ -203,7 +203,7 @@ def test_distillation_from_a_stronger_system_lifts_a_weak_model(toy_en_de, toy_t
     mono.write_text("\n".join(toy_corpus(3000, seed=0)[0][2500:3000]) + "\n", encoding="utf-8")  # toy task's mono.en span
 
     def distil(teacher: LSTMTranslator, name: str) -> float:
-        gen = GenerationConfig(method="beam", beam_size=3, shard_size=250)
+        gen = generation_for("beam", beam_size=3, shard_size=250)
         synthetic = backtranslate(BacktranslateConfig(input=str(mono), output_dir=str(tmp_path / f"{name}_data"),
                                                       mode="forward", progress=False, generation=gen),
                                   translator=teacher, model_name=name, log=lambda m: None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core_seq2seq.data import DataError, read_multi30k
-from synth.backtranslate import BacktranslateConfig, GenerationConfig, ReplayTranslator, backtranslate
+from synth.backtranslate import BacktranslateConfig, ReplayTranslator, backtranslate, generation_for
 from synth.io import SynthError, read_jsonl
 from synth.shards import ShardPlan, merge_shards, shard_file, shard_seed, sidecar_file
 
@@ -54,7 +54,7 @@ def test_backtranslation_improves_a_low_resource_model(tmp_path, toy_task, toy_d
                                          root=str(toy_task), max_lines=2000), log=lambda m: None)
     assert report.kept == 2000
     synthetic = backtranslate(BacktranslateConfig(input=str(mono), output_dir=str(tmp_path / "bt"), progress=False,
-                                                  generation=GenerationConfig(method="greedy")),
+                                                  generation=generation_for("greedy")),
                               translator=toy_de_en, model_name="toy_de_en", log=lambda m: None)
     mixed = mix(MixConfig(src_lang="en", tgt_lang="de", synthetic=[str(synthetic)], output=str(tmp_path / "mix")),
                 log=lambda m: None)
@@ -140,9 +140,9 @@ class Killed(Exception):
     pass
 
 
-def _bt_config(tmp_path: Path, name: str, mono: Path, method: str = "sample", **gen) -> BacktranslateConfig:
+def _bt_config(tmp_path: Path, name: str, mono: Path, method: str = "sample", num_per_target: int = 1) -> BacktranslateConfig:
     return BacktranslateConfig(input=str(mono), output_dir=str(tmp_path / name), progress=False,
-                               generation=GenerationConfig(method=method, shard_size=100, seed=7, **gen))
+                               generation=generation_for(method, num_per_target, shard_size=100, seed=7))
 
 
 def test_killed_backtranslation_resumes_without_duplicates_or_gaps(tmp_path, toy_de_en):
@@ -191,7 +191,7 @@ def test_noised_beam_replays_a_finished_beam_run(tmp_path, toy_models_dir, toy_d
     mono = _write(tmp_path / "mono.de", de)
     model = toy_models_dir / "de_en/best"
     quiet = lambda m: None  # noqa: E731
-    gen = lambda method, beam=3: GenerationConfig(method=method, beam_size=beam, shard_size=100, seed=7)  # noqa: E731
+    gen = lambda method, beam=3: generation_for(method, beam_size=beam, shard_size=100, seed=7)  # noqa: E731
     translation_step(mono, model, tmp_path / "bt.beam", gen("beam"), progress=False, log=quiet)
     said: list[str] = []
     replayed = translation_step(mono, model, tmp_path / "bt.noised_beam", gen("noised_beam"), progress=False,
@@ -261,7 +261,9 @@ def test_bad_input_errors_name_file_and_line(tmp_path, toy_de_en):
 
 @pytest.mark.parametrize("command, yaml_text, message", [
     ("prepare", "prepare:\n  lang: de\n  max_char: 3\n", "prepare.max_char: unknown key; did you mean 'max_chars'?"),
-    ("backtranslate", "backtranslate:\n  generation: {method: nucleus}\n", "method must be one of"),
+    ("backtranslate", "backtranslate:\n  generation: {decode: {method: nucleus}}\n", "method must be greedy, beam or sample"),
+    ("backtranslate", "backtranslate:\n  generation: {method: topk}\n",
+     "backtranslate.generation.method: this key moved; write it as generation.decode.method"),
     ("prepare", "mix:\n  src_lang: en\n", "no 'prepare:' section"),
 ])
 def test_cli_reports_config_errors(tmp_path, capsys, command, yaml_text, message):
@@ -409,7 +411,7 @@ def test_forward_translation_for_self_training(toy_en_de):
     from synth.mix import mix_columns
 
     src = ["The dog sees a cat.", "A red car follows the man today."]
-    records = generate_pairs(src, [1, 2], toy_en_de, GenerationConfig(method="greedy"), seed=3, mode="forward")
+    records = generate_pairs(src, [1, 2], toy_en_de, generation_for("greedy"), seed=3, mode="forward")
     assert [r["src"] for r in records] == src  # the real text stays the source
     assert all(r["tgt"] and r["mode"] == "forward" for r in records)
     assert mix_columns([], [], records, "en", "de", "", 0)["provenance"] == ["synthetic:ft_greedy"] * 2
@@ -437,7 +439,7 @@ def test_loop_runs_a_round_and_resumes(tmp_path, toy_models_dir, toy_en_de, toy_
                      forward_model=str(toy_models_dir / "en_de/best"), reverse_model=str(toy_models_dir / "de_en/best"),
                      mono_src=str(_write(tmp_path / "mono.en", en_mono)),
                      mono_tgt=str(_write(tmp_path / "mono.de", de_mono)), max_rounds=1, tag="<BT>",
-                     generation=GenerationConfig(method="greedy", shard_size=100), progress=False)
+                     generation=generation_for("greedy", shard_size=100), progress=False)
     summary = run_loop(cfg, log=lambda m: None)
     r1 = tmp_path / "loop/round-1"
     for name in ("en-de", "de-en"):
