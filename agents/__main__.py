@@ -1,4 +1,4 @@
-"""``python -m agents correct|explain|lexicon|tune|report``
+"""``python -m agents correct|escalate|curve|explain|lexicon|tune|refiner-data|gate|report``
 
   correct  --config C [--input F|-] [--output F] [--drafts F] [--trace T]   sources in, corrected out
   escalate --config C [--input F|-] [--output F] [--trace T] [--reference-flops X] [--report R.json]
@@ -12,7 +12,9 @@
   gate     --trace VAL_TRACE --ref F --out GATE.json [--l2 X] [--folds K]  fit the learned acceptance gate
   report   --trace T --ref F --pair en-de --test-set NAME --hyp-out F --results R.jsonl [--tok-ref F] [--config C]
 
-Bad input (a config key, a file line, a trace line) prints ``error: FILE[:LINE]: ...`` and exits 2.
+Every command that reads a config also takes ``--set KEY=VALUE`` (e.g. ``--set pair=de-en`` for a
+config written for both directions). Bad input (a config key, a file line, a trace line) prints
+``error: FILE[:LINE]: ...`` and exits 2.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _load(args):
     from .config import load_agent_config
     from .run import build_agent
 
-    cfg = load_agent_config(args.config)
+    cfg = load_agent_config(args.config, sets=args.set)
     return build_agent(cfg, log=_log)
 
 
@@ -70,7 +72,7 @@ def cmd_correct(args) -> None:
 
     sources, src_path = _read_sources(args.input)
     _check_nonempty(sources, src_path)
-    cfg = load_agent_config(args.config)
+    cfg = load_agent_config(args.config, sets=args.set)
     drafts = _drafts(args.drafts or cfg.draft.hyps or None, sources, src_path)  # all input checked before loading models
     agent = build_agent(cfg, log=_log)
     finals, _ = correct(agent, sources, drafts, args.trace, log=_log)
@@ -87,7 +89,7 @@ def cmd_escalate(args) -> None:
 
     sources, src_path = _read_sources(args.input)
     _check_nonempty(sources, src_path)
-    cfg = load_agent_config(args.config)
+    cfg = load_agent_config(args.config, sets=args.set)
     agent = build_agent(cfg, log=_log)
     finals, _, report = escalate_corpus(agent, sources, args.trace, args.reference_flops, load_models(agent), log=_log)
     if args.output:
@@ -119,7 +121,7 @@ def cmd_curve(args) -> None:
     sources, refs = read_lines(args.src), read_lines(args.ref)
     check_same_length([(args.src, sources), (args.ref, refs)])
     _check_nonempty(sources, args.src)
-    cfg = load_agent_config(args.config)
+    cfg = load_agent_config(args.config, sets=args.set)
     cfg.escalate.length_ratio = length_ratio(sources, refs)
     agent = build_agent(cfg, log=_log)
     out = Path(args.out)
@@ -138,7 +140,7 @@ def cmd_lexicon(args) -> None:
     from .config import load_agent_config
     from .lexicon import build_or_load
 
-    cfg = load_agent_config(args.config)
+    cfg = load_agent_config(args.config, sets=args.set)
     if not cfg.lexicon.path:
         raise ConfigError(f"{args.config}: lexicon.path is not set")
     lex = build_or_load(cfg.lexicon, cfg.models.src_lang, cfg.models.tgt_lang, _log)
@@ -204,7 +206,7 @@ def cmd_report(args) -> None:
     trg = args.pair.split("-", 1)[-1]
     print(json.dumps(summary(records, refs, trg), indent=2))
     if args.results:
-        cfg = load_agent_config(args.config) if args.config else None
+        cfg = load_agent_config(args.config, sets=args.set) if args.config else None
         atomic_write_lines(args.hyp_out, [r["final"] for r in records])
         draft_path = None
         if args.draft_record:
@@ -228,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("correct", help="draft, critique and revise translations")
     c.add_argument("--config", required=True)
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. pair=de-en")
     c.add_argument("--input", help="source sentences, one per line (default: stdin)")
     c.add_argument("--output", help="corrected translations (default: stdout)")
     c.add_argument("--drafts", help="drafts to correct, one per source line (default: draft.hyps or decode)")
@@ -235,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_correct)
     es = sub.add_parser("escalate", help="draft cheaply; escalate where the critic says it pays, within a FLOP budget")
     es.add_argument("--config", required=True)
+    es.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (YAML value), e.g. pair=de-en")
     es.add_argument("--input", help="source sentences, one per line (default: stdin)")
     es.add_argument("--output", help="translations (default: stdout)")
     es.add_argument("--trace", help="JSONL trace, saved per chunk; a rerun resumes it")
@@ -244,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.set_defaults(fn=cmd_escalate)
     cu = sub.add_parser("curve", help="tune the escalating agent on val at several budgets; its BLEU-vs-FLOPs curve")
     cu.add_argument("--config", required=True)
+    cu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (YAML value), e.g. pair=de-en")
     cu.add_argument("--src", required=True, help="val sources")
     cu.add_argument("--ref", required=True, help="val references")
     cu.add_argument("--out", required=True, help="directory: traces, policy.json, curve.json, records.jsonl, plots")
@@ -259,9 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_explain)
     lx = sub.add_parser("lexicon", help="build the lexicon named by the config")
     lx.add_argument("--config", required=True)
+    lx.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (YAML value), e.g. pair=de-en")
     lx.set_defaults(fn=cmd_lexicon)
     t = sub.add_parser("tune", help="tune thresholds and margins on val")
     t.add_argument("--config", required=True)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. pair=de-en")
     t.add_argument("--src", required=True)
     t.add_argument("--ref", required=True)
     t.add_argument("--drafts")
@@ -289,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pair", required=True)
     r.add_argument("--test-set", required=True)
     r.add_argument("--config")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. pair=de-en")
     r.add_argument("--system")
     r.add_argument("--draft-system")
     r.add_argument("--draft-record", action="store_true", help="also write a record for the draft (decoded by the agent)")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core_seq2seq.config import ConfigError, config_hash, from_dict, load_yaml
+from core_seq2seq.config import ConfigError, config_hash, from_dict, read_config
 from core_seq2seq.translator import DecodeSettings
 from inference_compute.tune import AGENT_GRID, TuneConfig
 
@@ -64,9 +65,10 @@ class AgentConfig:
     name: str = "agent"  # system name in result records
 
 
-def load_agent_config(path: str | Path, overrides: dict | None = None) -> AgentConfig:
-    """Load an agent config; ``tuned`` (if set and present) overrides thresholds and selection."""
-    data = load_yaml(path)
+def load_agent_config(path: str | Path, overrides: dict | None = None, sets: Sequence[str] = ()) -> AgentConfig:
+    """Load an agent config (``--set`` strings ``sets`` applied, e.g. ``pair=de-en``, then the
+    ``overrides`` dict merged in); ``tuned`` (if set and present) overrides thresholds and selection."""
+    data = read_config(path, sets)
     if overrides:
         data = _merge(data, overrides)
     if isinstance(data.get("models", {}).get("forward"), str):

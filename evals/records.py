@@ -403,9 +403,8 @@ def attach_significance(
                 )[name]["p_value"]
             for tag, other in (("prev", prev), ("baseline", base)):
                 info[f"delta_vs_{tag}"] = vs_base[name]["score"] - vs_base[other]["score"]
-                info[f"delta_vs_{tag}_ci"] = paired_delta_ci(
-                    hyps_by_system[other], hyps_by_system[name], refs, metric, n_samples, seed, trg_lang
-                )
+                info[f"delta_vs_{tag}_ci"] = info["delta_vs_prev_ci"] if tag == "baseline" and prev == base else \
+                    paired_delta_ci(hyps_by_system[other], hyps_by_system[name], refs, metric, n_samples, seed, trg_lang)
         rec = dataclasses.replace(by_name[name], p_vs_prev=p_prev, p_vs_baseline=p_base,
                                   significance=info, seed=seed)
         _raise_if_invalid(rec)

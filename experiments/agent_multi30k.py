@@ -107,12 +107,12 @@ def cmd_run(args) -> int:
     work = results / f"agent_{args.pair}"
     work.mkdir(parents=True, exist_ok=True)
     tuned_path = work / "tuned.json"
-    config = args.config or f"configs/agent_multi30k_{src}_{tgt}.yaml"
+    config = args.config or "configs/agent_multi30k.yaml"
     over = _overrides(args.set)
     over["tuned"] = str(tuned_path)
     if args.device:
         over.setdefault("models", {})["device"] = args.device
-    cfg = load_agent_config(config, over)
+    cfg = load_agent_config(config, over, sets=[f"pair={args.pair}"])  # a config for both directions gets this one
     root = Path(args.data) if args.data else find_multi30k()
     data = {s: _split_files(root, s, src, tgt) for s in SPLITS}
     text = {s: {k: (read_lines(v) if v else None) for k, v in f.items()} for s, f in data.items()}
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--pair", required=True, choices=["en-de", "de-en"])
         q.add_argument("--results-dir", default="experiments/results")
         q.add_argument("--data", help="Multi30K root (default: ../shared/data/multi30k, $DECADE_MULTI30K)")
-    r.add_argument("--config", help="agent config (default: configs/agent_multi30k_<src>_<tgt>.yaml)")
+    r.add_argument("--config", help="agent config (default: configs/agent_multi30k.yaml, its pair: set to --pair)")
     r.add_argument("--drafts-from", metavar="RECORDS.jsonl",
                    help="inference_compute records to take the draft from (default: <results>/inference_<pair>.jsonl)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value)")

@@ -1,7 +1,7 @@
 """Does back-translation help on Multi30K? The issue-4 experiment, resumable, scored by evals.
 
 For each direction a->b (en->de with the task-2 German captions, de->en with the task-2 English
-ones), with the SAME model config and training budget (configs/multi30k_<a>_<b>_train.yaml):
+ones), with the SAME model config and training budget (configs/multi30k_train.yaml with pair: a-b):
 
     baseline        the model trained on the 29k real pairs only (given: --model-<a>-<b>)
     beam            + back-translations of the b-side captions by the b->a model, beam 5
@@ -26,7 +26,7 @@ Commands (from the repository root)::
     bash experiments/bt_budget.sh de-en 3055      # baseline and BT both at 2x and 3x the budget (--train-baseline)
 
 Reverse models come from the command line (defaults runs/multi30k_de_en/best and
-runs/multi30k_en_de/best, made by configs/multi30k_{de_en,en_de}_train.yaml); the baseline of one
+runs/multi30k_en_de/best, made by configs/multi30k_train.yaml --set pair=de-en / en-de); the baseline of one
 direction is the reverse model of the other.
 """
 
@@ -84,8 +84,8 @@ class Bench:
         self.test_sets = [t for t in args.test_sets if (Path(self.root) / f"task1/raw/{t}.en.gz").exists()]
 
     def experiment(self, a: str, b: str) -> tuple[Path, dict]:
-        path = ROOT / (f"configs/synth_toy_{a}_{b}.yaml" if self.toy else f"configs/multi30k_{a}_{b}_train.yaml")
-        return path, experiment_dict(path, self.overrides)
+        path = ROOT / ("configs/synth_toy_train.yaml" if self.toy else "configs/multi30k_train.yaml")
+        return path, experiment_dict(path, self.overrides, f"{a}-{b}")
 
     def given_model(self, a: str, b: str) -> Path:
         path = Path(getattr(self.args, f"model_{a}_{b}"))
@@ -95,7 +95,7 @@ class Bench:
             path = train_step(exp, self.work / f"models/{a}_{b}", log=log)
         if not (path / "config.json").exists():
             raise SystemExit(f"error: {path}: no trained {a}->{b} model; train it with "
-                             f"configs/multi30k_{a}_{b}_train.yaml or pass --model-{a}-{b}")
+                             f"configs/multi30k_train.yaml --set pair={a}-{b} or pass --model-{a}-{b}")
         return path
 
     def mono(self, lang: str) -> Path:

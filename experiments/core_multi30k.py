@@ -2,7 +2,7 @@
 
     python experiments/core_multi30k.py --run runs/multi30k_en_de --run runs/multi30k_de_en
 
-For each run directory (trained with configs/multi30k_{en_de,de_en}_train.yaml): the checkpoint is
+For each run directory (trained with configs/multi30k_train.yaml, both pairs): the checkpoint is
 chosen on val (best-BLEU checkpoint vs the average of the kept checkpoints, greedy val BLEU), then
 test_2016_flickr, test_2017_flickr and test_2017_mscoco are decoded greedily (stage ``baseline``) and
 with beam 5 (stage ``beam``). Result records go to experiments/results/core_multi30k.jsonl, the

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from core_seq2seq import distributed
-from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
+from core_seq2seq.config import ConfigError, from_dict, read_config
 
 from .candidates import CandidateSpec
 from .mbr import MbrConfig
@@ -97,10 +97,7 @@ class LmCommand:
 
 
 def load_section(cls: type, path: str, section: str, overrides: Sequence[str] = ()):
-    data = load_yaml(path)
-    if section not in data:
-        raise ConfigError(f"{path}: no '{section}' section (found: {', '.join(data) or 'none'})")
-    body = apply_overrides(dict(data[section] or {}), overrides)
+    body = read_config(path, overrides, section)
     try:
         return from_dict(cls, body, section)
     except ConfigError as e:

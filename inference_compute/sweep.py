@@ -442,8 +442,9 @@ class Sweep:
         return f"{self.cfg.system_prefix}beam{self.cfg.baseline_beam}-top"
 
     def attach_significance(self, records, hyps_by) -> list:
-        """p-value of every system against the baseline (beam ``baseline_beam``) on each split, paired bootstrap."""
-        from evals.significance import paired_significance
+        """Every system against the baseline (beam ``baseline_beam``) on each split: evals' paired
+        bootstrap p-value and interval of the lift (a sweep has no ladder: each point's "prev" is the baseline)."""
+        from evals.records import attach_significance
 
         base = self.baseline_name()
         out = []
@@ -452,18 +453,10 @@ class Sweep:
             if not any(r.system == base for r in group):
                 out.extend(group)
                 continue
-            others = {r.system: hyps_by[(split.spec.name, r.system)] for r in group if r.system != base}
-            res = paired_significance(hyps_by[(split.spec.name, base)], others, split.ref, "bleu", "bs",
-                                      self.cfg.bootstrap_samples, self.cfg.significance_seed, baseline_name=base,
-                                      trg_lang=self.tgt_lang)
-            for r in group:
-                if r.system == base:
-                    out.append(r)
-                    continue
-                info = {"metric": "bleu", "test": "bs", "n_samples": self.cfg.bootstrap_samples,
-                        "seed": self.cfg.significance_seed, "baseline": base, "prev": None,
-                        "delta_vs_baseline": res[r.system]["score"] - res[base]["score"]}
-                out.append(dataclasses.replace(r, p_vs_baseline=res[r.system]["p_value"], significance=info))
+            names = [base] + [r.system for r in group if r.system != base]
+            out += attach_significance(group, names, {n: hyps_by[(split.spec.name, n)] for n in names}, split.ref,
+                                       n_samples=self.cfg.bootstrap_samples, seed=self.cfg.significance_seed,
+                                       compare_to={n: base for n in names[1:]})
         # The baseline first in each split, so evals' leaderboard measures deltas against it.
         return sorted(out, key=lambda r: ([s.spec.name for s in self.splits].index(r.test_set), r.system != base))
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core_seq2seq import distributed
-from core_seq2seq.config import ConfigError, apply_overrides, from_dict, load_yaml
+from core_seq2seq.config import ConfigError, from_dict, read_config
 from evals.textio import run_cli
 
 
@@ -38,13 +38,7 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], Any]]]:
 
 def load_section(cls: type, path: str, section: str, overrides: list[str] | None = None):
     """The ``section`` of the YAML file at ``path`` as dataclass ``cls`` (errors name file and key)."""
-    data = load_yaml(path)
-    if section not in data:
-        raise ConfigError(f"{path}: no '{section}:' section (found: {', '.join(map(str, data)) or 'nothing'})")
-    body = data[section] or {}
-    if not isinstance(body, dict):
-        raise ConfigError(f"{path}: '{section}:' must be a mapping")
-    body = apply_overrides(body, overrides or [])
+    body = read_config(path, overrides or [], section)
     try:
         return from_dict(cls, body, section)
     except ConfigError as e:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core_seq2seq.config import from_dict, load_yaml
+from core_seq2seq.config import from_dict, read_config
 
 from .backtranslate import BacktranslateConfig, GenerationConfig, ReplayTranslator, backtranslate, replayable
 from .filter import FilterConfig, ScoringConfig, SelectionConfig, filter_pairs
@@ -51,9 +51,8 @@ class LoopConfig:
     output_dir: str = "runs/synth_loop"  # rounds and summary; rerunning resumes
     src_lang: str = "en"  # the pair's first language (forward direction src->tgt)
     tgt_lang: str = "de"  # the pair's second language
-    forward_experiment: str = "configs/multi30k_en_de_train.yaml"  # training config (ExperimentConfig YAML) of src->tgt
-    reverse_experiment: str = "configs/multi30k_de_en_train.yaml"  # training config of tgt->src
-    experiment_overrides: dict = field(default_factory=dict)  # merged into both experiment configs, e.g. {train: {max_steps: 100}}
+    experiment: str = "configs/multi30k_train.yaml"  # training config (ExperimentConfig YAML) of both directions: its pair: is set to each
+    experiment_overrides: dict = field(default_factory=dict)  # merged into both directions' experiments, e.g. {train: {max_steps: 100}}
     forward_model: str | None = None  # round-0 src->tgt model dir (e.g. runs/multi30k_en_de/best); null: train it in round-0/
     reverse_model: str | None = None  # round-0 tgt->src model dir; null: train it in round-0/
     mono_src: str | None = None  # prepared src-language text (back-translated for tgt->src; forward-translated in self-training)
@@ -68,6 +67,9 @@ class LoopConfig:
     real_ratio: float = 0.0  # real:synthetic ratio by upsampling real pairs (0: real pairs once)
     device: str = "cpu"  # torch device for generation and filtering
     progress: bool = True  # progress bars
+
+    MOVED = {k: "experiment (one training config for both directions, its pair: set to each)"
+             for k in ("forward_experiment", "reverse_experiment")}
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -85,9 +87,10 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def experiment_dict(path: str | Path, overrides: dict | None = None) -> dict:
-    """An experiment YAML as a dict with ``overrides`` merged in."""
-    return _merge(load_yaml(path), overrides or {})
+def experiment_dict(path: str | Path, overrides: dict | None = None, pair: str | None = None) -> dict:
+    """An experiment YAML as a dict for direction ``pair`` (its ``{src}``/``{tgt}`` filled; see
+    ``core_seq2seq.config.expand_pair``) with ``overrides`` merged in."""
+    return _merge(read_config(path, [f"pair={pair}"] if pair else []), overrides or {})
 
 
 def train_step(experiment: dict, output_dir: str | Path, extra_train: list[str] = (),
@@ -169,7 +172,7 @@ def mix_step(synthetic: list[Path], out: Path, src_lang: str, tgt_lang: str, tag
 def _pairs(cfg: LoopConfig) -> dict[str, tuple[str, str, str]]:
     """direction name -> (source language, target language, experiment YAML)."""
     s, t = cfg.src_lang, cfg.tgt_lang
-    return {f"{s}-{t}": (s, t, cfg.forward_experiment), f"{t}-{s}": (t, s, cfg.reverse_experiment)}
+    return {f"{s}-{t}": (s, t, cfg.experiment), f"{t}-{s}": (t, s, cfg.experiment)}
 
 
 def _round0(cfg: LoopConfig, root: Path, log) -> dict[str, str]:
@@ -182,7 +185,7 @@ def _round0(cfg: LoopConfig, root: Path, log) -> dict[str, str]:
             models[name] = given[name]
         else:
             log(f"loop: round 0: training {name} on the real data")
-            models[name] = str(train_step(experiment_dict(exp, cfg.experiment_overrides),
+            models[name] = str(train_step(experiment_dict(exp, cfg.experiment_overrides, name),
                                           root / "round-0" / name / "model", log=log))
     return models
 
@@ -209,7 +212,7 @@ def run_round(cfg: LoopConfig, r: int, previous: dict[str, str], log=print) -> d
         if cfg.filter is not None:
             synthetic = filter_step(synthetic, d / "filtered.jsonl", Path(previous[name]), Path(previous[reverse_name]),
                                     cfg.filter, cfg.device, cfg.progress, log)
-        experiment = experiment_dict(exp, cfg.experiment_overrides)
+        experiment = experiment_dict(exp, cfg.experiment_overrides, name)
         mixed = mix_step(synthetic, d / "mix", a, b, cfg.tag, cfg.real_ratio, experiment.get("data"), log)
         best = train_step(experiment, d / "model", [str(mixed)], log)
         models[name], val[name] = str(best), val_scores(best).get("val_bleu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from core_seq2seq.config import ConfigError, from_dict, load_config
 from core_seq2seq.data import (DataError, find_multi30k, read_multi30k, read_parallel_files, read_text_lines,
                                read_tsv_or_jsonl)
 from core_seq2seq.training import ExperimentConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(path, lines, raw: bytes | None = None):
@@ -242,3 +245,22 @@ def test_a_bad_pair_is_named(tmp_path, text, message):
         return
     with pytest.raises(ConfigError, match=message):
         read_config(path)
+
+
+@pytest.mark.parametrize("name", ["multi30k_train", "synth_toy_train", "refiner_multi30k", "agent_multi30k",
+                                  "agent_multi30k_refiner"])
+def test_shipped_two_direction_configs_load_both_ways(name):
+    from core_seq2seq.config import read_config
+
+    path = ROOT / f"configs/{name}.yaml"
+    for pair in ("en-de", "de-en"):
+        src, tgt = pair.split("-")
+        if name.startswith("agent"):
+            from agents.config import load_agent_config
+
+            cfg = load_agent_config(path, sets=[f"pair={pair}"])
+            assert (cfg.models.src_lang, cfg.models.tgt_lang) == (src, tgt)
+            assert cfg.models.forward == [f"runs/multi30k_{src}_{tgt}/best"] and f"train.{tgt}.gz" in cfg.lexicon.tgt_path
+        else:
+            cfg = from_dict(ExperimentConfig, read_config(path, [f"pair={pair}"]))
+            assert (cfg.data.src_lang, cfg.data.tgt_lang) == (src, tgt) and src in cfg.output_dir
