@@ -62,7 +62,7 @@ class ConstrainedConfig:
     MOVED = {"beam_size": "tools.constrained.decode.beam_size"}
 
     # the constrained re-decode: a beam search (core_seq2seq decode keys; its n-best is the whole beam)
-    decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="beam", beam_size=5, nbest=5))
+    decode: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="beam", beam_size=5, nbest=0))
     bonus: float = 4.0  # nats added over a required word's tokens until it is produced
     eos_penalty: float = 4.0  # nats taken from </s> while a required word is missing
     no_repeat_ngram: int = 0  # also ban every repeated subword n-gram of this size (0: only the critic's)
@@ -86,7 +86,7 @@ class ToolsConfig:
     mbr: MBRConfig = field(default_factory=MBRConfig)
     constrained: ConstrainedConfig = field(default_factory=ConstrainedConfig)
     # the refiner's decode of "source ||| draft": its nbest rewrites are reranked and added to the pool
-    refine: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="beam", beam_size=5, nbest=5))
+    refine: DecodeSettings = field(default_factory=lambda: DecodeSettings(method="beam", beam_size=5, nbest=0))  # 0: all
 
     def __post_init__(self) -> None:
         for key, method in (("wider_beam", "beam"), ("sample_rerank", "sample"), ("refine", "beam")):

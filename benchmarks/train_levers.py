@@ -20,6 +20,7 @@ machine (its figures are only meaningful with the machine it names).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from core_seq2seq.configuration_lstm import LSTMTranslatorConfig
 from core_seq2seq.modeling_lstm import LSTMTranslatorForCausalLM
 from core_seq2seq.precision import cpu_facts, resolve_precision
+from core_seq2seq.training import ModelConfig
 
 
 def plain_loss(model: LSTMTranslatorForCausalLM, src, src_lengths, tgt_in, tgt_out, smoothing: float):
@@ -78,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     torch.manual_seed(0)
+    sizes = dataclasses.asdict(ModelConfig())  # the training default (its values: configuration_lstm.py)
     cfg = LSTMTranslatorConfig(vocab_size=args.vocab, lang_token_ids=[3, 4, 5, 6], pad_token_id=0, eos_token_id=2,
-                               unk_token_id=1, embed_size=256, encoder_hidden_size=256, decoder_hidden_size=512)
+                               unk_token_id=1, **sizes)
     model = LSTMTranslatorForCausalLM(cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     precision, why = resolve_precision("auto", "cpu", explain=True)
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": cpu_facts(), "torch": torch.__version__, "torch_threads": default_threads,
         "auto_precision": precision, "auto_precision_reason": why,
-        "model": {"embed": 256, "encoder_hidden": 256, "decoder_hidden": 512, "vocab": args.vocab},
+        "model": {**{k: sizes[k] for k in ("embed_size", "encoder_hidden_size", "decoder_hidden_size", "encoder_layers",
+                                           "decoder_layers")}, "vocab": args.vocab},
         "batch_tokens": args.batch_tokens, "rounds": args.rounds,
         "target_tokens_per_s": {k: round(v) for k, v in tok_s.items()},
         "speedup_vs_plain": {k: round(tok_s[k] / tok_s["plain"], 3) for k in tok_s},

@@ -206,11 +206,13 @@ def expand_pair(data: dict, where: str = "") -> dict:
 
 
 def read_config(path: str | Path, overrides: typing.Sequence[str] = (), section: str | None = None) -> dict:
-    """A YAML config as a dict, the one way every CLI reads one: ``--set`` overrides applied
-    (``pair=...`` at the top level, the rest inside ``section`` when one is named), ``{src}``/
-    ``{tgt}`` filled from ``pair:``, and ``section`` taken out. Errors name the file."""
+    """A YAML config as a dict, the way the stage CLIs read one: ``--set`` overrides applied
+    (inside ``section`` when one is named, except ``pair=...`` in a file with a top-level ``pair:``),
+    ``{src}``/``{tgt}`` filled from ``pair:``, and ``section`` taken out. Errors name the file."""
     data = load_yaml(path)
-    top = [o for o in overrides if section is None or o.partition("=")[0] == "pair"]
+    # pair= goes to the top level when the file is written for both directions (a top-level pair:);
+    # otherwise it is an ordinary key of the section (e.g. the sweep's own pair label).
+    top = [o for o in overrides if section is None or (o.partition("=")[0] == "pair" and "pair" in data)]
     rest = [o for o in overrides if o not in top]
     data = expand_pair(apply_overrides(data, top), str(path))
     if section is None:

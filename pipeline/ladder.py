@@ -317,7 +317,7 @@ class Ladder:
                 done, timings, ran = future.result()
                 self.runner.done.update(done)
                 self.runner.timings.update(timings)
-                self.runner.cached -= set(ran)
+                self.runner.cached = (self.runner.cached | set(timings)) - set(ran)  # what the worker found cached stays so
 
     # -- rungs: each takes every direction, so that independent work can run side by side --
 

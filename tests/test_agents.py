@@ -675,6 +675,9 @@ def test_the_gate_vetoes_revisions_in_the_loop(toy_en_de, toy_de_en, lexicon, cl
     ({"sample_rerank": {"num_samples": 4}}, lambda t: (t.sample_rerank.method, t.sample_rerank.top_p) == ("sample", 0.95)),
     ({"wider_beam": {"beam_size": 12}}, lambda t: (t.wider_beam.beam_size, t.wider_beam.nbest) == (12, 8)),
     ({"constrained": {"decode": {"batch_size": 2}}}, lambda t: (t.constrained.decode.beam_size, t.constrained.decode.batch_size) == (5, 2)),
+    # A narrower beam alone: the refiner and the constrained search keep their whole beam (nbest 0: all).
+    ({"refine": {"beam_size": 3}}, lambda t: (t.refine.beam_size, t.refine.n_candidates()) == (3, 3)),
+    ({"constrained": {"decode": {"beam_size": 3}}}, lambda t: t.constrained.decode.n_candidates() == 3),
 ])
 def test_tool_decode_sections_given_in_part_keep_the_tool_defaults(tools, check):
     assert check(from_dict(AgentConfig, {"tools": tools}).tools)

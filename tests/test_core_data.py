@@ -220,6 +220,8 @@ def test_an_offline_download_is_a_clear_error_and_leaves_nothing(tmp_path, monke
     ("pair: en-de\nnbest: {out: 'n.{pair}.jsonl', files: ['a.{src}', 'b.{tgt}'], beam: 5}\n",
      ["pair=de-en", "beam=8"], "nbest", {"out": "n.de-en.jsonl", "files": ["a.de", "b.en"], "beam": 8}),
     ("lr: 0.1\n", ["lr=0.2"], None, {"lr": 0.2}),  # no pair, no placeholder: unchanged
+    # Without a top-level pair:, pair= is the section's own key (the sweep's record label).
+    ("sweep: {pair: en-de, out: x}\n", ["pair=de-en"], "sweep", {"pair": "de-en", "out": "x"}),
 ])
 def test_one_config_gives_both_directions(tmp_path, text, overrides, section, expect):
     from core_seq2seq.config import read_config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,9 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     summary = (killed / "summary.md").read_text()
     assert "## Cost per rung" in summary and "| de-en | +bt | no |" in summary
     assert "at load average" in summary  # a ceiling measured on a busy machine says so
+    # Stages a worker process found finished are reported as cached, the rerun one as run.
+    assert "| model.fwd.en-de | " in summary and re.search(r"\| model\.fwd\.en-de \| \d+ \| cached \|", summary)
+    assert re.search(r"\| model\.r2l\.de-en \| \d+ \| ran \|", summary)
 
     # Published into a results folder, the records re-score from the copied hypotheses.
     from evals.cli import main as evals_main
@@ -186,10 +190,11 @@ def test_decade_forwards_stage_commands(capsys):
     # Every forwarded command reaches a parser that knows it (its --help exits 0 and names it).
     from pipeline.cli import STAGE_CLIS
 
-    for command in STAGE_CLIS:
+    for command, (_package, target) in STAGE_CLIS.items():
         with pytest.raises(SystemExit) as done:
             decade_main([command, "--help"])
-        assert done.value.code == 0 and "usage:" in capsys.readouterr().out, command
+        out = capsys.readouterr().out
+        assert done.value.code == 0 and re.search(rf"usage: .* {re.escape(target)}\b", out), (command, out[:200])
 
 
 def _two_stages(run_dir: Path, force: set[str] = frozenset(), fail: str = "") -> tuple[list[str], StageRunner]:
