@@ -12,6 +12,7 @@ languages): monolingual and synthetic data are cleaned against them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def resolve_corpora(corpus: str, langs: tuple[str, ...], test_sets: list[str], *
         if not marker.exists() or marker.read_text().strip() != str(toy_train_pairs):
             write_toy_task(toy_dir, n_train=toy_train_pairs)
             marker.write_text(f"{toy_train_pairs}\n")
-        return multi30k_corpora(toy_dir, langs, test_sets)  # the toy task has val and test_2016_flickr
+        return dataclasses.replace(multi30k_corpora(toy_dir, langs, test_sets), kind="toy")  # Multi30K's layout
     if corpus == "files":
         return files_corpora(files or FilesConfig(), langs)
     raise DataError(f"data.corpus must be multi30k, toy or files, got {corpus!r}")

@@ -411,6 +411,7 @@ def test_the_quickstart_says_which_corpus_it_used(tmp_path, monkeypatch, error, 
         return
     corpora = resolve_corpus(cfg, tmp_path, said.append)
     assert str(tmp_path / "toy_data") in corpora.train["en"] and "toy task shipped in the package" in said[-1]
+    assert corpora.kind == "toy"  # and the run's log line names it so
 
 
 @pytest.mark.parametrize("parent, code", [("os.getppid()", 0), ("os.getppid() + 100000", 1)])
