@@ -12,7 +12,6 @@ checkpoints resume by their own rule (``core_seq2seq.training``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,13 +20,6 @@ from typing import Any
 from evals.textio import atomic_write_text
 
 from .data import DataError
-
-
-def job_key(*parts: Any) -> str:
-    """A short stable hash of everything that determines an artifact (texts included; a stage's key
-    hashes its config slice with ``config.config_hash``, which leaves unset new settings out)."""
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core_seq2seq.cache import cached, job_key
+from core_seq2seq.cache import cached
+from core_seq2seq.config import config_hash
 from core_seq2seq.translator import Translator
 
 from .candidates import CandidateSpec, PooledCandidate, generate_candidates
@@ -33,7 +34,7 @@ def generate_nbest_file(translator: Translator, sources: Sequence[str], spec: Ca
                         ) -> tuple[list[list[PooledCandidate]], dict[str, Any]]:
     """Generate (or reload) the n-best file ``path`` for ``sources``; returns the lists and their compute."""
     path = Path(path)
-    key = job_key(spec.to_dict(), list(sources), key_extra)
+    key = config_hash([spec.to_dict(), list(sources), key_extra])
     if is_complete(path):
         check_key(path, key)
         return read_nbest(path), read_meta(path)["compute"]
@@ -43,7 +44,7 @@ def generate_nbest_file(translator: Translator, sources: Sequence[str], spec: Ca
     for start in range(0, len(sources), shard_size):
         shard = shard_dir / f"shard-{start // shard_size:05d}.nbest"
         chunk = list(sources[start:start + shard_size])
-        shard_key = job_key(key, start)
+        shard_key = config_hash([key, start])
         if is_complete(shard):
             check_key(shard, shard_key)
             lists.extend(read_nbest(shard))

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core_seq2seq.cache import cached, job_key, write_json
-from core_seq2seq.config import key_dict
+from core_seq2seq.cache import cached, write_json
+from core_seq2seq.config import config_hash, key_dict
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_lines
 
 from core_seq2seq.translator import DecodeSettings
@@ -261,7 +261,7 @@ class Sweep:
 
     def features(self, split: Split, pool: Pool, nbest) -> tuple[list[list[dict[str, float]]], dict]:
         path = self.out / "features" / split.spec.name / f"{pool.name}.json"
-        key = job_key(self.model_key, split.src, [[c.text for c in cs] for cs in nbest], self.typical_ratio)
+        key = config_hash([self.model_key, split.src, [[c.text for c in cs] for cs in nbest], self.typical_ratio])
         done = cached(path, key)
         if done is not None:
             names = done["names"]
@@ -287,7 +287,7 @@ class Sweep:
                 raise ValueError(f"{path}: no weights tuned on {self.cfg.tune_split} for {pool.name}")
             return load_weights(path)
         texts = [[c.text for c in cs] for cs in nbest]
-        key = job_key(self.model_key, texts, split.ref, feats, key_dict(self.cfg.tune))
+        key = config_hash([self.model_key, texts, split.ref, feats, key_dict(self.cfg.tune)])
         if cached(path, key) is not None:
             return load_weights(path)
         result = tune_weights(feats, texts, split.ref, self.cfg.tune)
@@ -352,8 +352,8 @@ class Sweep:
         sel_path = self.out / "selections" / split.spec.name / f"{pool.name}.json"
         nbest, gen_compute = self.candidates(split, pool)
         texts = [[c.text for c in cs] for cs in nbest]
-        key = job_key(self.model_key, texts, self.selectors, key_dict(self.cfg.tune), self.cfg.mbr_utility,
-                      self.cfg.mbr_weightings, self.cfg.rerank_mbr_temperatures, self.cfg.mbr_temperature)
+        key = config_hash([self.model_key, texts, self.selectors, key_dict(self.cfg.tune), self.cfg.mbr_utility,
+                       self.cfg.mbr_weightings, self.cfg.rerank_mbr_temperatures, self.cfg.mbr_temperature])
         selections = cached(sel_path, key)
         if selections is None:
             selections = {**self.select_all(split, pool, nbest, gen_compute), "key": key}
@@ -364,8 +364,8 @@ class Sweep:
             hyps = [texts[i][p] for i, p in enumerate(entry["picks"])]
             rec_path = self.out / "records" / split.spec.name / f"{system}.json"
             hyp_path = self.hyp_dir / f"{self.cfg.pair}.{split.spec.name}.{system}.{self.tgt_lang}"
-            rec_key = job_key(key, selector, hyps, split.ref_path, split.tok_ref_path, self.cfg.bootstrap_samples,
-                              self.cfg.significance_seed, str(hyp_path))
+            rec_key = config_hash([key, selector, hyps, split.ref_path, split.tok_ref_path, self.cfg.bootstrap_samples,
+                               self.cfg.significance_seed, str(hyp_path)])
             done = cached(rec_path, rec_key) if hyp_path.exists() else None
             if done is not None:
                 out.append((ResultRecord.from_dict(done["record"]), hyps))
