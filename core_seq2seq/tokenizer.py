@@ -51,7 +51,15 @@ def lang_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
 
 def encode_batch(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> list[list[int]]:
     """Subword ids of each text, without special tokens (fast path of ``tokenizers``)."""
-    return [e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+    backend = tokenizer.backend_tokenizer
+    # transformers' __call__ (with padding or truncation: the HF adapter, trl's trainers) leaves its
+    # padding and truncation switched on in the shared backend; it sets them again on every call of
+    # its own, so clearing them here keeps these ids exact without disturbing it.
+    if backend.padding is not None:
+        backend.no_padding()
+    if backend.truncation is not None:
+        backend.no_truncation()
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
 def decode_batch(tokenizer: PreTrainedTokenizerFast, ids: list[list[int]]) -> list[str]:

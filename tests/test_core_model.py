@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -53,6 +54,22 @@ def _generated(out: torch.Tensor, prompt_len: int, eos: int, pad: int) -> list[l
 
 
 SOURCES = ["The small dog sees a red ball.", "A woman paints the old house today.", "The cat follows a bird."]
+
+
+@pytest.mark.parametrize("call", [
+    dict(padding=True),                                   # the HF adapter's and trl's collators' call
+    dict(padding="max_length", max_length=20),
+    dict(truncation=True, max_length=3),
+    dict(text_target=["Ein Hund.", "Eine Katze sieht den Hund."], padding=True),
+])
+def test_ids_do_not_depend_on_what_transformers_left_in_the_shared_tokenizer(toy_en_de, call):
+    """A tokenizer shared with transformers or trl (which leave padding/truncation switched on in its
+    backend) still gives decade the exact ids: no padding inside sources, no silent truncation."""
+    tok, texts = copy.deepcopy(toy_en_de.tokenizer), ["The dog sees a cat.", "A boy."]
+    before = encode_batch(tok, texts)
+    tok(texts, return_tensors="pt", **call)
+    assert encode_batch(tok, texts) == before and 0 not in before[1]
+    assert tok(texts, padding=True)["input_ids"][1][-1] == tok.pad_token_id  # transformers' own call still pads
 
 
 def test_greedy_matches_generate_with_and_without_cache(toy_en_de):
