@@ -31,8 +31,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from core_seq2seq.tokenizer import encode_batch
 from core_seq2seq.translator import DecodeSettings, Translator
 from evals.metrics import sentence_chrf
@@ -285,17 +283,6 @@ def refiner_margin(own_best_norm: float, hyp_norm: float) -> Finding:
     """How much more (per token) the refiner likes its own best rewrite of the draft than the hyp:
     0 when the hyp is the refiner's choice, large when the refiner would write something else."""
     return Finding(own_best_norm - hyp_norm)
-
-
-# ---- model scores ---------------------------------------------------------------------------
-
-def source_tensor(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded source ids (B, S) and lengths (B,), as ``LSTMTranslator`` builds them."""
-    lengths = torch.tensor([max(len(x), 1) for x in ids])
-    src = torch.full((len(ids), int(lengths.max())), pad_id, dtype=torch.long)
-    for i, x in enumerate(ids):
-        src[i, :len(x)] = torch.tensor(x, dtype=torch.long)
-    return src.to(device), lengths.to(device)
 
 
 class Critic:

@@ -42,9 +42,9 @@ import torch
 from core_seq2seq import search
 from core_seq2seq.modeling_lstm import EncoderState
 from core_seq2seq.tokenizer import decode_batch, encode_batch
-from core_seq2seq.translator import Candidate, DecodeSettings, LSTMTranslator, Translator
+from core_seq2seq.translator import Candidate, DecodeSettings, LSTMTranslator, Translator, source_tensor
 
-from .critic import selection_score, source_tensor
+from .critic import selection_score
 from .lexicon import Lexicon, words
 
 TOOLS = ("wider_beam", "sample_rerank", "mbr", "constrained", "refine")

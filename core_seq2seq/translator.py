@@ -259,11 +259,17 @@ class LSTMTranslator:
         return float(dec + enc)
 
     def _source_tensor(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = torch.tensor([max(len(x), 1) for x in ids])
-        src = torch.full((len(ids), int(lengths.max())), self.pad_id, dtype=torch.long)
-        for i, x in enumerate(ids):
-            src[i, :len(x)] = torch.tensor(x, dtype=torch.long)
-        return src.to(self.device), lengths.to(self.device)
+        return source_tensor(ids, self.pad_id, self.device)
+
+    def _pair_logprobs(self, src_ids: list[list[int]], tgt_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                             torch.Tensor]:
+        """Teacher-forced log p of each target token, averaged over members: ((B, T) log-probs, the
+        (B, T) target with padding, the (B,) source lengths). Counting is the caller's."""
+        src, lengths = self._source_tensor(src_ids)
+        tgt_in, tgt_out = target_tensors(tgt_ids, self.tag_id, self.eos_id, self.pad_id)
+        tgt_in, tgt_out = tgt_in.to(self.device), tgt_out.to(self.device)
+        logp = torch.stack([m.token_logprobs(src, lengths, tgt_in, tgt_out) for m in self.models]).mean(0)
+        return logp, tgt_out, lengths
 
     @torch.no_grad()
     def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:
@@ -358,10 +364,8 @@ class LSTMTranslator:
         batches = list(_batches(order, batch_size))
 
         def work(batch: list[int], b: int) -> list[tuple[float, int]]:
-            src, lengths = self._source_tensor([src_ids[i] for i in batch])
-            tgt_in, tgt_out = target_tensors([tgt_ids[i] for i in batch], self.tag_id, self.eos_id, self.pad_id)
-            tgt_in, tgt_out = tgt_in.to(self.device), tgt_out.to(self.device)
-            logp = torch.stack([m.token_logprobs(src, lengths, tgt_in, tgt_out).sum(1) for m in self.models]).mean(0)
+            logp, tgt_out, lengths = self._pair_logprobs([src_ids[i] for i in batch], [tgt_ids[i] for i in batch])
+            logp = logp.sum(1)  # (B,): padded positions hold 0
             self.counter.encoder_calls += len(self.models)
             self.counter.encoder_rows += len(batch) * len(self.models)
             self.counter.encoder_token_steps += int(lengths.sum()) * len(self.models)
@@ -386,10 +390,7 @@ class LSTMTranslator:
         order = sorted(range(len(sources)), key=lambda i: len(tgt_ids[i]))
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            src, lengths = self._source_tensor([src_ids[i] for i in batch])
-            tgt_in, tgt_out = target_tensors([tgt_ids[i] for i in batch], self.tag_id, self.eos_id, self.pad_id)
-            tgt_in, tgt_out = tgt_in.to(self.device), tgt_out.to(self.device)
-            logp = torch.stack([m.token_logprobs(src, lengths, tgt_in, tgt_out) for m in self.models]).mean(0)  # (B, T)
+            logp, tgt_out, _ = self._pair_logprobs([src_ids[i] for i in batch], [tgt_ids[i] for i in batch])  # (B, T)
             self.counter.decoder_calls += len(self.models)
             self.counter.decoder_row_steps += int(tgt_out.ne(self.pad_id).sum()) * len(self.models)
             for row, i in enumerate(batch):
@@ -439,6 +440,15 @@ def check_weights(model_dir: str | Path) -> None:
             f.keys()
     except (SafetensorError, OSError, ValueError) as e:
         raise DataError(f"{path}: not a complete safetensors file, truncated or corrupt ({e})") from None
+
+
+def source_tensor(ids: list[list[int]], pad: int, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded source ids (B, S) and their lengths (B,) (an empty source counts as length 1)."""
+    lengths = torch.tensor([max(len(x), 1) for x in ids])
+    src = torch.full((len(ids), int(lengths.max())), pad, dtype=torch.long)
+    for i, x in enumerate(ids):
+        src[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+    return src.to(device), lengths.to(device)
 
 
 def target_tensors(tgt_ids: list[list[int]], bos: int, eos: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
