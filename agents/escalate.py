@@ -299,7 +299,10 @@ class ModelRungs:
     def __init__(self, agent, cfg: EscalateConfig, r2l=None, lm=None, weights: dict | None = None,
                  typical_ratio: float = 1.0):
         self.agent, self.cfg, self.names = agent, cfg, list(cfg.rungs)
-        self.r2l, self.lm, self.typical_ratio = r2l, lm, typical_ratio
+        from inference_compute.features import Scorers
+
+        self.r2l, self.lm = r2l, lm
+        self.scorers = Scorers(reverse=agent.reverse, r2l=r2l, lm=lm, typical_ratio=typical_ratio)
         sel = agent.cfg.selection
         self.weights = weights or {"fwd_per_token": 1.0, **({"rev_per_token": sel.reverse_weight} if agent.reverse else {})}
         missing = [k for k in self.weights if k.startswith(("rev", "r2l", "lm"))
@@ -398,7 +401,6 @@ class ModelRungs:
         return out
 
     def _rerank(self, n: int, group: Sequence[Climb]) -> list[tuple]:
-        from inference_compute.features import compute_features
         from inference_compute.rerank import linear_scores
 
         from .tools import _dedupe
@@ -408,9 +410,7 @@ class ModelRungs:
                                   max_len_a=d.max_len_a, max_len_b=d.max_len_b, batch_size=d.batch_size)
         cands = [_dedupe([c for c in cs if c.text.strip()]) or [Candidate(s.current, 0.0, 1, 0.0, [])]
                  for s, cs in zip(group, self.agent.forward.translate([s.source for s in group], settings))]
-        uses_rev = bool(self.weights.get("rev_per_token"))
-        feats = compute_features([s.source for s in group], cands, None, self.agent.reverse if uses_rev else None,
-                                 self.lm, r2l=self.r2l, typical_ratio=self.typical_ratio)
+        feats = self.scorers.needed(self.weights).features([s.source for s in group], cands)
         scores = linear_scores(feats, self.weights)
         out = []
         for s, cs, sc in zip(group, cands, scores):
@@ -472,20 +472,19 @@ def start(agent, ids: Sequence[int], sources: Sequence[str], drafts: Sequence[st
 
 def load_models(agent) -> tuple:
     """(r2l, lm, reranker weights, length ratio) named by ``escalate``: what ``ModelRungs`` needs beyond the agent."""
-    from core_seq2seq.translator import LSTMTranslator
-    from inference_compute.features import check_directions
-    from inference_compute.lm import TargetLM
+    from dataclasses import replace
+
+    from inference_compute.features import Scorers
     from inference_compute.rerank import load_weights
 
-    cfg, device = agent.cfg.escalate, agent.cfg.models.device
-    r2l = LSTMTranslator.load(cfg.r2l, device=device) if cfg.r2l else None
-    lm = TargetLM.load(cfg.lm, cfg.lm_placeholder, device) if cfg.lm else None
-    check_directions(agent.forward, agent.reverse, lm, r2l)
+    cfg = agent.cfg.escalate
+    scorers = Scorers.load(r2l=cfg.r2l, lm=cfg.lm, lm_placeholder=cfg.lm_placeholder, device=agent.cfg.models.device)
+    replace(scorers, reverse=agent.reverse).check(agent.forward)
     try:
         weights = load_weights(cfg.reranker) if cfg.reranker else None
     except ValueError as e:
         raise AgentInputError(f"escalate.reranker: {e}") from None
-    return r2l, lm, weights, cfg.length_ratio
+    return scorers.r2l, scorers.lm, weights, cfg.length_ratio
 
 
 def reference_per_sentence(cfg: EscalateConfig) -> float:

@@ -24,13 +24,14 @@ Every model scores all (source, candidate) pairs of all sentences in one batched
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from core_seq2seq.translator import Candidate, Translator
 
-from .lm import TargetLM
+from .lm import PLACEHOLDER, TargetLM
 
 
 class MeanScorer:
@@ -169,3 +170,69 @@ def compute_features(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
         out.append(rows[i:i + n])
         i += n
     return out
+
+
+# The order in which the scorers' ``*_per_token`` features are tuned (a tuner's random draws follow it).
+SCORER_ROLES = ("reverse", "r2l", "lm", "alt")
+FEATURE_OF = {"reverse": "rev", "r2l": "r2l", "lm": "lm", "alt": "alt"}
+
+
+@dataclass
+class Scorers:
+    """The models that score an n-best besides the one that generated it, with the data's typical
+    length ratio: every reranker (the ladder's, the sweep's, the CLI's, the agent's rungs, a
+    ``RerankedTranslator``) loads, checks, meters and scores through one of these, and ``select``
+    and ``tune_weights`` pick over what ``features`` returns."""
+
+    reverse: Any | None = None  # target->source Translator: the noisy channel (``rev``)
+    r2l: Any | None = None  # source->target Translator trained on word-reversed targets (``r2l``)
+    lm: TargetLM | None = None  # target-language LM (``lm``)
+    alt: Any | None = None  # another source->target Translator, or a MeanScorer of several (``alt``)
+    forward: Any | None = None  # rescores ``fwd``; None: each candidate's own log-probability (free)
+    typical_ratio: float = 1.0  # target words per source word on the tuning set (``len_ratio_dev``)
+
+    @classmethod
+    def load(cls, *, reverse: str | Sequence[str] | None = None, r2l: str | None = None, lm: str | None = None,
+             alt: str | Sequence[str] | None = None, forward: str | Sequence[str] | None = None,
+             typical_ratio: float = 1.0, device: str = "cpu", lm_placeholder: str = "") -> "Scorers":
+        """Model directories -> models (a list for ``reverse``/``forward``: one ensemble; for ``alt``: the
+        mean of several, each with its own tokenizer); None or empty: not used."""
+        from core_seq2seq.translator import LSTMTranslator
+
+        def translator(paths: str | Sequence[str] | None) -> Any | None:
+            if not paths:
+                return None
+            return LSTMTranslator.load(paths if isinstance(paths, str) or len(paths) > 1 else paths[0], device=device)
+
+        target_lm = TargetLM.load(lm, lm_placeholder or PLACEHOLDER, device) if lm else None
+        return cls(reverse=translator(reverse), r2l=translator(r2l), lm=target_lm, alt=load_scorer(alt, device),
+                   forward=translator(forward), typical_ratio=typical_ratio)
+
+    @property
+    def any_model(self) -> bool:
+        """Whether any model beyond the forward one scores (without one, reranking is the forward score)."""
+        return any(getattr(self, role) is not None for role in SCORER_ROLES)
+
+    def check(self, generator: Any | None) -> None:
+        """Every scorer fits the direction of ``forward`` (else of the model that made the candidates)."""
+        check_directions(self.forward if self.forward is not None else generator, self.reverse, self.lm, self.r2l, self.alt)
+
+    def feature_names(self) -> list[str]:
+        """The per-token features a reranker weighs: the forward score, length, the length ratio's
+        deviation, then one per scorer present."""
+        return ["fwd_per_token", "tokens", "len_ratio_dev"] + [
+            f"{FEATURE_OF[role]}_per_token" for role in SCORER_ROLES if getattr(self, role) is not None]
+
+    def meters(self) -> dict[str, Any]:
+        """The models to charge for scoring (``ComputeMeter``'s argument), by role."""
+        return {"forward": self.forward, **{role: getattr(self, role) for role in SCORER_ROLES}}
+
+    def needed(self, weights: Mapping[str, float]) -> "Scorers":
+        """Only the scorers whose features carry weight (a zero-weighted scorer changes no choice)."""
+        return replace(self, **{role: None for role in SCORER_ROLES
+                                if not weights.get(f"{FEATURE_OF[role]}_per_token") and not weights.get(FEATURE_OF[role])})
+
+    def features(self, sources: Sequence[str], nbest: Sequence[Sequence[Candidate]]) -> list[list[dict[str, float]]]:
+        """``compute_features`` with these models: one feature dict per candidate, ``nbest``-shaped."""
+        return compute_features(sources, nbest, self.forward, self.reverse, self.lm, r2l=self.r2l, alt=self.alt,
+                                typical_ratio=self.typical_ratio)

@@ -20,6 +20,7 @@ import torch
 from core_seq2seq.posttrain import differ_beyond_punctuation
 from core_seq2seq.translator import Candidate, DecodeSettings, Metered, Translator
 
+from .features import Scorers
 from .rerank import argmax
 
 
@@ -65,18 +66,18 @@ class RerankedTranslator:
     members: Sequence[Metered] = ()
     models: Sequence[torch.nn.Module] = ()
 
-    def __init__(self, forward: Translator, nbest: int, weights: Mapping[str, float] | None = None, reverse: Any = None,
-                 r2l: Any = None, lm: Any = None, typical_ratio: float = 1.0, mbr: Any = None, batch_size: int = 64):
+    def __init__(self, forward: Translator, nbest: int, weights: Mapping[str, float] | None = None,
+                 scorers: Scorers | None = None, mbr: Any = None, batch_size: int = 64):
         if weights is None and mbr is None:
             raise ValueError("RerankedTranslator: give reranker weights or an MBR config")
         self.forward, self.nbest, self.weights, self.mbr = forward, nbest, dict(weights or {}), mbr
-        self.reverse, self.r2l, self.lm, self.typical_ratio, self.batch_size = reverse, r2l, lm, typical_ratio, batch_size
+        self.scorers, self.batch_size = scorers if scorers is not None else Scorers(), batch_size
+        self.scorers.check(forward)
         self.src_lang, self.tgt_lang, self.tokenizer = forward.src_lang, forward.tgt_lang, forward.tokenizer
 
     def rank(self, sources: Sequence[str]) -> tuple[list[list[Candidate]], list[list[float]]]:
         """The beam n-best of every source (beam order) and the selector's score of each candidate."""
         from .candidates import beam_spec, generate_candidates
-        from .features import compute_features
         from .mbr import expected_utility, reference_weights
         from .rerank import linear_scores
 
@@ -85,8 +86,7 @@ class RerankedTranslator:
             scores = [expected_utility([c.text for c in cs], self.mbr.utility, reference_weights(cs, self.mbr))
                       for cs in nbest]
         else:
-            feats = compute_features(list(sources), nbest, None, self.reverse, self.lm, r2l=self.r2l,
-                                     typical_ratio=self.typical_ratio)
+            feats = self.scorers.features(list(sources), nbest)
             scores = linear_scores(feats, self.weights)
         return nbest, scores
 

@@ -31,7 +31,7 @@ from core_seq2seq.translator import DecodeSettings
 from .candidates import CandidateSpec, default_name
 from .candidates import pool as pool_candidates  # (a Pool below is a grid point)
 from .compute import add_compute, record_compute
-from .features import check_directions, compute_features, length_ratio, load_scorer
+from .features import Scorers, length_ratio
 from .generate import generate_nbest_file
 from .mbr import MbrConfig, expected_from_matrix, model_weights, reference_weights, utility_matrix
 from .rerank import argmax, linear_scores, load_weights, save_weights, select
@@ -221,15 +221,10 @@ class Sweep:
             raise ValueError("models.forward: a forward model directory is required")
         m = cfg.models
         self.forward = _load_translator(m.forward, m.device)
-        self.reverse = _load_translator(m.reverse, m.device)
-        self.r2l = _load_translator(m.r2l, m.device)
-        self.alt = load_scorer(m.alt, m.device)  # several: the mean of their scores, each with its own tokenizer
-        self.lm = None
-        if m.lm:
-            from .lm import TargetLM
-
-            self.lm = TargetLM.load(m.lm, m.lm_placeholder, m.device)
-        check_directions(self.forward, self.reverse, self.lm, self.r2l, self.alt)
+        # several alt models: the mean of their scores, each with its own tokenizer
+        self.scorers = Scorers.load(reverse=m.reverse, r2l=m.r2l, alt=m.alt, lm=m.lm, lm_placeholder=m.lm_placeholder,
+                                    device=m.device)
+        self.scorers.check(self.forward)
         self.src_lang, self.tgt_lang = cfg.pair.split("-", 1)
         # Candidates depend on the forward model only (another scorer must not invalidate them);
         # features depend on every model that is there.
@@ -240,8 +235,9 @@ class Sweep:
         self.splits = [load_split(s, self.out / "data") for s in ordered]
         tune = self.splits[0]
         self.typical_ratio = length_ratio(tune.src, tune.ref)
+        self.scorers.typical_ratio = self.typical_ratio  # len_ratio_dev's typical ratio: the tuning split's
         self.pools = pools(cfg)
-        self.selectors = selectors(cfg, any(x is not None for x in (self.reverse, self.lm, self.r2l, self.alt)))
+        self.selectors = selectors(cfg, self.scorers.any_model)
 
     # ---- per (split, pool) steps ------------------------------------------------------------
 
@@ -268,11 +264,9 @@ class Sweep:
             return [[dict(zip(names, row)) for row in rows] for rows in done["values"]], done["compute"]
         from .compute import ComputeMeter
 
-        scorers = {"reverse": self.reverse, "lm": self.lm, "r2l": self.r2l, "alt": self.alt}
-        with ComputeMeter(scorers, n_sentences=len(nbest)) as meter:
-            # forward=None: the generator's own log-probabilities (no second forward pass to pay for).
-            feats = compute_features(split.src, nbest, None, self.reverse, self.lm, r2l=self.r2l, alt=self.alt,
-                                     typical_ratio=self.typical_ratio)
+        with ComputeMeter(self.scorers.meters(), n_sentences=len(nbest)) as meter:
+            # no forward scorer: the generator's own log-probabilities (no second forward pass to pay for).
+            feats = self.scorers.features(split.src, nbest)
         # Stored as a table rounded to 1e-6, and used exactly as stored: a resumed sweep selects the
         # same candidates as an uninterrupted one.
         names = sorted(feats[0][0]) if feats and feats[0] else []

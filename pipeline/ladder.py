@@ -514,8 +514,7 @@ class Ladder:
                        lm: str | None, name: str = "") -> dict:
         """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
         from inference_compute.candidates import CandidateSpec, generate_candidates
-        from inference_compute.features import check_directions, compute_features, length_ratio
-        from inference_compute.lm import TargetLM
+        from inference_compute.features import Scorers, length_ratio
         from inference_compute.mbr import MbrConfig, mbr_decode
         from inference_compute.rerank import save_weights, select
         from inference_compute.tune import TuneConfig, tune_weights
@@ -526,24 +525,18 @@ class Ladder:
         def work(stage_dir: Path) -> dict:
             device = distributed.device()
             forward = LSTMTranslator.load(models[0] if len(models) == 1 else models, device=device)
-            reverse = LSTMTranslator.load(channel[0] if len(channel) == 1 else channel, device=device) if channel else None
-            r2l_model = LSTMTranslator.load(r2l, device=device) if r2l else None
-            lm_model = TargetLM.load(lm, device=device) if lm else None
-            check_directions(forward, reverse, lm_model, r2l_model)
+            scorers = Scorers.load(reverse=channel, r2l=r2l, lm=lm, device=device,
+                                   typical_ratio=length_ratio(sets["val"].src, sets["val"].ref))
+            scorers.check(forward)
             spec = CandidateSpec(methods=[DecodeSettings(method="beam", beam_size=rc.nbest, nbest=rc.nbest,
                                                          batch_size=self.cfg.batch_size)])
-            typical = length_ratio(sets["val"].src, sets["val"].ref)
             nbest, features, compute = {}, {}, {}
             for set_name, data in sets.items():
-                meters = {"forward": forward, "reverse": reverse, "r2l": r2l_model,
-                          "lm": lm_model.translator if lm_model else None}
-                with ComputeMeter(meters) as meter:
+                with ComputeMeter({**scorers.meters(), "forward": forward}) as meter:
                     nbest[set_name] = generate_candidates(forward, data.src, spec)
-                    features[set_name] = compute_features(data.src, nbest[set_name], None, reverse, lm_model,
-                                                          r2l=r2l_model, typical_ratio=typical)
+                    features[set_name] = scorers.features(data.src, nbest[set_name])
                 compute[set_name] = {k: meter.result[k] for k in COMPUTE_KEYS}
-            names = ["fwd_per_token", "tokens", "len_ratio_dev"] + (["rev_per_token"] if reverse else []) \
-                + (["r2l_per_token"] if r2l_model else []) + (["lm_per_token"] if lm_model else [])
+            names = scorers.feature_names()
             tuned = tune_weights(features["val"], [[c.text for c in cs] for cs in nbest["val"]], sets["val"].ref,
                                  TuneConfig(features=names, random_trials=rc.trials, seed=rc.seed))
             save_weights(stage_dir / "weights.json", tuned.weights, val_bleu=tuned.score, features=names)
@@ -620,8 +613,7 @@ class Ladder:
         return out
 
     def teacher_translator(self, pair: str, teacher: dict):
-        from inference_compute.features import length_ratio
-        from inference_compute.lm import TargetLM
+        from inference_compute.features import Scorers, length_ratio
         from inference_compute.mbr import MbrConfig
         from inference_compute.preference import RerankedTranslator
 
@@ -631,14 +623,10 @@ class Ladder:
             return forward
         if teacher["kind"] == "mbr":
             return RerankedTranslator(forward, teacher["nbest"], mbr=MbrConfig(**teacher["mbr"]), batch_size=self.cfg.batch_size)
-        channel = teacher.get("channel")
         val = self.sets[pair]["val"]
-        return RerankedTranslator(
-            forward, teacher["nbest"], teacher["weights"],
-            reverse=LSTMTranslator.load(channel[0] if len(channel) == 1 else channel) if channel else None,
-            r2l=LSTMTranslator.load(teacher["r2l"]) if teacher.get("r2l") else None,
-            lm=TargetLM.load(teacher["lm"]) if teacher.get("lm") else None,
-            typical_ratio=length_ratio(val.src, val.ref), batch_size=self.cfg.batch_size)
+        scorers = Scorers.load(reverse=teacher.get("channel"), r2l=teacher.get("r2l"), lm=teacher.get("lm"),
+                               typical_ratio=length_ratio(val.src, val.ref))
+        return RerankedTranslator(forward, teacher["nbest"], teacher["weights"], scorers, batch_size=self.cfg.batch_size)
 
     def distill_data(self, pair: str, teacher: dict, mono: str) -> dict:
         """The system translates the source language's clean monolingual text (synth, sharded and

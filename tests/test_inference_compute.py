@@ -606,3 +606,40 @@ def test_scorers_of_the_wrong_direction_are_named(toy_en_de, toy_de_en):
                             ({"lm": TargetLM(toy_de_en)}, r"the LM writes en")]:
         with pytest.raises(ValueError, match=message):
             check_directions(toy_en_de, **kwargs)
+
+
+@pytest.mark.parametrize("roles, names", [
+    ({}, ["fwd_per_token", "tokens", "len_ratio_dev"]),
+    ({"lm": True, "reverse": True}, ["fwd_per_token", "tokens", "len_ratio_dev", "rev_per_token", "lm_per_token"]),
+    ({"alt": True, "r2l": True, "lm": True, "reverse": True},
+     ["fwd_per_token", "tokens", "len_ratio_dev", "rev_per_token", "r2l_per_token", "lm_per_token", "alt_per_token"]),
+])
+def test_scorers_name_their_features_in_the_tuners_order(toy_en_de, toy_de_en, roles, names):
+    """The feature names a reranker tunes come from the scorers present, in one fixed order (the
+    tuner's random draws follow it, so the order is part of what makes a tuned reranker)."""
+    from inference_compute.features import Scorers
+    from inference_compute.lm import TargetLM
+
+    models = {"reverse": toy_de_en, "r2l": toy_en_de, "lm": TargetLM(toy_en_de), "alt": toy_en_de}
+    scorers = Scorers(**{role: models[role] for role in roles})
+    assert scorers.feature_names() == names and scorers.any_model == bool(roles)
+    scorers.check(toy_en_de)
+    meters = {k: v for k, v in scorers.meters().items() if v is not None}
+    assert set(meters) == set(roles)
+
+
+def test_scorers_score_as_compute_features_and_drop_unweighted_models(toy_en_de, toy_de_en):
+    from inference_compute.candidates import beam_spec, generate_candidates
+    from inference_compute.features import Scorers, compute_features
+    from inference_compute.lm import TargetLM
+
+    nbest = generate_candidates(toy_en_de, SOURCES[:3], beam_spec(3))
+    lm = TargetLM(toy_en_de)
+    scorers = Scorers(reverse=toy_de_en, lm=lm, typical_ratio=1.2)
+    assert scorers.features(SOURCES[:3], nbest) == compute_features(SOURCES[:3], nbest, None, toy_de_en, lm,
+                                                                    typical_ratio=1.2)
+    only_rev = scorers.needed({"fwd_per_token": 1.0, "rev_per_token": 0.5, "lm_per_token": 0.0})
+    assert only_rev.reverse is toy_de_en and only_rev.lm is None and only_rev.typical_ratio == 1.2
+    assert scorers.lm is lm  # needed() copies; the original keeps its models
+    with pytest.raises(ValueError, match="reverse"):
+        Scorers(reverse=toy_en_de).check(toy_en_de)

@@ -16,6 +16,7 @@ from core_seq2seq.posttrain import (PosttrainConfig, differ_beyond_punctuation, 
                                     read_preference_pairs)
 from core_seq2seq.toy import toy_corpus
 from core_seq2seq.translator import Candidate, DecodeSettings, LSTMTranslator
+from inference_compute.features import Scorers
 from inference_compute.preference import RerankedTranslator, preference_pairs
 
 
@@ -57,7 +58,7 @@ def test_preference_pairs_from_a_reranked_nbest_never_have_identical_sides(toy_e
     """Real n-best lists of the toy model (with many near-duplicates), ranked by a noisy-channel reranker."""
     sources, _ = toy_corpus(40, seed=21)
     reranker = RerankedTranslator(toy_en_de, nbest=6, weights={"fwd_per_token": 1.0, "rev_per_token": 1.0},
-                                  reverse=toy_de_en)
+                                  scorers=Scorers(reverse=toy_de_en))
     nbest, scores = reranker.rank(sources)
     pairs, dropped = preference_pairs(sources, nbest, scores)
     assert pairs and len(pairs) + dropped["no_alternative"] == len(sources)
