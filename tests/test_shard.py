@@ -134,7 +134,8 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path, toy_en_de, toy_de_en, toy_task)
             "--data", str(toy_task), "--captions", "30", "--val-limit", "4", "--shard-size", "10",
             "--layouts", "1x1,2x1", "--out", str(out)], 1)
     record = json.loads(out.read_text())
-    assert record["outputs_identical"] and record["captions"] == 30 and record["val_sentences"] == 4
+    assert record["outputs_identical_at_equal_threads"] and record["captions"] == 30 and record["val_sentences"] == 4
     assert [(r["processes"], r["threads_per_process"]) for r in record["layouts"]] == [(1, 1), (2, 1)]
     assert set(record["layouts"][1]["timings"]) == {"backtranslation", "nbest64"}
+    assert all(t["lines_differing_from_first_layout"] == 0 for t in record["layouts"][1]["timings"].values())
     assert record["machine"]["cpu"] and "flags" in record["machine"]
