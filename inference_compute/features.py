@@ -192,10 +192,10 @@ class Scorers:
     typical_ratio: float = 1.0  # target words per source word on the tuning set (``len_ratio_dev``)
 
     @classmethod
-    def load(cls, *, reverse: str | Sequence[str] | None = None, r2l: str | None = None, lm: str | None = None,
+    def load(cls, *, reverse: str | Sequence[str] | None = None, r2l: str | Sequence[str] | None = None, lm: str | None = None,
              alt: str | Sequence[str] | None = None, forward: str | Sequence[str] | None = None,
              typical_ratio: float = 1.0, device: str = "cpu", lm_placeholder: str = "") -> "Scorers":
-        """Model directories -> models (a list for ``reverse``/``forward``: one ensemble; for ``alt``: the
+        """Model directories -> models (a list for ``reverse``/``r2l``/``forward``: one ensemble; for ``alt``: the
         mean of several, each with its own tokenizer); None or empty: not used."""
         from core_seq2seq.translator import LSTMTranslator
 
