@@ -20,8 +20,14 @@ spacing, are an error naming the line. Reference pairs (mrt, grpo): ``.tsv`` or 
 ``core_seq2seq.data.read_tsv_or_jsonl`` reads them. Output (``output_dir``): ``model/`` (a model
 directory like training's, its ``decade_meta.json`` carrying ``posttrain``: method, steps, seconds,
 data, config), ``posttrain_log.jsonl``, ``config.yaml``. A finished output of the same config is
-reused; a finished output of another config is an error, never overwritten; a run killed midway
-starts over (the model is written last, atomically). Budgets are in steps.
+reused; a finished output of another config is an error, never overwritten. Budgets are in steps.
+
+A run killed midway resumes: every ``checkpoint_every_steps`` updates the whole state (weights,
+optimizer, data order, every random generator, the log so far, the seconds spent) goes to
+``checkpoints/`` (trl's own checkpoints, each marked complete and tagged with the config's hash
+once written; mrt's one state file, replaced atomically), and a rerun of the same config continues
+from the newest complete one, to the same model an unbroken run gives. The model is written last,
+atomically, and the checkpoints are then removed.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class PosttrainConfig:
     max_len_b: int = 10
     clip_norm: float = 1.0  # gradient-norm clipping (0: none)
     log_every_steps: int = 10  # a posttrain_log.jsonl line every N updates
+    checkpoint_every_steps: int = 100  # save the whole state every N updates (and print progress): a killed run
+    #                                    resumes there; does not change the result
     num_threads: int = 0  # torch CPU threads (0: torch's default)
     device: str = "cpu"  # cpu | cuda
 
@@ -79,7 +87,8 @@ class PosttrainConfig:
                             "lr": (1e-12, None), "max_pairs": (0, None), "beta": (0.0, None), "cpo_alpha": (0.0, None),
                             "num_samples": (2, None), "temperature": (1e-6, None), "sharpness": (0.0, None),
                             "nll_weight": (0.0, None), "max_len_a": (0.0, None), "max_len_b": (0, None),
-                            "clip_norm": (0.0, None), "log_every_steps": (1, None), "num_threads": (0, None)})
+                            "clip_norm": (0.0, None), "log_every_steps": (1, None), "checkpoint_every_steps": (1, None),
+                            "num_threads": (0, None)})
 
 
 # ---- preference pairs ------------------------------------------------------------------------------
@@ -212,15 +221,99 @@ def _load_start(cfg: PosttrainConfig):
 
 def _trl_args(cls, cfg: PosttrainConfig, out: Path, **extra):
     """A trl config for a short CPU-friendly run: fp32 (oneDNN's LSTM fails under bf16 on CPU), no
-    gradient checkpointing, constant rate, no checkpoints or reports (decade writes its own)."""
+    gradient checkpointing, constant rate, no reports; checkpoints every ``checkpoint_every_steps``
+    into ``out`` (the two newest kept), which is what a killed run resumes from."""
     return cls(output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps,
                learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0, seed=cfg.seed, data_seed=cfg.seed,
                bf16=False, fp16=False, gradient_checkpointing=False, report_to=[], logging_steps=cfg.log_every_steps,
-               save_strategy="no", max_grad_norm=cfg.clip_norm or 1e9, use_cpu=cfg.device == "cpu",
+               save_strategy="steps", save_steps=cfg.checkpoint_every_steps, save_total_limit=2,
+               max_grad_norm=cfg.clip_norm or 1e9, use_cpu=cfg.device == "cpu",
                disable_tqdm=True, dataloader_num_workers=0, **extra)
 
 
-def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, work: Path, log) -> tuple[object, list[dict]]:
+# ---- checkpoints and progress ---------------------------------------------------------------------
+
+RESUME_MARK = "decade_resume.json"  # written into a trl checkpoint once it is complete: config hash, step, seconds
+MRT_STATE = "mrt_state.pt"  # mrt's whole state, replaced atomically at every checkpoint
+
+
+@dataclass
+class _Run:
+    """What the method loops need beside the config: where checkpoints go, the config's hash, the
+    checkpoint to resume from (None: a fresh start), the clock (seconds over every segment) and the log."""
+    work: Path
+    digest: str
+    resume: Path | None
+    seconds_before: float
+    started: float
+    log: Callable[[str], None]
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def progress(self, method: str, step: int, max_steps: int, detail: str = "") -> None:
+        spent = self.seconds()
+        left = spent / step * (max_steps - step)
+        self.log(f"posttrain {method}: step {step}/{max_steps}{detail}, {spent / 60:.1f} min so far, "
+                 f"about {left / 60:.0f} min left (checkpoint saved)")
+
+
+def _resume_point(method: str, work: Path, digest: str, log: Callable[[str], None]) -> tuple[Path | None, float]:
+    """The newest complete checkpoint in ``work`` and the seconds spent up to it (None: start fresh).
+
+    A checkpoint trl was still writing when the run was killed (no mark) is removed; a complete one
+    of another config is an error, never resumed or overwritten, as ``train`` treats a run of
+    another config."""
+    other = DataError(f"{work}: holds a half-finished post-training run of another config; choose a new "
+                      "output_dir or remove it")
+    found: list[tuple[int, Path, float]] = []
+    if method == "mrt":
+        path = work / MRT_STATE
+        if path.exists():  # written atomically, so an unreadable one was not left by a kill
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                step, seconds, their = int(state["step"]), float(state["seconds"]), state["config_hash"]
+            except Exception as e:
+                raise DataError(f"{path}: not a readable checkpoint ({type(e).__name__}); remove it to start "
+                                "over") from None
+            if their != digest:
+                raise other
+            found.append((step, path, seconds))
+    elif work.exists():
+        for d in sorted(work.glob("checkpoint-*")):
+            try:
+                info = json.loads((d / RESUME_MARK).read_text(encoding="utf-8"))
+                step, seconds, their = int(info["step"]), float(info["seconds"]), info["config_hash"]
+            except (OSError, ValueError, KeyError, TypeError):
+                log(f"posttrain: removing {d}, a checkpoint the last run did not finish writing")
+                shutil.rmtree(d)
+                continue
+            if their != digest:
+                raise other
+            found.append((step, d, seconds))
+    if not found:
+        return None, 0.0
+    step, path, seconds = max(found, key=lambda f: f[0])
+    log(f"posttrain {method}: resuming from step {step} ({path})")
+    return path, seconds
+
+
+def _mark_trl_checkpoints(run: _Run, method: str, max_steps: int):
+    """A trl callback: once trl has written a checkpoint, mark it complete for this config and print progress."""
+    from evals.textio import atomic_write_text
+    from transformers import TrainerCallback
+
+    class MarkComplete(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            mark = {"config_hash": run.digest, "step": state.global_step, "seconds": run.seconds()}
+            atomic_write_text(run.work / f"checkpoint-{state.global_step}" / RESUME_MARK, json.dumps(mark))
+            if state.global_step < max_steps:
+                run.progress(method, state.global_step, max_steps)
+
+    return MarkComplete()
+
+
+def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -> tuple[object, list[dict]]:
     from datasets import Dataset
 
     if cfg.method in PREFERENCE_METHODS:
@@ -229,13 +322,13 @@ def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, work: Path, 
                                   "chosen": [p["chosen"] for p in pairs], "rejected": [p["rejected"] for p in pairs]})
         if cfg.method == "dpo":
             from trl import DPOConfig as Config, DPOTrainer as Trainer
-            args = _trl_args(Config, cfg, work, beta=cfg.beta)
+            args = _trl_args(Config, cfg, run.work, beta=cfg.beta)
         elif cfg.method == "cpo":
             from trl.experimental.cpo import CPOConfig as Config, CPOTrainer as Trainer
-            args = _trl_args(Config, cfg, work, beta=cfg.beta, cpo_alpha=cfg.cpo_alpha)
+            args = _trl_args(Config, cfg, run.work, beta=cfg.beta, cpo_alpha=cfg.cpo_alpha)
         else:
             from trl.experimental.orpo import ORPOConfig as Config, ORPOTrainer as Trainer
-            args = _trl_args(Config, cfg, work, beta=cfg.beta)
+            args = _trl_args(Config, cfg, run.work, beta=cfg.beta)
         trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
         n_data = len(pairs)
     else:  # grpo
@@ -252,15 +345,16 @@ def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, work: Path, 
             return sentence_scores(completions, reference, "chrf")
 
         # trl counts a batch in completions: batch_size sources x num_samples samples each.
-        args = _trl_args(GRPOConfig, cfg, work, beta=cfg.beta, num_generations=cfg.num_samples,
+        args = _trl_args(GRPOConfig, cfg, run.work, beta=cfg.beta, num_generations=cfg.num_samples,
                          temperature=cfg.temperature, max_completion_length=int(cfg.max_len_a * longest + cfg.max_len_b))
         args.per_device_train_batch_size = cfg.batch_size * cfg.num_samples
         trainer = GRPOTrainer(model=model, reward_funcs=chrf_reward, args=args, train_dataset=data,
                               processing_class=tokenizer)
         n_data = len(corpus)
-    result = trainer.train()
+    trainer.add_callback(_mark_trl_checkpoints(run, cfg.method, cfg.max_steps))
+    result = trainer.train(resume_from_checkpoint=str(run.resume) if run.resume else None)
     history = [dict(h) for h in trainer.state.log_history]
-    log(f"posttrain {cfg.method}: {result.global_step} steps on {n_data} examples, loss {result.training_loss:.4f}")
+    run.log(f"posttrain {cfg.method}: {result.global_step} steps on {n_data} examples, loss {result.training_loss:.4f}")
     return trainer.model, [{**h, "examples": n_data} for h in history]
 
 
@@ -282,14 +376,26 @@ def _reference_pairs(cfg: PosttrainConfig):
     return corpus
 
 
-def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, log) -> tuple[object, list[dict]]:
+def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -> tuple[object, list[dict]]:
     corpus = _reference_pairs(cfg)
     rng = random.Random(cfg.seed)
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     order: list[int] = []
     history, window = [], []
-    for step in range(1, cfg.max_steps + 1):
+    first = 1
+    if run.resume is not None:  # everything the loop draws from, as it was after the checkpoint's step
+        state = torch.load(run.resume, map_location=cfg.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        order, history, window = list(state["order"]), list(state["history"]), list(state["window"])
+        rng.setstate(_as_tuples(state["python_rng"]))
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])  # dropout in the training pass
+        if cfg.device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        first = int(state["step"]) + 1
+    for step in range(first, cfg.max_steps + 1):
         if len(order) < cfg.batch_size:  # a fresh shuffled pass over the pairs
             more = list(range(len(corpus)))
             rng.shuffle(more)
@@ -306,9 +412,30 @@ def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, log) -> tupl
         if step % cfg.log_every_steps == 0 or step == cfg.max_steps:
             history.append({"step": step, **{k: sum(w[k] for w in window) / len(window) for k in window[0]}})
             window = []
-    log(f"posttrain mrt: {cfg.max_steps} steps on {len(corpus)} pairs; reward {history[0]['reward']:.1f} -> "
-        f"{history[-1]['reward']:.1f} (mean sample chrF++, first vs last log window)")
+        if step % cfg.checkpoint_every_steps == 0 and step < cfg.max_steps:
+            state = {"config_hash": run.digest, "step": step, "seconds": run.seconds(), "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "order": order, "history": history, "window": window,
+                     "python_rng": rng.getstate(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+            if cfg.device.startswith("cuda"):
+                state["cuda_rng"] = torch.cuda.get_rng_state()
+            _save_atomic(state, run.work / MRT_STATE)
+            recent = history[-1]["reward"] if history else info["reward"]
+            run.progress("mrt", step, cfg.max_steps, f", mean sample chrF++ {recent:.1f}")
+    run.log(f"posttrain mrt: {cfg.max_steps} steps on {len(corpus)} pairs; reward {history[0]['reward']:.1f} -> "
+            f"{history[-1]['reward']:.1f} (mean sample chrF++, first vs last log window)")
     return model, [{**h, "examples": len(corpus)} for h in history]
+
+
+def _as_tuples(value):
+    """``random.getstate()`` is nested tuples; a saved copy may come back with lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -324,7 +451,9 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
             raise FileNotFoundError(f"{path or '(posttrain.data)'}: no such data file")
     out = Path(cfg.output_dir)
     final = out / "model"
-    digest = config_hash({**asdict(cfg), "output_dir": None, "log_every_steps": None, "num_threads": None})
+    # what decides the model: not where it goes, how often it logs or checkpoints, or the thread count
+    kept = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every_steps"}
+    digest = config_hash({**kept, "output_dir": None, "log_every_steps": None, "num_threads": None})
     if (final / "decade_meta.json").exists():
         try:
             done = json.loads((final / "decade_meta.json").read_text(encoding="utf-8")).get("posttrain", {})
@@ -345,17 +474,17 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
         read_preference_pairs(cfg.data, cfg.max_pairs)
     else:
         _reference_pairs(cfg)
+    work = out / "checkpoints"
+    resume, seconds_before = _resume_point(cfg.method, work, digest, log)
     model = copy.deepcopy(model).train()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
-    work = out / "trl.tmp"
-    start = time.perf_counter()
+    run = _Run(work, digest, resume, seconds_before, time.perf_counter(), log)
     if cfg.method == "mrt":
-        model, history = _run_mrt(cfg, model, tokenizer, tgt_lang, log)
+        model, history = _run_mrt(cfg, model, tokenizer, tgt_lang, run)
     else:
-        model, history = _run_trl(cfg, model, tokenizer, tgt_lang, work, log)
-    seconds = time.perf_counter() - start
-    shutil.rmtree(work, ignore_errors=True)
+        model, history = _run_trl(cfg, model, tokenizer, tgt_lang, run)
+    seconds = run.seconds()
     model.eval()
     log_path = out / "posttrain_log.jsonl"
     tmp_log = log_path.with_name(log_path.name + ".tmp")
@@ -367,5 +496,6 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
     new_meta = {**meta, "src_lang": src_lang, "tgt_lang": tgt_lang, "posttrain": info}
     new_meta.pop("val", None)  # the start model's validation scores do not describe this one
     save_model_dir(model, final, new_meta, tokenizer)
+    shutil.rmtree(work, ignore_errors=True)  # the model is written: its checkpoints are no longer needed
     log(f"posttrain {cfg.method}: {cfg.max_steps} steps in {seconds:.1f}s -> {final}")
     return final

@@ -711,7 +711,8 @@ class Ladder:
             return {"model": str(model), "run": str(stage_dir / "run"), "train_seconds": info["train_seconds"],
                     "steps": info["steps"], "train_seconds_total": info["train_seconds"], "examples": info["examples"]}
 
-        key = {k: v for k, v in key_dict(pc).items() if k not in ("output_dir", "num_threads", "log_every_steps")}
+        key = {k: v for k, v in key_dict(pc).items() if k not in ("output_dir", "num_threads", "log_every_steps",
+                                                            "checkpoint_every_steps")}
         self.models[name] = self.runner.run(name, key, {"student": student, "data": data, "data_tgt": data_tgt}, work)
         self.models[name]["stage"] = name
         return self.models[name]

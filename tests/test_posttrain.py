@@ -179,6 +179,68 @@ def test_mrt_run_records_cost_and_reward(toy_models_dir, tmp_path):
     LSTMTranslator.load(out).translate(["The dog sees a cat."], DecodeSettings(beam_size=2))
 
 
+# ---- a killed run resumes ----------------------------------------------------------------------------
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_on_call(fn, call: int):
+    """``fn``, except that its ``call``-th call raises, as a kill at that point would stop the run."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise _Killed
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("method", ["mrt", "dpo"])
+def test_a_killed_posttrain_resumes_to_the_model_of_an_unbroken_run(method, toy_models_dir, tmp_path, monkeypatch):
+    """Killed during step 4 (checkpoints every 2 steps), the rerun continues from step 2 and ends with
+    the same weights and log as a run that was never interrupted."""
+    import trl
+
+    import core_seq2seq.posttrain as pt
+
+    sources, targets = toy_corpus(24, seed=61)
+    if method == "mrt":
+        data = tmp_path / "pairs.tsv"
+        data.write_text("".join(f"{s}\t{t}\n" for s, t in zip(sources, targets)), encoding="utf-8")
+    else:
+        data = _write_jsonl(tmp_path / "pairs.jsonl", [{"src": s, "chosen": t, "rejected": targets[(i + 1) % 24]}
+                                                       for i, (s, t) in enumerate(zip(sources, targets))])
+
+    def cfg(out: str) -> PosttrainConfig:
+        return PosttrainConfig(method=method, model=str(toy_models_dir / "en_de/best"), data=str(data),
+                               output_dir=str(tmp_path / out), max_steps=5, batch_size=4, num_samples=3, lr=1e-3,
+                               log_every_steps=1, checkpoint_every_steps=2)
+
+    unbroken = posttrain(cfg("unbroken"), log=lambda m: None)
+    with monkeypatch.context() as m:
+        if method == "mrt":
+            m.setattr(pt, "mrt_step", _kill_on_call(pt.mrt_step, 4))
+        else:
+            m.setattr(trl.DPOTrainer, "training_step", _kill_on_call(trl.DPOTrainer.training_step, 4))
+        with pytest.raises(_Killed):
+            posttrain(cfg("killed"), log=lambda m: None)
+    assert not (tmp_path / "killed/model").exists() and (tmp_path / "killed/checkpoints").is_dir()
+    lines: list[str] = []
+    resumed = posttrain(cfg("killed"), log=lines.append)
+    assert any("resuming from step 2" in line for line in lines), lines
+    assert not (tmp_path / "killed/checkpoints").exists()  # removed once the model is written
+    a, b = LSTMTranslator.load(unbroken).models[0].state_dict(), LSTMTranslator.load(resumed).models[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def losses(out: str) -> list:
+        return [(h["step"], h["loss"]) for h in map(json.loads, (tmp_path / out / "posttrain_log.jsonl").read_text()
+                                                    .splitlines()) if "loss" in h]
+    assert losses("killed") == losses("unbroken") and len(losses("unbroken")) == 5
+
+
 # ---- self-distillation ----------------------------------------------------------------------------
 
 def test_distillation_from_a_stronger_system_lifts_a_weak_model(toy_en_de, toy_task, tmp_path):
