@@ -11,8 +11,11 @@ sources where no candidate differs that way give no pair. The pairs are what
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,6 +54,44 @@ def preference_pairs(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
                 continue
         pairs.append({"id": i, "src": src, "chosen": chosen, "rejected": cands[rejected].text, "chosen_rank": pick,
                       "rejected_rank": rejected, "rejected_is": kind})
+    return pairs, dropped
+
+
+Ranker = Callable[[list[str]], tuple[list[list[Candidate]], list[list[float]]]]  # RerankedTranslator.rank
+
+
+def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: str | Path, shard_size: int,
+                               log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """``preference_pairs`` of ``sources`` ranked by ``rank``, ``shard_size`` lines at a time.
+
+    Each shard's pairs go to ``shard_dir`` atomically as soon as they are made, so a killed run redoes
+    only the shard in flight (ranking a 64-best with three scorers is the slow part). A shard file
+    made from other source lines is an error, never reused. Ids count from the first source."""
+    from evals.textio import atomic_write_text
+
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    pairs: list[dict[str, Any]] = []
+    dropped = {"no_alternative": 0}
+    n_shards = (len(sources) + shard_size - 1) // shard_size
+    for k, first in enumerate(range(0, len(sources), shard_size)):
+        chunk = list(sources[first:first + shard_size])
+        digest = hashlib.sha256("\n".join(chunk).encode("utf-8")).hexdigest()
+        path = shard_dir / f"shard-{k:05d}.json"
+        if path.exists():
+            done = json.loads(path.read_text(encoding="utf-8"))
+            if done.get("sha256") != digest:
+                raise ValueError(f"{path}: made from other source lines; remove {shard_dir} to rank again")
+        else:
+            nbest, scores = rank(chunk)
+            made, lost = preference_pairs(chunk, nbest, scores)
+            done = {"first": first, "sources": len(chunk), "sha256": digest, "dropped": lost,
+                    "pairs": [{**p, "id": p["id"] + first} for p in made]}
+            atomic_write_text(path, json.dumps(done, ensure_ascii=False))
+            log(f"preference pairs: shard {k + 1}/{n_shards} ranked ({first + len(chunk)} of {len(sources)} sources)")
+        pairs += done["pairs"]
+        for key, count in done["dropped"].items():
+            dropped[key] = dropped.get(key, 0) + count
     return pairs, dropped
 
 

@@ -111,7 +111,7 @@ class DistillationRung:
     preference_sources: int = 2000  # dpo/cpo/orpo: monolingual lines whose ranked n-best gives preference pairs
     tag: str = ""  # distill: tag prepended to distilled sources ("": untagged)
     real_ratio: float = 1.0  # distill: real:distilled rows, by upsampling the real pairs (0: real pairs once)
-    shard_size: int = 2000  # distill: lines per resumable translation shard
+    shard_size: int = 2000  # distill and preference pairs: lines per resumable shard (translated or ranked)
     train: dict[str, Any] = field(default_factory=dict)  # distill: train-section overrides of the fine-tuning
     #                                                      (init_from and max_steps are set by the rung)
     posttrain: dict[str, Any] = field(default_factory=dict)  # the other methods: core_seq2seq.posttrain keys (lr,

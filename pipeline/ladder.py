@@ -672,19 +672,21 @@ class Ladder:
     def preference_data(self, pair: str, teacher: dict, mono: str) -> dict:
         """Preference pairs from the system's ranked n-best of monolingual source lines."""
         from core_seq2seq.data import read_text_lines
-        from inference_compute.preference import preference_pairs
+        from inference_compute.preference import preference_pairs_in_shards
 
-        n = self.cfg.distillation.preference_sources
+        dc = self.cfg.distillation
+        name = f"{pair}.preference_data"
 
         def work(stage_dir: Path) -> dict:
-            sources = read_text_lines(mono)[:n]
-            nbest, scores = self.teacher_translator(pair, teacher).rank(sources)
-            pairs, dropped = preference_pairs(sources, nbest, scores)
+            sources = read_text_lines(mono)[:dc.preference_sources]
+            translator = self.teacher_translator(pair, teacher)
+            pairs, dropped = preference_pairs_in_shards(translator.rank, sources, stage_dir / "shards", dc.shard_size,
+                                                        log=lambda m: self.log(f"[{name}] {m}"))
             atomic_write_text(stage_dir / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
             return {"pairs": str(stage_dir / "pairs.jsonl"), "n_pairs": len(pairs), "sources": len(sources), **dropped}
 
-        return self.runner.run(f"{pair}.preference_data", {"sources": n, "batch_size": self.cfg.batch_size},
-                               {"monolingual": mono, "teacher": teacher}, work)
+        return self.runner.run(name, {"sources": dc.preference_sources, "batch_size": self.cfg.batch_size,
+                                      "shard_size": dc.shard_size}, {"monolingual": mono, "teacher": teacher}, work)
 
     def distill_model(self, pair: str, student: str, mix: str) -> dict:
         dc = self.cfg.distillation

@@ -17,7 +17,7 @@ from core_seq2seq.posttrain import (PosttrainConfig, differ_beyond_punctuation, 
 from core_seq2seq.toy import toy_corpus
 from core_seq2seq.translator import Candidate, DecodeSettings, LSTMTranslator
 from inference_compute.features import Scorers
-from inference_compute.preference import RerankedTranslator, preference_pairs
+from inference_compute.preference import RerankedTranslator, preference_pairs, preference_pairs_in_shards
 
 
 
@@ -68,6 +68,35 @@ def test_preference_pairs_from_a_reranked_nbest_never_have_identical_sides(toy_e
     # translate() puts the reranker's pick first
     first = reranker.translate(sources[:5])
     assert [c[0].text for c in first] == [nbest[i][max(range(6), key=lambda r: (scores[i][r], -r))].text for i in range(5)]
+
+
+def test_preference_pairs_in_shards_resume_after_a_kill_and_match_one_pass(tmp_path):
+    """Ranked 3 lines at a time, killed while ranking the third shard: the rerun ranks only the
+    shards not written and gives exactly the pairs (ids included) of one unsharded pass."""
+    sources = [f"source {i}" for i in range(8)]
+
+    def rank(chunk: list[str]):
+        texts = [[f"{s} a", f"{s} b", f"{s} c"] for s in chunk]  # beam order
+        scores = [[0.1, 0.9 if int(s.split()[1]) % 2 else 0.0, 0.5] for s in chunk]  # odd: pick b; even: pick c
+        return [[_cand(t) for t in ts] for ts in texts], scores
+
+    calls: list[list[str]] = []
+
+    def killed_at_third(chunk: list[str]):
+        calls.append(chunk)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return rank(chunk)
+
+    with pytest.raises(KeyboardInterrupt):
+        preference_pairs_in_shards(killed_at_third, sources, tmp_path / "shards", 3, log=lambda m: None)
+    calls.clear()
+    pairs, dropped = preference_pairs_in_shards(killed_at_third, sources, tmp_path / "shards", 3, log=lambda m: None)
+    assert calls == [sources[6:]]  # only the shard in flight was ranked again
+    assert (pairs, dropped) == preference_pairs(sources, *rank(sources))
+    assert [p["id"] for p in pairs] == list(range(8))
+    with pytest.raises(ValueError, match="made from other source lines"):
+        preference_pairs_in_shards(rank, [s + "!" for s in sources], tmp_path / "shards", 3, log=lambda m: None)
 
 
 # ---- DPO ---------------------------------------------------------------------------------------------
