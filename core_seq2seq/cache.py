@@ -6,8 +6,10 @@ Writers write the artifact first and the marker last (``write_json``: a temporar
 which answers the marker only when its key matches, so work made by another config is never taken
 for this one's. Users: the ladder's stages (``stage.json``; a mismatch reruns the stage), synth's
 shards (a sidecar keyed by its shard's SHA-256), inference_compute's sweep (features, weights,
-selections, records) and n-best files (the meta sidecar; a mismatch is an error there). Training
-checkpoints resume by their own rule (``core_seq2seq.training``).
+selections, records), n-best files (the meta sidecar; a mismatch is an error there), preference-pair
+shards (``inference_compute.preference``: pairs and key in one file) and post-training's trl
+checkpoints (a marker written into each once trl has finished it). Training checkpoints resume by
+their own rule (``core_seq2seq.training``; post-training's mrt state likewise).
 """
 
 from __future__ import annotations

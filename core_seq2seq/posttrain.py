@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .cache import cached, write_json
 from .config import check_ranges, config_hash
 from .data import DataError, iter_jsonl, read_parallel_files, read_tsv_or_jsonl
 
@@ -281,16 +282,14 @@ def _resume_point(method: str, work: Path, digest: str, log: Callable[[str], Non
             found.append((step, path, seconds))
     elif work.exists():
         for d in sorted(work.glob("checkpoint-*")):
-            try:
-                info = json.loads((d / RESUME_MARK).read_text(encoding="utf-8"))
-                step, seconds, their = int(info["step"]), float(info["seconds"]), info["config_hash"]
-            except (OSError, ValueError, KeyError, TypeError):
+            if not (d / RESUME_MARK).exists():
                 log(f"posttrain: removing {d}, a checkpoint the last run did not finish writing")
                 shutil.rmtree(d)
                 continue
-            if their != digest:
+            info = cached(d / RESUME_MARK, digest, field="config_hash")
+            if info is None:
                 raise other
-            found.append((step, d, seconds))
+            found.append((int(info["step"]), d, float(info["seconds"])))
     if not found:
         return None, 0.0
     step, path, seconds = max(found, key=lambda f: f[0])
@@ -300,13 +299,12 @@ def _resume_point(method: str, work: Path, digest: str, log: Callable[[str], Non
 
 def _mark_trl_checkpoints(run: _Run, method: str, max_steps: int):
     """A trl callback: once trl has written a checkpoint, mark it complete for this config and print progress."""
-    from evals.textio import atomic_write_text
     from transformers import TrainerCallback
 
     class MarkComplete(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             mark = {"config_hash": run.digest, "step": state.global_step, "seconds": run.seconds()}
-            atomic_write_text(run.work / f"checkpoint-{state.global_step}" / RESUME_MARK, json.dumps(mark))
+            write_json(run.work / f"checkpoint-{state.global_step}" / RESUME_MARK, mark)  # the marker, written last
             if state.global_step < max_steps:
                 run.progress(method, state.global_step, max_steps)
 

@@ -12,7 +12,6 @@ sources where no candidate differs that way give no pair. The pairs are what
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -67,7 +66,7 @@ def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: 
     Each shard's pairs go to ``shard_dir`` atomically as soon as they are made, so a killed run redoes
     only the shard in flight (ranking a 64-best with three scorers is the slow part). A shard file
     made from other source lines is an error, never reused. Ids count from the first source."""
-    from evals.textio import atomic_write_text
+    from core_seq2seq.cache import cached, write_json
 
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -78,16 +77,15 @@ def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: 
         chunk = list(sources[first:first + shard_size])
         digest = hashlib.sha256("\n".join(chunk).encode("utf-8")).hexdigest()
         path = shard_dir / f"shard-{k:05d}.json"
-        if path.exists():
-            done = json.loads(path.read_text(encoding="utf-8"))
-            if done.get("sha256") != digest:
+        done = cached(path, digest, field="sha256")  # the pairs and their key in one atomically written file
+        if done is None:
+            if path.exists():
                 raise ValueError(f"{path}: made from other source lines; remove {shard_dir} to rank again")
-        else:
             nbest, scores = rank(chunk)
             made, lost = preference_pairs(chunk, nbest, scores)
             done = {"first": first, "sources": len(chunk), "sha256": digest, "dropped": lost,
                     "pairs": [{**p, "id": p["id"] + first} for p in made]}
-            atomic_write_text(path, json.dumps(done, ensure_ascii=False))
+            write_json(path, done, indent=None)
             log(f"preference pairs: shard {k + 1}/{n_shards} ranked ({first + len(chunk)} of {len(sources)} sources)")
         pairs += done["pairs"]
         for key, count in done["dropped"].items():
