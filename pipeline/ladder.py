@@ -851,13 +851,19 @@ class Ladder:
         return self.runner.run(f"{pair}.agent", key_dict(ac), {"models": models, "reverse": reverse, "draft": draft,
                                                              "rerank": rerank}, work)
 
+    def agent_reranker(self, pair: str, base: System) -> System | None:
+        """What the agent escalates to: the reranker over the kept system's model (after distillation,
+        the one on top of the post-trained model, kept or not), else the last reranker built."""
+        rerankers = [s for s in self.systems[pair] if s.stage in ("rerank", "distillation_rerank")]
+        return ([s for s in rerankers if s.models == base.models] or rerankers or [None])[-1]
+
     def agent(self) -> None:
         """The escalating agent: each direction's best model drafts with its beam; the reranker's
         rungs run where the critic says they pay, within the budget val picks."""
         plans = {}
         for pair in self.pairs:
             base = self.best(pair)
-            rerank = next((s for s in self.systems[pair] if s.stage == "rerank"), None)
+            rerank = self.agent_reranker(pair, base)
             if rerank is None:
                 self.log(f"[{pair}] +agent: skipped (it escalates to the reranker, and the rerank rung is off)")
                 continue

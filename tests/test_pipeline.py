@@ -421,3 +421,37 @@ def test_a_worker_whose_run_died_before_it_started_leaves(parent, code):
     script = f"import os; from pipeline.ladder import _die_with_parent; _die_with_parent({parent}); print('ran')"
     done = subprocess.run([sys.executable, "-c", script], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == code and ("ran" in done.stdout) == (code == 0), done.stderr[-2000:]
+
+
+def _system(name: str, stage: str, models: list[str], kept: bool = True):
+    from core_seq2seq.translator import DecodeSettings
+    from pipeline.ladder import System
+
+    return System(name, stage, "en-de", models, DecodeSettings(), {}, [], kept=kept)
+
+
+@pytest.mark.parametrize("rungs, expect", [
+    # no distillation: the one reranker
+    ([("+rerank", "rerank", ["fwd"], True), ("+mbr", "mbr", ["fwd"], False)], "+rerank"),
+    # distillation kept, and the reranker on top of the distilled model: the agent drafts and escalates there
+    ([("+rerank", "rerank", ["fwd"], True), ("+distillation", "distillation", ["dpo"], False),
+      ("+distillation+rerank", "distillation_rerank", ["dpo"], True)], "+distillation+rerank"),
+    # the distilled model kept at beam cost, its reranker not: still the reranker over the kept model
+    ([("+rerank", "rerank", ["fwd"], True), ("+distillation", "distillation", ["dpo"], True),
+      ("+distillation+rerank", "distillation_rerank", ["dpo"], False)], "+distillation+rerank"),
+    # distillation lost on val: the reranker over the kept (first) model
+    ([("+rerank", "rerank", ["fwd"], True), ("+distillation", "distillation", ["dpo"], False),
+      ("+distillation+rerank", "distillation_rerank", ["dpo"], False)], "+rerank"),
+    # no reranker at all: nothing to escalate to
+    ([("+beam", "beam", ["fwd"], True)], None),
+])
+def test_the_agent_escalates_to_the_reranker_over_the_kept_model(rungs, expect):
+    from types import SimpleNamespace
+
+    from pipeline.ladder import Ladder
+
+    systems = [_system("baseline", "baseline", ["fwd"])] + [_system(*r) for r in rungs]
+    ladder = SimpleNamespace(systems={"en-de": systems})
+    base = [s for s in systems if s.kept][-1]
+    got = Ladder.agent_reranker(ladder, "en-de", base)
+    assert (got.name if got else None) == expect
