@@ -26,8 +26,10 @@ A run killed midway resumes: every ``checkpoint_every_steps`` updates the whole 
 optimizer, data order, every random generator, the log so far, the seconds spent) goes to
 ``checkpoints/`` (trl's own checkpoints, each marked complete and tagged with the config's hash
 once written; mrt's one state file, replaced atomically), and a rerun of the same config continues
-from the newest complete one, to the same model an unbroken run gives. The model is written last,
-atomically, and the checkpoints are then removed.
+from the newest complete one, to the weights an unbroken run gives (trl's log lines average the
+steps since the last line, so they match too when ``checkpoint_every_steps`` is a multiple of
+``log_every_steps``). GRPO is the exception: a killed GRPO run starts over. The model is written
+last, atomically, and the checkpoints are then removed.
 """
 
 from __future__ import annotations
@@ -262,34 +264,35 @@ class _Run:
 def _resume_point(method: str, work: Path, digest: str, log: Callable[[str], None]) -> tuple[Path | None, float]:
     """The newest complete checkpoint in ``work`` and the seconds spent up to it (None: start fresh).
 
-    A checkpoint trl was still writing when the run was killed (no mark) is removed; a complete one
-    of another config is an error, never resumed or overwritten, as ``train`` treats a run of
-    another config."""
+    Any complete checkpoint of another config (whatever its method) is an error before anything is
+    touched, never resumed or overwritten, as ``train`` treats a run of another config; then a
+    checkpoint trl was still writing when the run was killed (no mark) is removed."""
     other = DataError(f"{work}: holds a half-finished post-training run of another config; choose a new "
                       "output_dir or remove it")
     found: list[tuple[int, Path, float]] = []
-    if method == "mrt":
-        path = work / MRT_STATE
-        if path.exists():  # written atomically, so an unreadable one was not left by a kill
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                step, seconds, their = int(state["step"]), float(state["seconds"]), state["config_hash"]
-            except Exception as e:
-                raise DataError(f"{path}: not a readable checkpoint ({type(e).__name__}); remove it to start "
-                                "over") from None
-            if their != digest:
-                raise other
-            found.append((step, path, seconds))
-    elif work.exists():
-        for d in sorted(work.glob("checkpoint-*")):
-            if not (d / RESUME_MARK).exists():
-                log(f"posttrain: removing {d}, a checkpoint the last run did not finish writing")
-                shutil.rmtree(d)
-                continue
-            info = cached(d / RESUME_MARK, digest, field="config_hash")
-            if info is None:
-                raise other
-            found.append((int(info["step"]), d, float(info["seconds"])))
+    unfinished: list[Path] = []
+    mrt_state = work / MRT_STATE
+    if mrt_state.exists():  # written atomically, so an unreadable one was not left by a kill
+        try:
+            state = torch.load(mrt_state, map_location="cpu", weights_only=True)
+            step, seconds, their = int(state["step"]), float(state["seconds"]), state["config_hash"]
+        except Exception as e:
+            raise DataError(f"{mrt_state}: not a readable checkpoint ({type(e).__name__}); remove it to start "
+                            "over") from None
+        if their != digest:
+            raise other
+        found.append((step, mrt_state, seconds))
+    for d in sorted(work.glob("checkpoint-*")) if work.exists() else []:
+        if not (d / RESUME_MARK).exists():
+            unfinished.append(d)
+            continue
+        info = cached(d / RESUME_MARK, digest, field="config_hash")
+        if info is None:
+            raise other
+        found.append((int(info["step"]), d, float(info["seconds"])))
+    for d in unfinished:
+        log(f"posttrain: removing {d}, a checkpoint the last run did not finish writing")
+        shutil.rmtree(d)
     if not found:
         return None, 0.0
     step, path, seconds = max(found, key=lambda f: f[0])
@@ -297,11 +300,17 @@ def _resume_point(method: str, work: Path, digest: str, log: Callable[[str], Non
     return path, seconds
 
 
-def _mark_trl_checkpoints(run: _Run, method: str, max_steps: int):
+def _mark_trl_checkpoints(run: _Run, method: str, max_steps: int) -> object:
     """A trl callback: once trl has written a checkpoint, mark it complete for this config and print progress."""
     from transformers import TrainerCallback
 
     class MarkComplete(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            # trl would also checkpoint the last step; a run killed after that but before its model is
+            # written would resume there and train on to the end of the epoch: never checkpoint it
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
         def on_save(self, args, state, control, **kwargs):
             mark = {"config_hash": run.digest, "step": state.global_step, "seconds": run.seconds()}
             write_json(run.work / f"checkpoint-{state.global_step}" / RESUME_MARK, mark)  # the marker, written last
@@ -346,6 +355,9 @@ def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -
         args = _trl_args(GRPOConfig, cfg, run.work, beta=cfg.beta, num_generations=cfg.num_samples,
                          temperature=cfg.temperature, max_completion_length=int(cfg.max_len_a * longest + cfg.max_len_b))
         args.per_device_train_batch_size = cfg.batch_size * cfg.num_samples
+        # No checkpoints: trl's RepeatSampler draws every epoch's order from one generator that a resumed
+        # trainer cannot put back where it was, so a resumed GRPO run would differ; a killed one starts over.
+        args.save_strategy = "no"
         trainer = GRPOTrainer(model=model, reward_funcs=chrf_reward, args=args, train_dataset=data,
                               processing_class=tokenizer)
         n_data = len(corpus)
@@ -383,7 +395,7 @@ def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -
     history, window = [], []
     first = 1
     if run.resume is not None:  # everything the loop draws from, as it was after the checkpoint's step
-        state = torch.load(run.resume, map_location=cfg.device, weights_only=True)
+        state = torch.load(run.resume, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         order, history, window = list(state["order"]), list(state["history"]), list(state["window"])
@@ -391,7 +403,7 @@ def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])  # dropout in the training pass
         if cfg.device.startswith("cuda"):
-            torch.cuda.set_rng_state(state["cuda_rng"])
+            torch.cuda.set_rng_state(state["cuda_rng"], cfg.device)
         first = int(state["step"]) + 1
     for step in range(first, cfg.max_steps + 1):
         if len(order) < cfg.batch_size:  # a fresh shuffled pass over the pairs
@@ -415,7 +427,7 @@ def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -
                      "optimizer": optimizer.state_dict(), "order": order, "history": history, "window": window,
                      "python_rng": rng.getstate(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
             if cfg.device.startswith("cuda"):
-                state["cuda_rng"] = torch.cuda.get_rng_state()
+                state["cuda_rng"] = torch.cuda.get_rng_state(cfg.device)
             _save_atomic(state, run.work / MRT_STATE)
             recent = history[-1]["reward"] if history else info["reward"]
             run.progress("mrt", step, cfg.max_steps, f", mean sample chrF++ {recent:.1f}")
@@ -424,7 +436,7 @@ def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -
     return model, [{**h, "examples": len(corpus)} for h in history]
 
 
-def _as_tuples(value):
+def _as_tuples(value: object) -> object:
     """``random.getstate()`` is nested tuples; a saved copy may come back with lists."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
@@ -460,6 +472,7 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
                             "output_dir or remove it") from None
         if done.get("config_hash") == digest:
             log(f"posttrain: {final} is already done for this config; reusing it")
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # left if a kill came right after the model
             return final
         raise DataError(f"{final}: holds a post-trained model of another config; choose a new output_dir "
                         "or remove it")

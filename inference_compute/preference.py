@@ -65,8 +65,11 @@ def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: 
 
     Each shard's pairs go to ``shard_dir`` atomically as soon as they are made, so a killed run redoes
     only the shard in flight (ranking a 64-best with three scorers is the slow part). A shard file
-    made from other source lines is an error, never reused. Ids count from the first source."""
+    made from other source lines is an error, never reused; the key is the source lines only, so a
+    caller that changes ``rank`` gives it another ``shard_dir`` (the ladder's stage directory is keyed
+    by its teacher). Ids count from the first source."""
     from core_seq2seq.cache import cached, write_json
+    from core_seq2seq.data import DataError
 
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: 
         done = cached(path, digest, field="sha256")  # the pairs and their key in one atomically written file
         if done is None:
             if path.exists():
-                raise ValueError(f"{path}: made from other source lines; remove {shard_dir} to rank again")
+                raise DataError(f"{path}: made from other source lines; remove {shard_dir} to rank again")
             nbest, scores = rank(chunk)
             made, lost = preference_pairs(chunk, nbest, scores)
             done = {"first": first, "sources": len(chunk), "sha256": digest, "dropped": lost,

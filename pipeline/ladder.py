@@ -685,8 +685,10 @@ class Ladder:
             atomic_write_text(stage_dir / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
             return {"pairs": str(stage_dir / "pairs.jsonl"), "n_pairs": len(pairs), "sources": len(sources), **dropped}
 
-        return self.runner.run(name, {"sources": dc.preference_sources, "batch_size": self.cfg.batch_size,
-                                      "shard_size": dc.shard_size}, {"monolingual": mono, "teacher": teacher}, work)
+        key = {"sources": dc.preference_sources, "batch_size": self.cfg.batch_size}
+        if dc.shard_size < dc.preference_sources:  # one shard is the single pass of runs made before shards
+            key["shard_size"] = dc.shard_size
+        return self.runner.run(name, key, {"monolingual": mono, "teacher": teacher}, work)
 
     def distill_model(self, pair: str, student: str, mix: str) -> dict:
         dc = self.cfg.distillation

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from core_seq2seq.data import DataError
 from core_seq2seq.posttrain import (PosttrainConfig, differ_beyond_punctuation, mrt_loss, posttrain,
                                     read_preference_pairs)
 from core_seq2seq.toy import toy_corpus
@@ -95,7 +96,7 @@ def test_preference_pairs_in_shards_resume_after_a_kill_and_match_one_pass(tmp_p
     assert calls == [sources[6:]]  # only the shard in flight was ranked again
     assert (pairs, dropped) == preference_pairs(sources, *rank(sources))
     assert [p["id"] for p in pairs] == list(range(8))
-    with pytest.raises(ValueError, match="made from other source lines"):
+    with pytest.raises(DataError, match="made from other source lines"):
         preference_pairs_in_shards(rank, [s + "!" for s in sources], tmp_path / "shards", 3, log=lambda m: None)
 
 
@@ -227,10 +228,12 @@ def _kill_on_call(fn, call: int):
     return wrapped
 
 
-@pytest.mark.parametrize("method", ["mrt", "dpo"])
-def test_a_killed_posttrain_resumes_to_the_model_of_an_unbroken_run(method, toy_models_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method, kill_at", [("mrt", "step 4"), ("dpo", "step 4"), ("dpo", "writing the model")])
+def test_a_killed_posttrain_resumes_to_the_model_of_an_unbroken_run(method, kill_at, toy_en_de, toy_models_dir, tmp_path,
+                                                                    monkeypatch):
     """Killed during step 4 (checkpoints every 2 steps), the rerun continues from step 2 and ends with
-    the same weights and log as a run that was never interrupted."""
+    the same weights and log as a run that was never interrupted; killed after the last step, while
+    the model is written, it resumes from step 4 and does only step 5 (no checkpoint of the last step)."""
     import trl
 
     import core_seq2seq.posttrain as pt
@@ -250,7 +253,11 @@ def test_a_killed_posttrain_resumes_to_the_model_of_an_unbroken_run(method, toy_
 
     unbroken = posttrain(cfg("unbroken"), log=lambda m: None)
     with monkeypatch.context() as m:
-        if method == "mrt":
+        if kill_at == "writing the model":
+            import core_seq2seq.training
+
+            m.setattr(core_seq2seq.training, "save_model_dir", _kill_on_call(core_seq2seq.training.save_model_dir, 1))
+        elif method == "mrt":
             m.setattr(pt, "mrt_step", _kill_on_call(pt.mrt_step, 4))
         else:
             m.setattr(trl.DPOTrainer, "training_step", _kill_on_call(trl.DPOTrainer.training_step, 4))
@@ -259,7 +266,8 @@ def test_a_killed_posttrain_resumes_to_the_model_of_an_unbroken_run(method, toy_
     assert not (tmp_path / "killed/model").exists() and (tmp_path / "killed/checkpoints").is_dir()
     lines: list[str] = []
     resumed = posttrain(cfg("killed"), log=lines.append)
-    assert any("resuming from step 2" in line for line in lines), lines
+    resumed_from = 4 if kill_at == "writing the model" else 2
+    assert any(f"resuming from step {resumed_from}" in line for line in lines), lines
     assert not (tmp_path / "killed/checkpoints").exists()  # removed once the model is written
     a, b = LSTMTranslator.load(unbroken).models[0].state_dict(), LSTMTranslator.load(resumed).models[0].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
