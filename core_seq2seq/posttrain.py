@@ -79,6 +79,10 @@ class PosttrainConfig:
     max_len_a: float = 1.5  # mrt/grpo: max sampled target tokens = a * source tokens + b
     max_len_b: int = 10
     clip_norm: float = 1.0  # gradient-norm clipping (0: none)
+    val_src: str = ""  # the validation set's sources ("": no selection, the last update's model is kept) ...
+    val_tgt: str = ""  # ... and references: greedy val BLEU before the first update and every eval_every_steps;
+    #                    the best model is kept, as training keeps best/ (post-training can overshoot)
+    eval_every_steps: int = 100  # validate every N updates (with val_src)
     log_every_steps: int = 10  # a posttrain_log.jsonl line every N updates
     checkpoint_every_steps: int = 100  # save the whole state every N updates (and print progress): a killed run
     #                                    resumes there; does not change the result
@@ -86,11 +90,14 @@ class PosttrainConfig:
     device: str = "cpu"  # cpu | cuda
 
     def __post_init__(self) -> None:
+        if bool(self.val_src) != bool(self.val_tgt):
+            raise ValueError("val_src and val_tgt go together (both files, or neither)")
         check_ranges(self, {"method": ("in", *METHODS), "max_steps": (1, None), "batch_size": (1, None),
                             "lr": (1e-12, None), "max_pairs": (0, None), "beta": (0.0, None), "cpo_alpha": (0.0, None),
                             "num_samples": (2, None), "temperature": (1e-6, None), "sharpness": (0.0, None),
                             "nll_weight": (0.0, None), "max_len_a": (0.0, None), "max_len_b": (0, None),
                             "clip_norm": (0.0, None), "log_every_steps": (1, None), "checkpoint_every_steps": (1, None),
+                            "eval_every_steps": (1, None),
                             "num_threads": (0, None)})
 
 
@@ -261,6 +268,65 @@ class _Run:
                  f"about {left / 60:.0f} min left (checkpoint saved)")
 
 
+BEST = "best.pt"  # the best weights on val so far, their step and every validation's BLEU (with val_src)
+
+
+class _Validation:
+    """Greedy val BLEU of the model being post-trained; keeps the best weights (in memory and, for a
+    resumed run, in ``checkpoints/best.pt``, written atomically at every validation)."""
+
+    def __init__(self, cfg: PosttrainConfig, tokenizer, src_lang: str, tgt_lang: str, run: _Run):
+        self.corpus, _ = read_parallel_files(cfg.val_src, cfg.val_tgt, src_lang, tgt_lang)
+        if not len(self.corpus):
+            raise DataError(f"{cfg.val_src}: no validation pairs")
+        self.cfg, self.tokenizer, self.run = cfg, tokenizer, run
+        self.path = run.work / BEST
+        self.bleu_by_step: dict[int, float] = {}
+        self.best_step, self.best_weights = -1, None
+        if run.resume is not None and self.path.exists():  # what the run had validated before it was killed
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if state.get("config_hash") == run.digest:
+                self.bleu_by_step = {int(k): float(v) for k, v in state["bleu_by_step"].items()}
+                self.best_step, self.best_weights = int(state["step"]), state["weights"]
+
+    def __call__(self, model, step: int) -> None:
+        from evals.metrics import score_corpus
+
+        from .translator import DecodeSettings, LSTMTranslator
+
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            translator = LSTMTranslator(model, self.tokenizer, self.corpus.src_lang, self.corpus.tgt_lang,
+                                        next(model.parameters()).device)
+            hyps = [c[0].text for c in translator.translate(self.corpus.src, DecodeSettings(method="greedy",
+                                                                                              batch_size=128))]
+        model.train(was_training)
+        bleu = score_corpus(hyps, self.corpus.tgt, trg_lang=self.corpus.tgt_lang)["bleu"]
+        self.bleu_by_step[step] = bleu
+        if self.best_weights is None or bleu > self.bleu_by_step[self.best_step]:
+            self.best_step = step
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        _save_atomic({"config_hash": self.run.digest, "step": self.best_step, "weights": self.best_weights,
+                      "bleu_by_step": {str(k): v for k, v in self.bleu_by_step.items()}}, self.path)
+        self.run.log(f"posttrain {self.cfg.method}: step {step}: val BLEU {bleu:.2f} "
+                     f"(best {self.bleu_by_step[self.best_step]:.2f} at step {self.best_step})")
+
+    def start(self, model) -> None:
+        """Validate the start model (step 0) unless a resumed run already did."""
+        if 0 not in self.bleu_by_step:
+            self(model, 0)
+
+    def due(self, step: int) -> bool:
+        return step % self.cfg.eval_every_steps == 0 or step == self.cfg.max_steps
+
+    def keep_best(self, model) -> dict:
+        """Load the best weights into ``model``; what the model's record says about the selection."""
+        model.load_state_dict(self.best_weights)
+        return {"best_step": self.best_step, "best_val_bleu": round(self.bleu_by_step[self.best_step], 2),
+                "val_bleu_by_step": {k: round(v, 2) for k, v in sorted(self.bleu_by_step.items())}}
+
+
 def _resume_point(method: str, work: Path, digest: str, log: Callable[[str], None]) -> tuple[Path | None, float]:
     """The newest complete checkpoint in ``work`` and the seconds spent up to it (None: start fresh).
 
@@ -300,12 +366,15 @@ def _resume_point(method: str, work: Path, digest: str, log: Callable[[str], Non
     return path, seconds
 
 
-def _mark_trl_checkpoints(run: _Run, method: str, max_steps: int) -> object:
-    """A trl callback: once trl has written a checkpoint, mark it complete for this config and print progress."""
+def _mark_trl_checkpoints(run: _Run, method: str, max_steps: int, model, validation: "_Validation | None") -> object:
+    """A trl callback: validate when due (before trl writes that step's checkpoint); once trl has written
+    a checkpoint, mark it complete for this config and print progress."""
     from transformers import TrainerCallback
 
     class MarkComplete(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            if validation is not None and validation.due(state.global_step):
+                validation(model, state.global_step)
             # trl would also checkpoint the last step; a run killed after that but before its model is
             # written would resume there and train on to the end of the epoch: never checkpoint it
             if state.global_step >= state.max_steps:
@@ -320,7 +389,8 @@ def _mark_trl_checkpoints(run: _Run, method: str, max_steps: int) -> object:
     return MarkComplete()
 
 
-def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -> tuple[object, list[dict]]:
+def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run,
+             validation: _Validation | None) -> tuple[object, list[dict]]:
     from datasets import Dataset
 
     if cfg.method in PREFERENCE_METHODS:
@@ -361,7 +431,7 @@ def _run_trl(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -
         trainer = GRPOTrainer(model=model, reward_funcs=chrf_reward, args=args, train_dataset=data,
                               processing_class=tokenizer)
         n_data = len(corpus)
-    trainer.add_callback(_mark_trl_checkpoints(run, cfg.method, cfg.max_steps))
+    trainer.add_callback(_mark_trl_checkpoints(run, cfg.method, cfg.max_steps, model, validation))
     result = trainer.train(resume_from_checkpoint=str(run.resume) if run.resume else None)
     history = [dict(h) for h in trainer.state.log_history]
     run.log(f"posttrain {cfg.method}: {result.global_step} steps on {n_data} examples, loss {result.training_loss:.4f}")
@@ -386,7 +456,8 @@ def _reference_pairs(cfg: PosttrainConfig):
     return corpus
 
 
-def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -> tuple[object, list[dict]]:
+def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run,
+             validation: _Validation | None) -> tuple[object, list[dict]]:
     corpus = _reference_pairs(cfg)
     rng = random.Random(cfg.seed)
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
@@ -422,6 +493,8 @@ def _run_mrt(cfg: PosttrainConfig, model, tokenizer, tgt_lang: str, run: _Run) -
         if step % cfg.log_every_steps == 0 or step == cfg.max_steps:
             history.append({"step": step, **{k: sum(w[k] for w in window) / len(window) for k in window[0]}})
             window = []
+        if validation is not None and validation.due(step):  # before the checkpoint, as in the trl path
+            validation(model, step)
         if step % cfg.checkpoint_every_steps == 0 and step < cfg.max_steps:
             state = {"config_hash": run.digest, "step": step, "seconds": run.seconds(), "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "order": order, "history": history, "window": window,
@@ -456,13 +529,15 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
 
     if not cfg.output_dir:
         raise DataError("posttrain: output_dir is required")
-    for path in [cfg.data] + ([cfg.data_tgt] if cfg.data_tgt else []):
+    for path in [cfg.data] + [f for f in (cfg.data_tgt, cfg.val_src, cfg.val_tgt) if f]:
         if not path or not Path(path).exists():
             raise FileNotFoundError(f"{path or '(posttrain.data)'}: no such data file")
     out = Path(cfg.output_dir)
     final = out / "model"
     # what decides the model: not where it goes, how often it logs or checkpoints, or the thread count
-    kept = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every_steps"}
+    # (the validation keys only when set: the hash of a run without them stays as it was)
+    kept = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every_steps"
+            and (cfg.val_src or k not in ("val_src", "val_tgt", "eval_every_steps"))}
     digest = config_hash({**kept, "output_dir": None, "log_every_steps": None, "num_threads": None})
     if (final / "decade_meta.json").exists():
         try:
@@ -485,16 +560,25 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
         read_preference_pairs(cfg.data, cfg.max_pairs)
     else:
         _reference_pairs(cfg)
+    if cfg.val_src:
+        read_parallel_files(cfg.val_src, cfg.val_tgt, src_lang, tgt_lang)
     work = out / "checkpoints"
     resume, seconds_before = _resume_point(cfg.method, work, digest, log)
     model = copy.deepcopy(model).train()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
     run = _Run(work, digest, resume, seconds_before, time.perf_counter(), log)
+    validation = _Validation(cfg, tokenizer, src_lang, tgt_lang, run) if cfg.val_src else None
+    if validation is not None:
+        validation.start(model)
     if cfg.method == "mrt":
-        model, history = _run_mrt(cfg, model, tokenizer, tgt_lang, run)
+        model, history = _run_mrt(cfg, model, tokenizer, tgt_lang, run, validation)
     else:
-        model, history = _run_trl(cfg, model, tokenizer, tgt_lang, run)
+        model, history = _run_trl(cfg, model, tokenizer, tgt_lang, run, validation)
+    selected = validation.keep_best(model) if validation is not None else None
+    if selected is not None:
+        log(f"posttrain {cfg.method}: keeping step {selected['best_step']} (val BLEU {selected['best_val_bleu']:.2f}; "
+            f"start {selected['val_bleu_by_step'][0]:.2f})")
     seconds = run.seconds()
     model.eval()
     log_path = out / "posttrain_log.jsonl"
@@ -503,7 +587,8 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
     os.replace(tmp_log, log_path)
     info = {"method": cfg.method, "steps": cfg.max_steps, "train_seconds": round(seconds, 2), "data": str(cfg.data),
             "start_model": str(cfg.model), "seed": cfg.seed, "config": asdict(cfg), "config_hash": digest,
-            "examples": history[0].get("examples") if history else None}
+            "examples": history[0].get("examples") if history else None,
+            **({"validation": selected} if selected is not None else {})}
     new_meta = {**meta, "src_lang": src_lang, "tgt_lang": tgt_lang, "posttrain": info}
     new_meta.pop("val", None)  # the start model's validation scores do not describe this one
     save_model_dir(model, final, new_meta, tokenizer)

@@ -704,8 +704,10 @@ class Ladder:
         name = f"model.{method}.{pair}"
         if name in self.models:
             return self.models[name]
+        val = self.sets[pair]["val"]  # post-training keeps its best model on val, as training keeps best/
         pc = from_dict(PosttrainConfig, {**self.cfg.distillation.posttrain, "method": method, "model": student,
                                          "data": data, "data_tgt": data_tgt, "max_steps": self.cfg.distillation.steps,
+                                         "val_src": val.src_path, "val_tgt": val.ref_path,
                                          "seed": self.cfg.train.seed, "max_pairs": self.cfg.data.max_train_pairs
                                          if data_tgt else 0}, "distillation.posttrain")
 

@@ -246,10 +246,15 @@ def test_a_killed_posttrain_resumes_to_the_model_of_an_unbroken_run(method, kill
         data = _write_jsonl(tmp_path / "pairs.jsonl", [{"src": s, "chosen": t, "rejected": targets[(i + 1) % 24]}
                                                        for i, (s, t) in enumerate(zip(sources, targets))])
 
-    def cfg(out: str) -> PosttrainConfig:
+    val_src, val_tgt = toy_corpus(30, seed=63)
+    (tmp_path / "val.en").write_text("".join(x + "\n" for x in val_src), encoding="utf-8")
+    (tmp_path / "val.de").write_text("".join(x + "\n" for x in val_tgt), encoding="utf-8")
+
+    def cfg(out: str) -> PosttrainConfig:  # validated every 3 steps: the best model is kept across the kill too
         return PosttrainConfig(method=method, model=str(toy_models_dir / "en_de/best"), data=str(data),
                                output_dir=str(tmp_path / out), max_steps=5, batch_size=4, num_samples=3, lr=1e-3,
-                               log_every_steps=1, checkpoint_every_steps=2)
+                               log_every_steps=1, checkpoint_every_steps=2, val_src=str(tmp_path / "val.en"),
+                               val_tgt=str(tmp_path / "val.de"), eval_every_steps=3)
 
     unbroken = posttrain(cfg("unbroken"), log=lambda m: None)
     with monkeypatch.context() as m:
@@ -276,6 +281,32 @@ def test_a_killed_posttrain_resumes_to_the_model_of_an_unbroken_run(method, kill
         return [(h["step"], h["loss"]) for h in map(json.loads, (tmp_path / out / "posttrain_log.jsonl").read_text()
                                                     .splitlines()) if "loss" in h]
     assert losses("killed") == losses("unbroken") and len(losses("unbroken")) == 5
+    meta = {out: json.loads((tmp_path / out / "model/decade_meta.json").read_text())["posttrain"]["validation"]
+            for out in ("killed", "unbroken")}
+    assert meta["killed"] == meta["unbroken"] and sorted(meta["unbroken"]["val_bleu_by_step"]) == ["0", "3", "5"]
+
+
+def test_posttrain_keeps_the_best_model_on_val(toy_en_de, toy_models_dir, tmp_path):
+    """A rate that wrecks the model: every validation after the start is worse, so the start model is
+    what post-training keeps (as training keeps best/); without val_src the last update's model is kept."""
+    sources, targets = toy_corpus(16, seed=64)
+    data = _write_jsonl(tmp_path / "pairs.jsonl", [{"src": s, "chosen": t, "rejected": targets[(i + 1) % 16]}
+                                                   for i, (s, t) in enumerate(zip(sources, targets))])
+    val_src, val_tgt = toy_corpus(30, seed=65)
+    (tmp_path / "val.en").write_text("".join(x + "\n" for x in val_src), encoding="utf-8")
+    (tmp_path / "val.de").write_text("".join(x + "\n" for x in val_tgt), encoding="utf-8")
+    base = dict(method="dpo", model=str(toy_models_dir / "en_de/best"), data=str(data), max_steps=4, batch_size=8,
+                lr=0.05, eval_every_steps=2)
+    kept = posttrain(PosttrainConfig(**base, output_dir=str(tmp_path / "val"), val_src=str(tmp_path / "val.en"),
+                                     val_tgt=str(tmp_path / "val.de")), log=lambda m: None)
+    last = posttrain(PosttrainConfig(**base, output_dir=str(tmp_path / "last")), log=lambda m: None)
+    selection = json.loads((kept / "decade_meta.json").read_text())["posttrain"]["validation"]
+    by_step = selection["val_bleu_by_step"]
+    assert sorted(by_step) == ["0", "2", "4"] and selection["best_step"] == int(max(by_step, key=lambda k: (by_step[k], -int(k))))
+    assert selection["best_step"] == 0 and by_step["0"] > by_step["4"] + 5
+    start = toy_en_de.models[0].state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in LSTMTranslator.load(kept).models[0].state_dict().items())
+    assert not all(torch.equal(v, start[k]) for k, v in LSTMTranslator.load(last).models[0].state_dict().items())
 
 
 # ---- self-distillation ----------------------------------------------------------------------------
