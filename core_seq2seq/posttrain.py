@@ -290,19 +290,10 @@ class _Validation:
                 self.best_step, self.best_weights = int(state["step"]), state["weights"]
 
     def __call__(self, model, step: int) -> None:
-        from evals.metrics import score_corpus
+        from .training import greedy_scores
 
-        from .translator import DecodeSettings, LSTMTranslator
-
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            translator = LSTMTranslator(model, self.tokenizer, self.corpus.src_lang, self.corpus.tgt_lang,
-                                        next(model.parameters()).device)
-            hyps = [c[0].text for c in translator.translate(self.corpus.src, DecodeSettings(method="greedy",
-                                                                                              batch_size=128))]
-        model.train(was_training)
-        bleu = score_corpus(hyps, self.corpus.tgt, trg_lang=self.corpus.tgt_lang)["bleu"]
+        # fp32, as post-training runs (oneDNN's LSTM has no bf16 path on CPU)
+        bleu = greedy_scores(model, self.tokenizer, self.corpus, 0, next(model.parameters()).device, "fp32")["bleu"]
         self.bleu_by_step[step] = bleu
         if self.best_weights is None or bleu > self.bleu_by_step[self.best_step]:
             self.best_step = step

@@ -356,8 +356,6 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> LSTMTra
 def evaluate(model: LSTMTranslatorForCausalLM, tokenizer: PreTrainedTokenizerFast, val: ParallelCorpus,
              val_ids: tuple[list[list[int]], list[list[int]]], max_sentences: int, device, precision: str = "auto") -> dict:
     """Validation loss per target token (teacher forced, no smoothing) and greedy BLEU through evals."""
-    from evals.metrics import score_corpus
-
     was_training = model.training
     model.eval()
     tag = tokenizer.convert_tokens_to_ids(lang_tag(val.tgt_lang))
@@ -368,13 +366,26 @@ def evaluate(model: LSTMTranslatorForCausalLM, tokenizer: PreTrainedTokenizerFas
         tgt_in, tgt_out = target_tensors(tgt_ids[i:i + 128], tag, tokenizer.eos_token_id, tokenizer.pad_token_id)
         loss, n = model.loss(src.to(device), lengths.to(device), tgt_in.to(device), tgt_out.to(device))
         total, tokens = total + float(loss), tokens + int(n)
+    scores = greedy_scores(model, tokenizer, val, max_sentences, device, precision)
+    model.train(was_training)
+    return {"val_loss": total / max(tokens, 1), "val_bleu": scores["bleu"], "val_chrf": scores["chrf"],
+            "val_sentences": scores["sentences"]}
+
+
+def greedy_scores(model: LSTMTranslatorForCausalLM, tokenizer: PreTrainedTokenizerFast, val: ParallelCorpus,
+                  max_sentences: int, device, precision: str = "auto") -> dict:
+    """Greedy translations of val's first ``max_sentences`` (0: all), scored through evals: what chooses
+    a checkpoint in training and in post-training. {"bleu", "chrf", "sentences"}."""
+    from evals.metrics import score_corpus
+
+    was_training = model.training
+    model.eval()
     n = max_sentences or len(val)
     translator = LSTMTranslator(model, tokenizer, val.src_lang, val.tgt_lang, device, precision)
     hyps = [c[0].text for c in translator.translate(val.src[:n], DecodeSettings(method="greedy", batch_size=128))]
-    scores = score_corpus(hyps, val.tgt[:n], trg_lang=val.tgt_lang)
     model.train(was_training)
-    return {"val_loss": total / max(tokens, 1), "val_bleu": scores["bleu"], "val_chrf": scores["chrf"],
-            "val_sentences": n}
+    scores = score_corpus(hyps, val.tgt[:n], trg_lang=val.tgt_lang)
+    return {"bleu": scores["bleu"], "chrf": scores["chrf"], "sentences": n}
 
 
 def _pad(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -273,6 +273,8 @@ def test_a_killed_posttrain_resumes_to_the_model_of_an_unbroken_run(method, kill
     resumed = posttrain(cfg("killed"), log=lines.append)
     resumed_from = 4 if kill_at == "writing the model" else 2
     assert any(f"resuming from step {resumed_from}" in line for line in lines), lines
+    if resumed_from == 2:  # progress is printed at each checkpoint
+        assert any("step 4/5" in line and "checkpoint saved" in line for line in lines), lines
     assert not (tmp_path / "killed/checkpoints").exists()  # removed once the model is written
     a, b = LSTMTranslator.load(unbroken).models[0].state_dict(), LSTMTranslator.load(resumed).models[0].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
