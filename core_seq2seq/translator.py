@@ -30,7 +30,7 @@ class DecodeSettings:
     """How to decode. Every field is a YAML key of the ``decode:`` section."""
 
     method: str = "beam"  # greedy | beam | sample
-    beam_size: int = 5  # beam width (1-64)
+    beam_size: int = 5  # beam width (1-256)
     nbest: int = 1  # hypotheses returned per source (beam: <= beam_size; 0: all beam_size)
     length_penalty: float = 1.0  # beam ranking: logprob / length ** length_penalty
     num_samples: int = 1  # sample: candidates per source

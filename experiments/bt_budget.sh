@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 4 at longer, equal budgets: a pair's baseline and its tagged-beam BT model, each trained for
-# 2x and 3x the steps of issue 2's 58-minute budget (2,000 target tokens a step).
+# Back-translation at longer, equal budgets: a pair's baseline and its tagged-beam BT model, each trained for
+# 2x and 3x the steps of the component experiments' 58-minute budget (2,000 target tokens a step).
 #
 #   bash experiments/bt_budget.sh de-en 3055     # measured: experiments/results/bt_de_en_{6110,9165}_steps/
 #   bash experiments/bt_budget.sh en-de 2995     # measured: experiments/results/bt_en_de_{5990,8985}_steps/
@@ -8,7 +8,7 @@
 # Each longer run resumes the shorter run's copy. That equals training from scratch for the longer
 # budget: the learning-rate schedule (inverse_sqrt) does not depend on max_steps, and resume is exact.
 #   stage 1: runs/multi30k_<a>_<b> (real pairs) and runs/bt_multi30k/<a>-<b>/beam_tagged (real + tagged BT)
-#            come from issue 2 and experiments/bt_multi30k.py (1x steps each).
+#            come from the 58-minute component runs and experiments/bt_multi30k.py (1x steps each).
 #   stage 2: copies resumed to 2x the steps -> experiments/results/bt_<a>_<b>_<2x>_steps/
 #   stage 3: those copied and resumed to 3x -> experiments/results/bt_<a>_<b>_<3x>_steps/
 # The two trainings of a stage run side by side, one thread each (about 40 min each on the 2-core CPU).
