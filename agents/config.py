@@ -139,4 +139,6 @@ def agent_hash(cfg: AgentConfig) -> str:
         data.pop(key)
     for key in ("curve", "pick_within", "max_harm_to_fix", "l2", "folds", "tuned"):  # how the curve is tuned: likewise
         data["escalate"].pop(key)
+    if data["escalate"]["margin"] is None:  # unset, the key of agents made before it existed
+        data["escalate"].pop("margin")
     return config_hash(data)

@@ -70,6 +70,8 @@ class EscalateConfig:
     r2l: str = ""  # right-to-left model dir for the reranker's r2l features ("" : none)
     lm: str = ""  # target LM run dir for the reranker's lm features ("" : none)
     lm_placeholder: str = "."  # the LM's stand-in source
+    margin: float | None = None  # rerank<N>: the other models score only candidates whose free score (forward, length)
+    #   is within this of the best's (inference_compute.rerank.within_margin); null: every candidate
     length_ratio: float = 1.0  # target words per source word on val (the reranker's len_ratio_dev; curve measures it)
     policy: str = "rules"  # rules | learned: what values a sentence's next rung
     model: str = ""  # the learned policy's JSON (python -m agents curve writes it)
@@ -90,6 +92,8 @@ class EscalateConfig:
                 raise ValueError(f"escalate.rungs: unknown rung {r!r}; use rerank<N> (e.g. rerank16), mbr or refine")
         if self.policy not in ("rules", "learned"):
             raise ValueError(f"escalate.policy must be rules or learned, got {self.policy!r}")
+        if self.margin is not None and self.margin < 0:
+            raise ValueError(f"escalate.margin must be >= 0 (or null: score every candidate), got {self.margin}")
         if self.budget.corpus <= 0 or self.budget.sentence < 0:
             raise ValueError("escalate.budget: corpus must be > 0 and sentence >= 0")
 
@@ -401,8 +405,6 @@ class ModelRungs:
         return out
 
     def _rerank(self, n: int, group: Sequence[Climb]) -> list[tuple]:
-        from inference_compute.rerank import linear_scores
-
         from .tools import _dedupe
 
         d = self.agent.cfg.draft.decode
@@ -410,14 +412,12 @@ class ModelRungs:
                                   max_len_a=d.max_len_a, max_len_b=d.max_len_b, batch_size=d.batch_size)
         cands = [_dedupe([c for c in cs if c.text.strip()]) or [Candidate(s.current, 0.0, 1, 0.0, [])]
                  for s, cs in zip(group, self.agent.forward.translate([s.source for s in group], settings))]
-        feats = self.scorers.needed(self.weights).features([s.source for s in group], cands)
-        scores = linear_scores(feats, self.weights)
+        picks = self.scorers.needed(self.weights).select([s.source for s in group], cands, self.weights, self.cfg.margin)
         out = []
-        for s, cs, sc in zip(group, cands, scores):
+        for s, cs, i in zip(group, cands, picks):
             for c in cs:
                 if c.text not in s.pool or c.logprob > s.pool[c.text][0]:
                     s.pool[c.text] = (c.logprob, c.length)
-            i = max(range(len(cs)), key=lambda j: (sc[j], -j))
             out.append((cs[i].text, {"nbest": n, "candidates": len(cs), "reranker_rank": i,
                                      "why": f"the reranker's choice among {len(cs)}"}, False))
         return out

@@ -60,7 +60,15 @@ class RerankCommand:
     models: ScorerPaths = field(default_factory=ScorerPaths)
     out: str = ""  # selected hypotheses, one per source
     features_out: str | None = None  # also write every candidate's features as JSONL (null: no)
+    margin: float | None = None  # score with the models only the candidates whose free score (forward, length) is
+    #   within this of the best's (rerank.within_margin: where the forward model is sure, nothing is scored); null: all
     limit: int = 0  # only the first N sources (0: all)
+
+    def __post_init__(self) -> None:
+        if self.margin is not None and self.margin < 0:
+            raise ValueError(f"margin must be >= 0 (or null: score every candidate), got {self.margin}")
+        if self.margin is not None and self.features_out:
+            raise ValueError("features_out needs every candidate scored: it cannot go with a margin")
 
 
 @dataclass
@@ -240,8 +248,16 @@ def cmd_rerank(cfg: RerankCommand, log) -> None:
     nbest = _nbest_for(cfg.nbest, len(sources), cfg.limit, cfg.src)
     weights = load_weights(cfg.weights)
     ratio = float(json.loads(Path(cfg.weights).read_text(encoding="utf-8")).get("typical_ratio", 1.0))
-    feats, compute = _features(sources, nbest, _scorers(cfg.models, cfg.nbest, ratio))
-    picks = select(feats, weights)
+    scorers = _scorers(cfg.models, cfg.nbest, ratio)
+    if cfg.margin is None:
+        feats, compute = _features(sources, nbest, scorers)
+        picks = select(feats, weights)
+    else:
+        from .compute import ComputeMeter
+
+        with ComputeMeter(scorers.meters(), n_sentences=len(sources)) as meter:
+            picks = scorers.select(sources, nbest, weights, cfg.margin)
+        compute = meter.result
     atomic_write_lines(cfg.out, [nbest[i][p].text for i, p in enumerate(picks)])
     if cfg.features_out:
         atomic_write_text(cfg.features_out, "".join(

@@ -23,6 +23,7 @@ Every model scores all (source, candidate) pairs of all sentences in one batched
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -236,3 +237,25 @@ class Scorers:
         """``compute_features`` with these models: one feature dict per candidate, ``nbest``-shaped."""
         return compute_features(sources, nbest, self.forward, self.reverse, self.lm, r2l=self.r2l, alt=self.alt,
                                 typical_ratio=self.typical_ratio)
+
+    def select(self, sources: Sequence[str], nbest: Sequence[Sequence[Candidate]], weights: Mapping[str, float],
+               margin: float | None = None) -> list[int]:
+        """The reranker's pick per source (an index into its n-best). With ``margin``, the models
+        score only the candidates ``rerank.within_margin`` keeps (a source left with one candidate
+        is not scored at all): the same pick as without it wherever the winner is among those kept.
+        A rescoring ``forward`` model makes nothing free, so it takes no margin."""
+        from .rerank import select, within_margin
+
+        if margin is None or math.isinf(margin):
+            return select(self.features(sources, nbest), weights)
+        if self.forward is not None:
+            raise ValueError("a reranking margin needs the candidates' own scores (no rescoring forward model)")
+        free = compute_features(sources, nbest, None, typical_ratio=self.typical_ratio)
+        kept = within_margin(free, weights, margin)
+        todo = [i for i, k in enumerate(kept) if len(k) > 1]
+        picks = [k[0] for k in kept]
+        if todo:
+            feats = self.features([sources[i] for i in todo], [[nbest[i][j] for j in kept[i]] for i in todo])
+            for i, p in zip(todo, select(feats, weights)):
+                picks[i] = kept[i][p]
+        return picks

@@ -1,4 +1,5 @@
-"""Selecting one candidate per source with a linear model over features (scoring is ``features``).
+"""Selecting one candidate per source with a linear model over features (scoring is ``features``),
+and choosing which candidates are worth scoring at all (``within_margin``).
 
 Weights are frozen to a JSON file together with what made them (``tune.py`` writes them; the
 rerank command and the sweep read them), so a test-set number always comes from weights fixed on val.
@@ -45,6 +46,30 @@ def argmax(values: Sequence[float]) -> int:
 def select(features: Sequence[Sequence[Mapping[str, float]]], weights: Mapping[str, float]) -> list[int]:
     """The index of the best candidate of each source under the linear model ``weights``."""
     return [argmax(row) for row in linear_scores(features, weights)]
+
+
+# Features a beam's candidates carry for free: the generating model's own score and the length terms.
+# Every other feature needs a model to score the candidate (the channel, the R2L model, the LM...).
+FREE_FEATURES = ("fwd", "fwd_per_token", "tokens", "len_ratio_dev")
+
+
+def within_margin(features: Sequence[Sequence[Mapping[str, float]]], weights: Mapping[str, float],
+                  margin: float) -> list[list[int]]:
+    """Per source, the candidates worth scoring with the other models: those whose free part of the
+    linear score (``FREE_FEATURES``) is within ``margin`` of the best free score among them.
+
+    The forward model's own confidence decides where the costly scorers are spent: where its best
+    candidate leads by more than ``margin``, only that candidate is kept (nothing to score); where
+    several are close, each of them is scored. ``margin`` is in the units of the linear score (the
+    forward weight is 1, so about nats per token); ``inf`` keeps every candidate (the full reranker)."""
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    free = {k: w for k, w in weights.items() if k in FREE_FEATURES}
+    kept = []
+    for row in linear_scores(features, free):
+        top = max(row)
+        kept.append([i for i, v in enumerate(row) if v >= top - margin])
+    return kept
 
 
 def save_weights(path: str | os.PathLike, weights: Mapping[str, float], **meta: Any) -> None:

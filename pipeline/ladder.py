@@ -823,6 +823,7 @@ class Ladder:
             escalate = EscalateConfig(rungs=[f"rerank{n}" for n in sizes], r2l=rerank.get("r2l") or "",
                                       lm=rerank.get("lm") or "", reranker=str(stage_dir / "reranker.json"),
                                       curve=list(ac.budgets), budget=replace(EscalateConfig().budget, corpus=ac.budget),
+                                      margin=ac.margin,
                                       length_ratio=length_ratio(sets["val"].src, sets["val"].ref))
             atomic_write_text(stage_dir / "reranker.json", json.dumps({"weights": rerank["weights"]}) + "\n")
             agent_cfg = AgentConfig(

@@ -76,6 +76,24 @@ def test_the_budget_is_never_exceeded(toy_en_de, toy_de_en, lexicon, hard_easy, 
         assert all(r["escalation"]["rungs_climbed"] == len(RUNGS) for r in records)
 
 
+def test_a_margin_spends_less_on_the_rerank_rungs(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
+    """escalate.margin: the reranker's models score only candidates close to the forward model's
+    best (inference_compute.rerank.within_margin); a margin that keeps every candidate climbs to the
+    same finals as none, a tight one spends less and stays within its budget."""
+    sources, drafts, _, _ = hard_easy
+    ref = reference_flops(exhaustive, RUNGS)
+    runs = {}
+    for margin in (None, 1.0e9, 0.0):
+        agent = make_agent(toy_en_de, toy_de_en, lexicon, margin=margin, budget={"corpus": 10.0})
+        finals, records, report = escalate_corpus(agent, sources, None, ref, drafts=drafts)
+        assert report["within_budget"] and report["bound_violations"] == 0
+        runs[margin] = (finals, report["spent_flops"])
+    assert runs[1.0e9] == runs[None]
+    assert runs[0.0][1] < runs[None][1]
+    with pytest.raises(ValueError, match="escalate.margin must be >= 0"):
+        make_agent(toy_en_de, toy_de_en, lexicon, margin=-0.5)
+
+
 def test_a_budget_below_the_first_look_is_refused(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
     sources, drafts, _, _ = hard_easy
     agent = make_agent(toy_en_de, toy_de_en, lexicon, budget={"corpus": 1e-6})

@@ -171,6 +171,68 @@ def test_rerank_names_a_missing_feature():
         select([[{"fwd": -1.0}]], {"fwd": 1.0, "rev": 0.5})
 
 
+MARGIN_FEATS = [[{"fwd_per_token": -0.5, "tokens": 5.0, "rev_per_token": -3.0},   # a clear leader
+                  {"fwd_per_token": -1.5, "tokens": 5.0, "rev_per_token": -0.1}],
+                 [{"fwd_per_token": -0.5, "tokens": 5.0, "rev_per_token": -3.0},   # a close call
+                  {"fwd_per_token": -0.6, "tokens": 5.0, "rev_per_token": -0.1},
+                  {"fwd_per_token": -0.9, "tokens": 6.0, "rev_per_token": -0.1}]]
+MARGIN_WEIGHTS = {"fwd_per_token": 1.0, "tokens": -0.1, "rev_per_token": 1.0}
+
+
+@pytest.mark.parametrize("margin, kept", [
+    (0.0, [[0], [0]]),              # the free score alone: its best only
+    (0.15, [[0], [0, 1]]),          # the close call keeps its runner-up (free scores -1.0, -1.1)
+    (0.5, [[0], [0, 1, 2]]),        # ... and the third (-1.5); the clear leader still stands alone
+    (1.0, [[0, 1], [0, 1, 2]]),
+    (math.inf, [[0, 1], [0, 1, 2]]),
+])
+def test_within_margin_keeps_the_candidates_close_to_the_free_leader(margin, kept):
+    from inference_compute.rerank import within_margin
+
+    assert within_margin(MARGIN_FEATS, MARGIN_WEIGHTS, margin) == kept
+
+
+def test_within_margin_refuses_a_negative_margin():
+    from inference_compute.rerank import within_margin
+
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        within_margin(MARGIN_FEATS, MARGIN_WEIGHTS, -0.1)
+
+
+def test_a_margin_scores_only_the_kept_candidates_and_picks_among_them(toy_en_de, toy_de_en):
+    """Scorers.select with a margin: the channel scores exactly the candidates within_margin keeps
+    (a source left with one is not scored), each pick is the full reranker's pick among them, and an
+    infinite margin is the full reranker."""
+    from inference_compute.features import Scorers
+    from inference_compute.rerank import within_margin
+
+    nbest = generate_candidates(toy_en_de, SOURCES, beam_spec(6))
+    weights = {"fwd_per_token": 1.0, "rev_per_token": 0.8, "len_ratio_dev": -0.5}
+    scorers = Scorers(reverse=toy_de_en, typical_ratio=1.0)
+    full_feats = scorers.features(SOURCES, nbest)
+    assert scorers.select(SOURCES, nbest, weights, math.inf) == select(full_feats, weights)
+    free = compute_features(SOURCES, nbest, None, typical_ratio=1.0)
+    for margin in (0.0, 0.05, 0.3):
+        kept = within_margin(free, weights, margin)
+        scored = []
+        real = toy_de_en.score
+
+        def counting(srcs, tgts):
+            scored.extend(srcs)
+            return real(srcs, tgts)
+
+        toy_de_en.score = counting
+        try:
+            picks = scorers.select(SOURCES, nbest, weights, margin)
+        finally:
+            del toy_de_en.score
+        assert len(scored) == sum(len(k) for k in kept if len(k) > 1)
+        for k, p, feats in zip(kept, picks, full_feats):
+            assert p in k
+            assert p == max(k, key=lambda j: (sum(w * feats[j][f] for f, w in weights.items()), -j))
+    assert len(scored) < sum(len(cs) for cs in nbest)  # the widest margin tried still saves scoring here
+
+
 # ---- MBR -----------------------------------------------------------------------------------------
 
 CONSENSUS = ["Ein Hund sieht die Katze.", "Ein Hund sieht eine Katze.", "Der Hund sieht die Katze.",
@@ -459,6 +521,14 @@ mbr: {{nbest: {nb}, out: {tmp_path / 'mbr.de'}, utility: chrf}}
     for out in ("rerank.de", "mbr.de"):
         assert len((tmp_path / out).read_text(encoding="utf-8").splitlines()) == len(SOURCES)
         assert (tmp_path / f"{out}.config.yaml").exists()
+    full = (tmp_path / "rerank.de").read_text(encoding="utf-8")
+    for margin, same in (("1.0e+9", True), ("0.0", None)):  # every candidate scored: the full reranker's picks
+        assert main(["rerank", "--config", str(config), "--set", f"margin={margin}"]) == 0, capsys.readouterr().err
+        assert "scoring compute" in capsys.readouterr().err
+        if same:
+            assert (tmp_path / "rerank.de").read_text(encoding="utf-8") == full
+    assert main(["rerank", "--config", str(config), "--set", "margin=-1"]) == 2
+    assert "margin must be >= 0" in capsys.readouterr().err
     assert main(["mbr", "--config", str(config), "--set", "utilty=bleu"]) == 2
     assert "mbr.utilty: unknown key; did you mean 'utility'?" in capsys.readouterr().err
     (tmp_path / "val.nbest.jsonl").write_text("{}\n", encoding="utf-8")
