@@ -139,6 +139,8 @@ def agent_hash(cfg: AgentConfig) -> str:
         data.pop(key)
     for key in ("curve", "pick_within", "max_harm_to_fix", "l2", "folds", "tuned"):  # how the curve is tuned: likewise
         data["escalate"].pop(key)
-    if data["escalate"]["margin"] is None:  # unset, the key of agents made before it existed
-        data["escalate"].pop("margin")
+    # Unset, the hash of agents made before the setting existed (KEYED_WHEN_SET works on dataclasses;
+    # this hash is of the plain dict above).
+    if data["escalate"]["score_margin"] is None:
+        data["escalate"].pop("score_margin")
     return config_hash(data)

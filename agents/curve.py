@@ -111,6 +111,19 @@ def reference_flops(records: Sequence[dict], names: Sequence[str]) -> float:
                for r in records)
 
 
+def budget_reference(records: Sequence[dict], cfg) -> float:
+    """What the curve's budgets are fractions of: the full reranker's FLOPs on these sentences. The
+    top rung as traced is the full reranker unless its candidates were scored within a
+    ``score_margin``; then it is cheaper, and the figure must be given
+    (``budget.reference_flops_per_sentence``: the ladder passes its reranker's val figure)."""
+    if cfg.score_margin is None:
+        return reference_flops(records, cfg.rungs)
+    if not cfg.budget.reference_flops_per_sentence:
+        raise AgentInputError("escalate.score_margin is set, so the top rung is not the full reranker: give "
+                              "escalate.budget.reference_flops_per_sentence (the full reranker's mean FLOPs per sentence)")
+    return float(cfg.budget.reference_flops_per_sentence) * len(records)
+
+
 def replay(records: Sequence[dict], names: Sequence[str], policy, threshold: float | None, allowed: float,
            per_sentence: float = math.inf) -> tuple[list[Climb], Budget]:
     states = replay_start(records)
@@ -183,7 +196,7 @@ def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, poli
                log: Callable[[str], None] = lambda m: None) -> list[dict]:
     """For every budget and policy: the admissible threshold with the best val BLEU (see the module doc)."""
     names = cfg.rungs
-    ref = reference_flops(records, names)
+    ref = budget_reference(records, cfg)
     per_sentence = cfg.budget.sentence * ref / len(records) if cfg.budget.sentence else math.inf
     draft_bleu = score_corpus([r["draft"] for r in records], [refs[r["id"]] for r in records], trg_lang=trg)["bleu"]
     first_look = sum(s.spent for s in replay_start(records))
@@ -243,7 +256,7 @@ def curve_records(records: Sequence[dict], refs: Sequence[str], points: Sequence
     names, trg = cfg.rungs, pair.split("-", 1)[1]
     ordered = sorted(records, key=lambda r: r["id"])
     refs_o = [refs[r["id"]] for r in ordered]
-    ref = reference_flops(records, names)
+    ref = budget_reference(records, cfg)
     per_sentence = cfg.budget.sentence * ref / len(records) if cfg.budget.sentence else math.inf
     recs = []
     for f in fixed_points(ordered, names):
@@ -304,7 +317,7 @@ def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=N
         policies["learned"] = cross_fitted
     points = tune_curve(val, refs, e, trg, policies, log)
     chosen = pick(points, e.pick_within)
-    ref_total = reference_flops(val, e.rungs)
+    ref_total = budget_reference(val, e)
     result = {"pair": pair, "val": {"src": src_path, "ref": ref_path, "n": len(sources)}, "rungs": e.rungs,
               "reference_flops_per_sentence": ref_total / len(sources), "length_ratio": e.length_ratio,
               "model": str(out / "policy.json") if model is not None else "", "learned_fit": fit,

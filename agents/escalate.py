@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core_seq2seq.tokenizer import encode_batch
+from inference_compute.rerank import check_margin
 from core_seq2seq.translator import Candidate, DecodeSettings, Metered
 
 from .critic import SIGNALS, selection_score
@@ -70,8 +71,9 @@ class EscalateConfig:
     r2l: str = ""  # right-to-left model dir for the reranker's r2l features ("" : none)
     lm: str = ""  # target LM run dir for the reranker's lm features ("" : none)
     lm_placeholder: str = "."  # the LM's stand-in source
-    margin: float | None = None  # rerank<N>: the other models score only candidates whose free score (forward, length)
-    #   is within this of the best's (inference_compute.rerank.within_margin); null: every candidate
+    score_margin: float | None = None  # rerank<N>: the other models score only candidates whose free score (forward,
+    #   length) is within this of the best's (inference_compute.rerank.within_margin); null: every candidate. The top
+    #   rung is then cheaper than the full reranker, so the curve needs budget.reference_flops_per_sentence
     length_ratio: float = 1.0  # target words per source word on val (the reranker's len_ratio_dev; curve measures it)
     policy: str = "rules"  # rules | learned: what values a sentence's next rung
     model: str = ""  # the learned policy's JSON (python -m agents curve writes it)
@@ -92,8 +94,7 @@ class EscalateConfig:
                 raise ValueError(f"escalate.rungs: unknown rung {r!r}; use rerank<N> (e.g. rerank16), mbr or refine")
         if self.policy not in ("rules", "learned"):
             raise ValueError(f"escalate.policy must be rules or learned, got {self.policy!r}")
-        if self.margin is not None and self.margin < 0:
-            raise ValueError(f"escalate.margin must be >= 0 (or null: score every candidate), got {self.margin}")
+        check_margin(self.score_margin, "escalate.score_margin")
         if self.budget.corpus <= 0 or self.budget.sentence < 0:
             raise ValueError("escalate.budget: corpus must be > 0 and sentence >= 0")
 
@@ -309,8 +310,8 @@ class ModelRungs:
         self.scorers = Scorers(reverse=agent.reverse, r2l=r2l, lm=lm, typical_ratio=typical_ratio)
         sel = agent.cfg.selection
         self.weights = weights or {"fwd_per_token": 1.0, **({"rev_per_token": sel.reverse_weight} if agent.reverse else {})}
-        missing = [k for k in self.weights if k.startswith(("rev", "r2l", "lm"))
-                   and {"rev": agent.reverse, "r2l": r2l, "lm": lm}[k.split("_")[0]] is None and self.weights[k]]
+        missing = [k for k in self.weights if k.startswith(("rev", "r2l", "lm", "alt"))
+                   and {"rev": agent.reverse, "r2l": r2l, "lm": lm, "alt": None}[k.split("_")[0]] is None and self.weights[k]]
         if missing:
             raise AgentInputError(f"escalate.reranker weighs {', '.join(missing)} but its model is not given "
                                   "(models.reverse, escalate.r2l, escalate.lm)")
@@ -412,7 +413,7 @@ class ModelRungs:
                                   max_len_a=d.max_len_a, max_len_b=d.max_len_b, batch_size=d.batch_size)
         cands = [_dedupe([c for c in cs if c.text.strip()]) or [Candidate(s.current, 0.0, 1, 0.0, [])]
                  for s, cs in zip(group, self.agent.forward.translate([s.source for s in group], settings))]
-        picks = self.scorers.needed(self.weights).select([s.source for s in group], cands, self.weights, self.cfg.margin)
+        picks = self.scorers.needed(self.weights).select([s.source for s in group], cands, self.weights, self.cfg.score_margin)
         out = []
         for s, cs, i in zip(group, cands, picks):
             for c in cs:

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = (Path(args.data) if args.data else find_multi30k()) / "task1/raw"
     sets = {"val": (read(raw / f"val.{src_lang}.gz", args.val_limit), read(raw / f"val.{tgt_lang}.gz", args.val_limit)),
             args.test_set: (read(raw / f"{args.test_set}.{src_lang}.gz"), read(raw / f"{args.test_set}.{tgt_lang}.gz"))}
-    margins = [float(m) for m in args.margins.split(",")]
+    margins = sorted({float(m) for m in args.margins.split(",")} | {math.inf})  # inf: the full reranker, always
     fwd = LSTMTranslator.load(args.forward)
     scorers = Scorers.load(reverse=args.reverse, r2l=args.r2l, lm=args.lm,
                            typical_ratio=length_ratio(*sets["val"]))
@@ -106,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                 weights = tune_weights(feats, [[c.text for c in cs] for cs in nbest], refs, TuneConfig()).weights
             results["weights"] = weights
         systems = {"beam5": ([cs[0].text for cs in beam5], beam5_cost["flops"], beam5_cost["decode_seconds"])}
+        needed = scorers.needed(weights)
         for margin in margins:
-            with ComputeMeter(scorers.needed(weights).meters(), n_sentences=len(sources)) as m:
-                picks = scorers.needed(weights).select(sources, nbest, weights, margin)
+            with ComputeMeter(needed.meters(), n_sentences=len(sources)) as m:
+                picks = needed.select(sources, nbest, weights, margin)
             label = "full" if math.isinf(margin) else f"margin {margin:g}"
             systems[label] = ([cs[p].text for cs, p in zip(nbest, picks)], gen_cost["flops"] + m.result["flops"],
                               gen_cost["decode_seconds"] + m.result["decode_seconds"])

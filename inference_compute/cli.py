@@ -60,15 +60,18 @@ class RerankCommand:
     models: ScorerPaths = field(default_factory=ScorerPaths)
     out: str = ""  # selected hypotheses, one per source
     features_out: str | None = None  # also write every candidate's features as JSONL (null: no)
-    margin: float | None = None  # score with the models only the candidates whose free score (forward, length) is
-    #   within this of the best's (rerank.within_margin: where the forward model is sure, nothing is scored); null: all
+    score_margin: float | None = None  # score with the models only the candidates whose free score (forward, length)
+    #   is within this of the best's (rerank.within_margin: where the forward model is sure, nothing is scored); null: all
     limit: int = 0  # only the first N sources (0: all)
 
     def __post_init__(self) -> None:
-        if self.margin is not None and self.margin < 0:
-            raise ValueError(f"margin must be >= 0 (or null: score every candidate), got {self.margin}")
-        if self.margin is not None and self.features_out:
-            raise ValueError("features_out needs every candidate scored: it cannot go with a margin")
+        from .rerank import check_margin
+
+        check_margin(self.score_margin)
+        if self.score_margin is not None and self.features_out:
+            raise ValueError("features_out needs every candidate scored: it cannot go with a score_margin")
+        if self.score_margin is not None and self.models.forward:
+            raise ValueError("score_margin needs the n-best file's own log-probabilities: it cannot go with models.forward")
 
 
 @dataclass
@@ -208,12 +211,17 @@ def _brief(compute: dict) -> dict:
                                         "seconds_per_sentence") if k in compute}
 
 
-def _features(sources, nbest, scorers):
+def _metered(scorers, n_sentences: int, fn, *args):
+    """``fn(*args)`` and the compute the scorers spent on it."""
     from .compute import ComputeMeter
 
-    with ComputeMeter(scorers.meters(), n_sentences=len(sources)) as meter:
-        feats = scorers.features(sources, nbest)
-    return feats, meter.result
+    with ComputeMeter(scorers.meters(), n_sentences=n_sentences) as meter:
+        out = fn(*args)
+    return out, meter.result
+
+
+def _features(sources, nbest, scorers):
+    return _metered(scorers, len(sources), scorers.features, sources, nbest)
 
 
 def cmd_tune(cfg: TuneCommand, log) -> None:
@@ -249,15 +257,11 @@ def cmd_rerank(cfg: RerankCommand, log) -> None:
     weights = load_weights(cfg.weights)
     ratio = float(json.loads(Path(cfg.weights).read_text(encoding="utf-8")).get("typical_ratio", 1.0))
     scorers = _scorers(cfg.models, cfg.nbest, ratio)
-    if cfg.margin is None:
+    if cfg.score_margin is None:
         feats, compute = _features(sources, nbest, scorers)
         picks = select(feats, weights)
     else:
-        from .compute import ComputeMeter
-
-        with ComputeMeter(scorers.meters(), n_sentences=len(sources)) as meter:
-            picks = scorers.select(sources, nbest, weights, cfg.margin)
-        compute = meter.result
+        picks, compute = _metered(scorers, len(sources), scorers.select, sources, nbest, weights, cfg.score_margin)
     atomic_write_lines(cfg.out, [nbest[i][p].text for i, p in enumerate(picks)])
     if cfg.features_out:
         atomic_write_text(cfg.features_out, "".join(

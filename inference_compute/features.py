@@ -173,6 +173,9 @@ def compute_features(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
     return out
 
 
+# Features every candidate of a beam carries at no cost (its own score and length terms), in the order
+# a tuner weighs them; every other feature needs a scoring model (``Scorers.select``'s margin saves those).
+FREE_FEATURES = ("fwd_per_token", "tokens", "len_ratio_dev", "fwd")
 # The order in which the scorers' ``*_per_token`` features are tuned (a tuner's random draws follow it).
 SCORER_ROLES = ("reverse", "r2l", "lm", "alt")
 FEATURE_OF = {"reverse": "rev", "r2l": "r2l", "lm": "lm", "alt": "alt"}
@@ -221,7 +224,7 @@ class Scorers:
     def feature_names(self) -> list[str]:
         """The per-token features a reranker weighs: the forward score, length, the length ratio's
         deviation, then one per scorer present."""
-        return ["fwd_per_token", "tokens", "len_ratio_dev"] + [
+        return list(FREE_FEATURES[:3]) + [
             f"{FEATURE_OF[role]}_per_token" for role in SCORER_ROLES if getattr(self, role) is not None]
 
     def meters(self) -> dict[str, Any]:
@@ -242,20 +245,26 @@ class Scorers:
                margin: float | None = None) -> list[int]:
         """The reranker's pick per source (an index into its n-best). With ``margin``, the models
         score only the candidates ``rerank.within_margin`` keeps (a source left with one candidate
-        is not scored at all): the same pick as without it wherever the winner is among those kept.
-        A rescoring ``forward`` model makes nothing free, so it takes no margin."""
-        from .rerank import select, within_margin
+        is not scored at all): the same pick as without it wherever the full reranker's pick is
+        among those kept. A rescoring ``forward`` model makes nothing free, so it takes no margin."""
+        from . import rerank
 
-        if margin is None or math.isinf(margin):
-            return select(self.features(sources, nbest), weights)
+        rerank.check_margin(margin, "margin")
+        if margin is None or margin == math.inf:
+            return rerank.select(self.features(sources, nbest), weights)
         if self.forward is not None:
-            raise ValueError("a reranking margin needs the candidates' own scores (no rescoring forward model)")
+            raise ValueError("a scoring margin needs the candidates' own scores: it cannot go with a rescoring forward model")
+        have = set(FREE_FEATURES) | {f"{FEATURE_OF[r]}{s}" for r in SCORER_ROLES if getattr(self, r) is not None
+                                     for s in ("", "_per_token")}
+        missing = sorted(k for k, w in weights.items() if w and k not in have)
+        if missing:  # without a margin the first candidate's features would say so; here none might be scored
+            raise ValueError(f"the weights weigh {', '.join(missing)} but no model scores it (have: {', '.join(sorted(have))})")
         free = compute_features(sources, nbest, None, typical_ratio=self.typical_ratio)
-        kept = within_margin(free, weights, margin)
+        kept = rerank.within_margin(free, weights, margin)
         todo = [i for i, k in enumerate(kept) if len(k) > 1]
         picks = [k[0] for k in kept]
         if todo:
             feats = self.features([sources[i] for i in todo], [[nbest[i][j] for j in kept[i]] for i in todo])
-            for i, p in zip(todo, select(feats, weights)):
+            for i, p in zip(todo, rerank.select(feats, weights)):
                 picks[i] = kept[i][p]
         return picks

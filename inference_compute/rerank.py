@@ -48,25 +48,31 @@ def select(features: Sequence[Sequence[Mapping[str, float]]], weights: Mapping[s
     return [argmax(row) for row in linear_scores(features, weights)]
 
 
-# Features a beam's candidates carry for free: the generating model's own score and the length terms.
-# Every other feature needs a model to score the candidate (the channel, the R2L model, the LM...).
-FREE_FEATURES = ("fwd", "fwd_per_token", "tokens", "len_ratio_dev")
+def check_margin(margin: float | None, key: str = "score_margin") -> None:
+    """A scoring margin is null (score every candidate) or a number >= 0 (inf: every candidate too)."""
+    if margin is not None and not margin >= 0:  # NaN fails this too
+        raise ValueError(f"{key} must be >= 0 (or null: score every candidate), got {margin}")
 
 
 def within_margin(features: Sequence[Sequence[Mapping[str, float]]], weights: Mapping[str, float],
                   margin: float) -> list[list[int]]:
     """Per source, the candidates worth scoring with the other models: those whose free part of the
-    linear score (``FREE_FEATURES``) is within ``margin`` of the best free score among them.
+    linear score (the weighted ``features.FREE_FEATURES``) is within ``margin`` of the best free score.
 
     The forward model's own confidence decides where the costly scorers are spent: where its best
     candidate leads by more than ``margin``, only that candidate is kept (nothing to score); where
-    several are close, each of them is scored. ``margin`` is in the units of the linear score (the
-    forward weight is 1, so about nats per token); ``inf`` keeps every candidate (the full reranker)."""
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+    several are close, each of them is. ``margin`` is in the units of the linear score (with the
+    tuner's anchor, weight 1 on ``fwd_per_token``: about nats per token); ``inf`` keeps every
+    candidate (the full reranker). The kept indices are in n-best order, so ties still go to the
+    better-ranked candidate, as in ``select``."""
+    from .features import FREE_FEATURES
+
+    check_margin(margin, "margin")
     free = {k: w for k, w in weights.items() if k in FREE_FEATURES}
     kept = []
-    for row in linear_scores(features, free):
+    for sent_id, row in enumerate(linear_scores(features, free)):
+        if not row:
+            raise ValueError(f"source {sent_id} has no candidates to select from")
         top = max(row)
         kept.append([i for i, v in enumerate(row) if v >= top - margin])
     return kept

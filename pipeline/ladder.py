@@ -820,10 +820,12 @@ class Ladder:
         sizes = sorted({n for n in (nbest // 4 ** k for k in range(max(ac.max_steps, 1))) if n > width} | {nbest})
 
         def work(stage_dir: Path) -> dict:
+            budget = replace(EscalateConfig().budget, corpus=ac.budget)
+            if ac.score_margin is not None:  # the top rung is then cheaper than the reranker the budget is a share of
+                budget.reference_flops_per_sentence = rerank["compute"]["val"]["flops"] / len(sets["val"].src)
             escalate = EscalateConfig(rungs=[f"rerank{n}" for n in sizes], r2l=rerank.get("r2l") or "",
                                       lm=rerank.get("lm") or "", reranker=str(stage_dir / "reranker.json"),
-                                      curve=list(ac.budgets), budget=replace(EscalateConfig().budget, corpus=ac.budget),
-                                      margin=ac.margin,
+                                      curve=list(ac.budgets), budget=budget, score_margin=ac.score_margin,
                                       length_ratio=length_ratio(sets["val"].src, sets["val"].ref))
             atomic_write_text(stage_dir / "reranker.json", json.dumps({"weights": rerank["weights"]}) + "\n")
             agent_cfg = AgentConfig(

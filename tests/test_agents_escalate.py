@@ -84,14 +84,22 @@ def test_a_margin_spends_less_on_the_rerank_rungs(toy_en_de, toy_de_en, lexicon,
     ref = reference_flops(exhaustive, RUNGS)
     runs = {}
     for margin in (None, 1.0e9, 0.0):
-        agent = make_agent(toy_en_de, toy_de_en, lexicon, margin=margin, budget={"corpus": 10.0})
+        agent = make_agent(toy_en_de, toy_de_en, lexicon, score_margin=margin, budget={"corpus": 10.0})
         finals, records, report = escalate_corpus(agent, sources, None, ref, drafts=drafts)
         assert report["within_budget"] and report["bound_violations"] == 0
         runs[margin] = (finals, report["spent_flops"])
-    assert runs[1.0e9] == runs[None]
+    assert runs[1.0e9][0] == runs[None][0]
     assert runs[0.0][1] < runs[None][1]
-    with pytest.raises(ValueError, match="escalate.margin must be >= 0"):
-        make_agent(toy_en_de, toy_de_en, lexicon, margin=-0.5)
+    with pytest.raises(ValueError, match="escalate.score_margin must be >= 0"):
+        make_agent(toy_en_de, toy_de_en, lexicon, score_margin=-0.5)
+    # The curve's budgets are shares of the full reranker: with a margin its figure must be given.
+    from agents.curve import budget_reference
+
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, score_margin=0.0)
+    with pytest.raises(AgentInputError, match="reference_flops_per_sentence"):
+        budget_reference(exhaustive, agent.cfg.escalate)
+    agent.cfg.escalate.budget.reference_flops_per_sentence = 2.0
+    assert budget_reference(exhaustive, agent.cfg.escalate) == 2.0 * len(exhaustive)
 
 
 def test_a_budget_below_the_first_look_is_refused(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):

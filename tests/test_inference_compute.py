@@ -192,11 +192,64 @@ def test_within_margin_keeps_the_candidates_close_to_the_free_leader(margin, kep
     assert within_margin(MARGIN_FEATS, MARGIN_WEIGHTS, margin) == kept
 
 
-def test_within_margin_refuses_a_negative_margin():
+@pytest.mark.parametrize("margin", [-0.1, -math.inf, math.nan])
+def test_a_margin_must_be_a_number_at_least_zero(margin):
+    from inference_compute.features import Scorers
     from inference_compute.rerank import within_margin
 
     with pytest.raises(ValueError, match="margin must be >= 0"):
-        within_margin(MARGIN_FEATS, MARGIN_WEIGHTS, -0.1)
+        within_margin(MARGIN_FEATS, MARGIN_WEIGHTS, margin)
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        Scorers().select(["a"], [[Candidate("x", -1.0, 2, -0.5, [])]], {"fwd_per_token": 1.0}, margin)
+
+
+class StubScorer:
+    """A reverse model whose log-probability of each text is fixed: picks are known by hand."""
+
+    counter, models, members, src_lang, tgt_lang = None, (), (), "de", "en"
+
+    def __init__(self, logprobs: dict[str, float]):
+        self.logprobs, self.scored = logprobs, []
+
+    def score(self, sources, targets):
+        self.scored += list(sources)  # the channel scores p(source | candidate): its "sources" are candidates
+        return [(self.logprobs[s], 4) for s in sources]
+
+
+@pytest.mark.parametrize("margin, picks, scored", [
+    # free scores (fwd_per_token): source 0: -0.1, -0.5, -0.15 (c wins once the channel weighs in);
+    # source 1: a tie of -0.2 and -0.2 (both kept, the channel prefers e); source 2: a leader by 1.9
+    # that the channel would overturn: pruned below that margin, the reranker keeps f
+    (0.0, [0, 1, 0], ["d", "e"]),
+    (0.06, [2, 1, 0], ["a", "c", "d", "e"]),
+    (0.5, [2, 1, 0], ["a", "b", "c", "d", "e"]),
+    (2.0, [2, 1, 1], ["a", "b", "c", "d", "e", "f", "g"]),
+    (math.inf, [2, 1, 1], None),  # the full reranker
+])
+def test_a_margin_maps_picks_back_to_the_full_n_best(margin, picks, scored):
+    from inference_compute.features import Scorers
+
+    def cand(text, per_token):
+        return Candidate(text, per_token * 4, 4, per_token, [])
+
+    nbest = [[cand("a", -0.1), cand("b", -0.5), cand("c", -0.15)], [cand("d", -0.2), cand("e", -0.2)],
+             [cand("f", -0.1), cand("g", -2.0)]]
+    stub = StubScorer({"a": -4.0, "b": -0.1, "c": -0.4, "d": -2.0, "e": -0.8, "f": -9.0, "g": -0.1})
+    scorers = Scorers(reverse=stub, typical_ratio=1.0)
+    weights = {"fwd_per_token": 1.0, "rev_per_token": 1.0}
+    assert scorers.select(["s0", "s1", "s2"], nbest, weights, margin) == picks
+    if scored is not None:
+        assert sorted(stub.scored) == scored
+
+
+def test_a_margin_refuses_weights_no_model_scores_and_empty_lists():
+    from inference_compute.features import Scorers
+
+    one = [[Candidate("x", -1.0, 2, -0.5, [])]]
+    with pytest.raises(ValueError, match="weigh lm_per_token but no model scores it"):
+        Scorers().select(["a"], one, {"fwd_per_token": 1.0, "lm_per_token": 0.5}, 0.1)
+    with pytest.raises(ValueError, match="source 0 has no candidates"):
+        Scorers().select(["a"], [[]], {"fwd_per_token": 1.0}, 0.1)
 
 
 def test_a_margin_scores_only_the_kept_candidates_and_picks_among_them(toy_en_de, toy_de_en):
@@ -522,13 +575,25 @@ mbr: {{nbest: {nb}, out: {tmp_path / 'mbr.de'}, utility: chrf}}
         assert len((tmp_path / out).read_text(encoding="utf-8").splitlines()) == len(SOURCES)
         assert (tmp_path / f"{out}.config.yaml").exists()
     full = (tmp_path / "rerank.de").read_text(encoding="utf-8")
-    for margin, same in (("1.0e+9", True), ("0.0", None)):  # every candidate scored: the full reranker's picks
-        assert main(["rerank", "--config", str(config), "--set", f"margin={margin}"]) == 0, capsys.readouterr().err
-        assert "scoring compute" in capsys.readouterr().err
-        if same:
-            assert (tmp_path / "rerank.de").read_text(encoding="utf-8") == full
-    assert main(["rerank", "--config", str(config), "--set", "margin=-1"]) == 2
-    assert "margin must be >= 0" in capsys.readouterr().err
+    # A margin that keeps every candidate: the full reranker's picks; margin 0: the free score's best.
+    assert main(["rerank", "--config", str(config), "--set", "score_margin=1.0e+9"]) == 0, capsys.readouterr().err
+    assert "scoring compute" in capsys.readouterr().err
+    assert (tmp_path / "rerank.de").read_text(encoding="utf-8") == full
+    assert main(["rerank", "--config", str(config), "--set", "score_margin=0.0"]) == 0, capsys.readouterr().err
+    from inference_compute.rerank import load_weights, within_margin
+
+    lists = read_nbest(nb)
+    ratio = json.loads(weights.read_text())["typical_ratio"]
+    kept = within_margin(compute_features(SOURCES, lists, None, typical_ratio=ratio), load_weights(weights), 0.0)
+    for line, cs, k in zip((tmp_path / "rerank.de").read_text(encoding="utf-8").splitlines(), lists, kept):
+        assert line in [cs[i].text for i in k]  # one of the free score's best (the channel breaks a tie)
+    for bad, message in (("score_margin=-1", "score_margin must be >= 0"),
+                         ("score_margin=.nan", "score_margin must be >= 0"),
+                         (f"features_out={tmp_path / 'f.jsonl'}", "cannot go with a score_margin"),
+                         (f"models.forward={fwd}", "cannot go with models.forward")):
+        extra = [] if bad.startswith("score_margin") else ["--set", "score_margin=0.1"]
+        assert main(["rerank", "--config", str(config), "--set", bad, *extra]) == 2
+        assert message in capsys.readouterr().err
     assert main(["mbr", "--config", str(config), "--set", "utilty=bleu"]) == 2
     assert "mbr.utilty: unknown key; did you mean 'utility'?" in capsys.readouterr().err
     (tmp_path / "val.nbest.jsonl").write_text("{}\n", encoding="utf-8")
