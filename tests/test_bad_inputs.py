@@ -179,11 +179,11 @@ def _ic(w: World, command: str, body: dict) -> list:
     return [command, "--config", w.yaml("ic.yaml", {command: body})]
 
 
-def _rerank(w: World, **models) -> list:
-    weights = w.raw("weights.json", json.dumps({"weights": {"fwd_per_token": 1.0, "rev_per_token": 0.5}}).encode())
+def _rerank(w: World, section: dict | None = None, weights: dict | None = None, **models) -> list:
+    weights = w.raw("weights.json", json.dumps({"weights": weights or {"fwd_per_token": 1.0, "rev_per_token": 0.5}}).encode())
     return _ic(w, "rerank", {"nbest": str(_nbest_file(w, w.en_de)), "src": str(w.text("src.en", SRC)),
                              "weights": str(weights), "out": str(w.d / "out.de"),
-                             "models": {k: str(v) for k, v in models.items()}})
+                             "models": {k: str(v) for k, v in models.items()}, **(section or {})})
 
 
 def _agent_config(w: World, forward: Path, reverse: Path | str = "") -> Path:
@@ -488,6 +488,17 @@ CASES = [
          ["reverse (noisy channel) model translates en->de", "expected de->en"], ["out.de"]),
     Case("rerank-forward-of-the-wrong-direction", "inference_compute",
          lambda w: _rerank(w, forward=w.de_en, reverse=w.en_de), ["models.forward translates de->en", "en->de"], ["out.de"]),
+    Case("rerank-negative-score-margin", "inference_compute",
+         lambda w: _rerank(w, {"score_margin": -0.5}, reverse=w.de_en), ["score_margin must be >= 0", "-0.5"], ["out.de"]),
+    Case("rerank-score-margin-with-features-out", "inference_compute",
+         lambda w: _rerank(w, {"score_margin": 0.1, "features_out": str(w.d / "f.jsonl")}, reverse=w.de_en),
+         ["features_out needs every candidate scored"], ["out.de", "f.jsonl"]),
+    Case("rerank-score-margin-with-a-rescoring-forward", "inference_compute",
+         lambda w: _rerank(w, {"score_margin": 0.1}, forward=w.en_de, reverse=w.de_en),
+         ["score_margin needs the n-best file's own log-probabilities", "models.forward"], ["out.de"]),
+    Case("rerank-score-margin-weights-a-missing-scorer", "inference_compute",
+         lambda w: _rerank(w, {"score_margin": 0.1}, {"fwd_per_token": 1.0, "lm_per_token": 0.5}, reverse=w.de_en),
+         ["weigh lm_per_token but no model scores it"], ["out.de"]),
     Case("rerank-missing-weights", "inference_compute",
          lambda w: _ic(w, "rerank", {"nbest": str(_nbest_file(w, w.en_de)), "src": str(w.text("src.en", SRC)),
                                      "weights": str(w.d / "nope.json"), "out": str(w.d / "out.de")}),
