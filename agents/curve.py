@@ -319,6 +319,7 @@ def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=N
     chosen = pick(points, e.pick_within)
     ref_total = budget_reference(val, e)
     result = {"pair": pair, "val": {"src": src_path, "ref": ref_path, "n": len(sources)}, "rungs": e.rungs,
+              "score_margin": e.score_margin,
               "reference_flops_per_sentence": ref_total / len(sources), "length_ratio": e.length_ratio,
               "model": str(out / "policy.json") if model is not None else "", "learned_fit": fit,
               "pick": {k: chosen[k] for k in ("policy", "budget", "threshold", "bleu", "fraction", "fixed", "harmed")},

@@ -61,7 +61,9 @@ def main() -> None:
     curve = json.loads((d / "curve.json").read_text())
     records, refs = read_trace(d / args.trace), read_lines(args.ref)
     names = curve["rungs"]
-    ref_total = reference_flops(records, names)  # the full reranker on these sentences, as the curve's records
+    # the full reranker on these sentences, as the curve's records: its top rung, unless that scored within a margin
+    ref_total = (reference_flops(records, names) if curve.get("score_margin") is None
+                 else curve["reference_flops_per_sentence"] * len(records))
     policies = {"rules": RulePolicy()}
     if curve.get("model"):
         policies["learned"] = LearnedPolicy(load_gate(curve["model"], FEATURES))
