@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core_seq2seq.tokenizer import encode_batch
-from inference_compute.rerank import check_margin
 from core_seq2seq.translator import Candidate, DecodeSettings, Metered
+from inference_compute.rerank import check_margin
 
 from .critic import SIGNALS, selection_score
 from .errors import AgentInputError
