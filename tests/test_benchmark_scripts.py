@@ -330,3 +330,29 @@ def test_kill_resume_names_the_stage_that_was_running(tmp_path):
     assert kr.running_stage(tmp_path) == "model.fwd.de-en"
     (tmp_path / "model.fwd.de-en/stage.json").write_text("{}")
     assert kr.running_stage(tmp_path) is None
+
+
+# ---- margin_rerank -------------------------------------------------------------------------------
+
+def test_margin_rerank_measures_every_margin_and_the_full_reranker_side_by_side(tmp_path, toy_task, toy_en_de,
+                                                                                 toy_de_en, toy_models_dir):
+    """On the toy task: the full reranker is always measured (inf added), costs are shares of it and
+    rise with the margin, and val picks the cheapest margin within --pick-within of the full one."""
+    import json
+
+    margin_rerank = _load("margin_rerank")
+    out = tmp_path / "m.json"
+    assert margin_rerank.main(["--forward", str(toy_models_dir / "en_de/best"), "--reverse", str(toy_models_dir / "de_en/best"),
+                               "--data", str(toy_task), "--nbest", "4", "--val-limit", "40", "--margins", "0,0.3",
+                               "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for name, n in (("val", 40), ("test_2016_flickr", 200)):
+        rows = r["sets"][name]["systems"]
+        assert list(rows) == ["beam5", "margin 0", "margin 0.3", "full"] and r["sets"][name]["sentences"] == n
+        assert rows["full"]["flops_of_full"] == 1.0
+        assert rows["margin 0"]["flops"] <= rows["margin 0.3"]["flops"] <= rows["full"]["flops"]
+    test = r["sets"]["test_2016_flickr"]["systems"]
+    assert test["full"]["p_vs_beam5"] is not None and "p_vs_full" in test["margin 0"]
+    val = r["sets"]["val"]["systems"]
+    assert val[r["val_pick"]]["bleu"] >= val["full"]["bleu"] - 0.1
+    assert set(r["weights"]) >= {"fwd_per_token", "rev_per_token"}
