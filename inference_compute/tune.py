@@ -193,3 +193,33 @@ def tune_weights(features: Sequence[Sequence[Mapping[str, float]]], nbest_texts:
     weights = {n: float(v) / norm for n, v in zip(names, raw)}
     final = objective(select(features, weights))  # re-check through the public selector
     return TuneResult(weights, final, start, trials, history)
+
+
+MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # scoring margins tried on val (units of the linear score)
+
+
+def tune_margin(features: Sequence[Sequence[Mapping[str, float]]], nbest_texts: Sequence[Sequence[str]],
+                refs: Sequence[str], weights: Mapping[str, float], margins: Sequence[float] = MARGINS,
+                within: float = 0.1, metric: str = "bleu") -> dict[str, Any]:
+    """The scoring margin chosen on val (``rerank.within_margin``; ``Scorers.select`` applies it).
+
+    From the features of every candidate (no model runs): for each margin, the val score of the
+    picks a reranker with that margin makes and the share of the candidates' tokens it would score
+    (an estimate of its share of the scoring FLOPs: each scorer's work grows with the tokens of the
+    candidates it reads). The pick: the margin with the smallest share whose score is within
+    ``within`` of the full reranker's; None when none is, or when none scores less than all."""
+    from .rerank import linear_scores, within_margin
+
+    objective = CorpusObjective(nbest_texts, refs, metric)
+    scores = linear_scores(features, weights)
+    full = objective([int(np.argmax(row)) for row in scores])
+    total = sum(f["tokens"] for cands in features for f in cands) or 1.0
+    rows = []
+    for m in margins:
+        kept = within_margin(features, weights, m)
+        picks = [max(k, key=lambda j, row=row: (row[j], -j)) for k, row in zip(kept, scores)]
+        share = sum(features[i][j]["tokens"] for i, k in enumerate(kept) if len(k) > 1 for j in k) / total
+        rows.append({"margin": m, "score": objective(picks), "scored_share": share})
+    close = [r for r in rows if r["score"] >= full - within and r["scored_share"] < 1.0]
+    pick = min(close, key=lambda r: (r["scored_share"], r["margin"]))["margin"] if close else None
+    return {"metric": metric, "full": full, "within": within, "margins": rows, "pick": pick}

@@ -134,14 +134,18 @@ class AgentRung:
     seed: int = 11
     budgets: list[float] = field(default_factory=lambda: [0.2, 0.25, 0.33, 0.5, 0.75, 1.0])  # corpus budgets tuned on val (fractions of the reranker's FLOPs)
     budget: float = 0.33  # with tune_on_val false: the corpus budget (fraction of the reranker's FLOPs)
-    score_margin: float | None = field(default=None, metadata=KEYED_WHEN_SET)  # its rerank rungs score (channel, R2L,
-    #   LM) only candidates whose free score is within this of the forward model's best (benchmarks/margin_rerank.py
-    #   picks it on val); null: all
+    score_margin: float | str | None = field(default=None, metadata=KEYED_WHEN_SET)  # its rerank rungs score (channel,
+    #   R2L, LM) only candidates whose free score is within this of the forward model's best; val: the margin val
+    #   picks over the reranker's candidates (inference_compute.tune.tune_margin); null: every candidate
 
     def __post_init__(self) -> None:
         from inference_compute.rerank import check_margin
 
-        check_margin(self.score_margin)
+        if isinstance(self.score_margin, str):
+            if self.score_margin != "val":
+                raise ValueError(f"score_margin must be a number >= 0, val or null, got {self.score_margin!r}")
+        else:
+            check_margin(self.score_margin)
 
 
 @dataclass

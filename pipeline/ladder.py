@@ -517,7 +517,7 @@ class Ladder:
         from inference_compute.features import Scorers, length_ratio
         from inference_compute.mbr import MbrConfig, mbr_decode
         from inference_compute.rerank import save_weights, select
-        from inference_compute.tune import TuneConfig, tune_weights
+        from inference_compute.tune import TuneConfig, tune_margin, tune_weights
 
         rc, mc = self.cfg.rerank, self.cfg.mbr
         sets = self.sets[pair]
@@ -541,6 +541,10 @@ class Ladder:
                                  TuneConfig(features=names, random_trials=rc.trials, seed=rc.seed))
             save_weights(stage_dir / "weights.json", tuned.weights, val_bleu=tuned.score, features=names)
             result: dict = {"weights": tuned.weights, "val_bleu_tuned": tuned.score, "rerank": {}, "mbr": {}}
+            # What a scoring margin would keep of this reranker on val (from the features in hand: no model
+            # runs); the agent's rungs take its pick with agent.score_margin: val.
+            result["score_margin"] = tune_margin(features["val"], [[c.text for c in cs] for cs in nbest["val"]],
+                                                 sets["val"].ref, tuned.weights)
             mbr_cfg = MbrConfig(utility=mc.utility, weighting=mc.weighting, temperature=mc.temperature)
             for set_name in sets:
                 picks = select(features[set_name], tuned.weights)
@@ -589,7 +593,8 @@ class Ladder:
             rerank = self.add(System("+rerank", "rerank", pair, base.models, decode, rm["rerank"], trained,
                                      built_on=base.name, stages=[f"{pair}.rerank_mbr", *[m["stage"] for m in extra.values()]],
                                      provenance={"nbest": rc.nbest, "weights": rm["weights"], "channel": channel,
-                                                 "r2l": args[3], "lm": args[4]}))
+                                                 "r2l": args[3], "lm": args[4],
+                                                 **({"score_margin": rm["score_margin"]} if "score_margin" in rm else {})}))
             if mc.enabled:
                 self.add(System("+mbr", "mbr", pair, base.models, decode, rm["mbr"], _union(base.trained),
                                 built_on=self.best(pair).name, stages=[],
@@ -801,7 +806,8 @@ class Ladder:
                         stages=[f"{pair}.distillation_rerank"],
                         provenance={"selector": kind, "nbest": rc.nbest, "weights": rm["weights"], "channel": p["channel"],
                                     "r2l": p["r2l"], "lm": p["lm"], "val_bleu_by_selector": {
-                                        k: round(val_bleu(v, sets, tgt), 2) for k, v in kinds.items()}}))
+                                        k: round(val_bleu(v, sets, tgt), 2) for k, v in kinds.items()},
+                                    **({"score_margin": rm["score_margin"]} if "score_margin" in rm else {})}))
 
     def agent_outputs(self, pair: str, models: list[str], draft: dict, reverse: str, rerank: dict) -> dict:
         """The escalating agent: a beam draft of ``models``, the reranker's rungs where the critic says
@@ -820,12 +826,13 @@ class Ladder:
         sizes = sorted({n for n in (nbest // 4 ** k for k in range(max(ac.max_steps, 1))) if n > width} | {nbest})
 
         def work(stage_dir: Path) -> dict:
+            margin = rerank.get("score_margin") if ac.score_margin == "val" else ac.score_margin
             budget = replace(EscalateConfig().budget, corpus=ac.budget)
-            if ac.score_margin is not None:  # the top rung is then cheaper than the reranker the budget is a share of
+            if margin is not None:  # the top rung is then cheaper than the reranker the budget is a share of
                 budget.reference_flops_per_sentence = rerank["compute"]["val"]["flops"] / len(sets["val"].src)
             escalate = EscalateConfig(rungs=[f"rerank{n}" for n in sizes], r2l=rerank.get("r2l") or "",
                                       lm=rerank.get("lm") or "", reranker=str(stage_dir / "reranker.json"),
-                                      curve=list(ac.budgets), budget=budget, score_margin=ac.score_margin,
+                                      curve=list(ac.budgets), budget=budget, score_margin=margin,
                                       length_ratio=length_ratio(sets["val"].src, sets["val"].ref))
             atomic_write_text(stage_dir / "reranker.json", json.dumps({"weights": rerank["weights"]}) + "\n")
             agent_cfg = AgentConfig(
@@ -881,6 +888,9 @@ class Ladder:
             p = rerank.provenance
             info = {"nbest": p["nbest"], "weights": p["weights"], "r2l": p.get("r2l"), "lm": p.get("lm"),
                     "compute": {k: {"flops": v["compute"].get("flops")} for k, v in rerank.outputs.items()}}
+            if self.cfg.agent.score_margin == "val":  # the margin val picked for this reranker (None: score all)
+                info["score_margin"] = (p.get("score_margin") or {}).get("pick")
+                self.log(f"[{pair}] +agent: score_margin {info['score_margin']} (chosen on val over {rerank.name}'s candidates)")
             plans[pair] = (base, rerank, reverse_trained, (pair, rerank.models, draft, reverse[0], info))
         self.parallel([("agent_outputs", plan[-1]) for plan in plans.values()])
         for pair, (base, rerank, reverse_trained, args) in plans.items():

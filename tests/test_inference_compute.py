@@ -242,6 +242,28 @@ def test_a_margin_maps_picks_back_to_the_full_n_best(margin, picks, scored):
         assert sorted(stub.scored) == scored
 
 
+def test_tune_margin_scores_each_margin_as_the_margin_reranker_picks(toy_en_de, toy_de_en):
+    """tune_margin reads every candidate's features once: each margin's val score is the score of
+    the picks Scorers.select makes with that margin, the scored share grows with the margin, and
+    the pick is the cheapest margin within `within` of the full reranker."""
+    from inference_compute.features import Scorers
+    from inference_compute.tune import CorpusObjective, tune_margin
+
+    nbest = generate_candidates(toy_en_de, SOURCES, beam_spec(6))
+    weights = {"fwd_per_token": 1.0, "rev_per_token": 0.8, "len_ratio_dev": -0.5}
+    scorers = Scorers(reverse=toy_de_en, typical_ratio=1.0)
+    texts = [[c.text for c in cs] for cs in nbest]
+    table = tune_margin(scorers.features(SOURCES, nbest), texts, REFS, weights, margins=(0.0, 0.05, 0.3, 1e9))
+    objective = CorpusObjective(texts, REFS)
+    assert table["full"] == pytest.approx(objective(scorers.select(SOURCES, nbest, weights)))
+    for row in table["margins"]:
+        assert row["score"] == pytest.approx(objective(scorers.select(SOURCES, nbest, weights, row["margin"])))
+    shares = [row["scored_share"] for row in table["margins"]]
+    assert shares == sorted(shares) and shares[-1] == pytest.approx(1.0)
+    close = [r for r in table["margins"] if r["score"] >= table["full"] - 0.1 and r["scored_share"] < 1]
+    assert table["pick"] == (min(close, key=lambda r: r["scored_share"])["margin"] if close else None)
+
+
 def test_a_margin_refuses_weights_no_model_scores_and_empty_lists():
     from inference_compute.features import Scorers
 

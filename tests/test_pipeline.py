@@ -50,9 +50,10 @@ def _decade(config: Path, out: Path, quiet: bool = False) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path):
-    config = _config(tmp_path, "toy2")
+    # The agent's rungs score within the margin val picks over the reranker's candidates.
+    config = _config(tmp_path, "toy2", agent={"score_margin": "val"})
     # The same ladder with two workers (stages side by side in worker processes) must give the same result.
-    parallel = _config(tmp_path, "toy2_workers", workers=2)
+    parallel = _config(tmp_path, "toy2_workers", workers=2, agent={"score_margin": "val"})
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     ref_proc = _decade(config, reference)  # the reference and the run to be killed side by side (2 cores)
     kill_proc = _decade(parallel, killed, quiet=True)
@@ -89,6 +90,11 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
                 kept = r["system"]
         bt = records[2]
         assert bt["extra"]["kept"] is False and records[3]["extra"]["built_on"] != "+bt"
+        # The reranker's record says what each scoring margin would keep of it on val, and the agent used val's pick.
+        margins = records[4]["provenance"]["score_margin"]
+        assert [m["margin"] for m in margins["margins"]][:2] == [0.0, 0.02] and "pick" in margins
+        assert all(0.0 <= m["scored_share"] <= 1.0 for m in margins["margins"])
+        assert f"[{pair}] +agent: score_margin {margins['pick']} (chosen on val" in ref_err
         # Every rung translated the blind half of its direction, one line per source line.
         blind = sorted((reference / "blind" / pair).glob("*.txt"))
         assert sorted(p.stem for p in blind) == sorted(systems)
@@ -340,6 +346,8 @@ def test_misspelled_stage_or_test_set_is_an_error(tmp_path, capsys, args, messag
     ("curve:\n  fractions: [0.5, 0.5]\n", r"curve: fractions must not repeat a share"),
     ("curve:\n  form: cubic\n", r"curve: form must be one of auto, loglinear, saturating"),
     ("curve:\n  fraction: [0.5]\n", r"curve\.fraction: unknown key; did you mean 'fractions'"),
+    ("agent:\n  score_margin: auto\n", r"agent: score_margin must be a number >= 0, val or null, got 'auto'"),
+    ("agent:\n  score_margin: -1\n", r"agent: score_margin must be >= 0"),
 ])
 def test_out_of_range_values_are_named_when_the_config_is_read(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
