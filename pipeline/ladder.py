@@ -809,7 +809,8 @@ class Ladder:
                                         k: round(val_bleu(v, sets, tgt), 2) for k, v in kinds.items()},
                                     **({"score_margin": rm["score_margin"]} if "score_margin" in rm else {})}))
 
-    def agent_outputs(self, pair: str, models: list[str], draft: dict, reverse: str, rerank: dict) -> dict:
+    def agent_outputs(self, pair: str, models: list[str], draft: dict, reverse: str, rerank: dict,
+                      margin: float | None = None) -> dict:
         """The escalating agent: a beam draft of ``models``, the reranker's rungs where the critic says
         it pays, within a FLOP budget chosen on val (``agents curve``); set -> {hyp_path, compute}."""
         from agents.config import AgentConfig, DraftConfig, ModelsConfig, apply_escalation_pick
@@ -826,7 +827,6 @@ class Ladder:
         sizes = sorted({n for n in (nbest // 4 ** k for k in range(max(ac.max_steps, 1))) if n > width} | {nbest})
 
         def work(stage_dir: Path) -> dict:
-            margin = rerank.get("score_margin") if ac.score_margin == "val" else ac.score_margin
             budget = replace(EscalateConfig().budget, corpus=ac.budget)
             if margin is not None:  # the top rung is then cheaper than the reranker the budget is a share of
                 budget.reference_flops_per_sentence = rerank["compute"]["val"]["flops"] / len(sets["val"].src)
@@ -862,14 +862,33 @@ class Ladder:
                     "decoder_row_steps": None, "flops": report["spent_flops"], "budget": report}}
             return out
 
-        return self.runner.run(f"{pair}.agent", key_dict(ac), {"models": models, "reverse": reverse, "draft": draft,
-                                                             "rerank": rerank}, work)
+        # keyed by the margin used (agent.score_margin: val resolved), so val's "none" is null's stage
+        return self.runner.run(f"{pair}.agent", key_dict(replace(ac, score_margin=margin)),
+                               {"models": models, "reverse": reverse, "draft": draft, "rerank": rerank}, work)
 
     def agent_reranker(self, pair: str, base: System) -> System | None:
         """What the agent escalates to: the reranker over the kept system's model (after distillation,
         the one on top of the post-trained model, kept or not), else the last reranker built."""
         rerankers = [s for s in self.systems[pair] if s.stage in ("rerank", "distillation_rerank")]
         return ([s for s in rerankers if s.models == base.models] or rerankers or [None])[-1]
+
+    def agent_margin(self, pair: str, rerank: System) -> float | None:
+        """The scoring margin of the agent's rungs: agent.score_margin, or with ``val`` the pick of the
+        margin table the reranker's stage measured on val (none within reach: every candidate scored)."""
+        ac = self.cfg.agent
+        if ac.score_margin != "val":
+            return ac.score_margin
+        table = rerank.provenance.get("score_margin")
+        if table is None:
+            self.log(f"[{pair}] +agent: {rerank.name}'s stage was made without a margin table: every candidate is "
+                     f"scored (rerun it with --force for val's margin)")
+            return None
+        if table["pick"] is None:
+            self.log(f"[{pair}] +agent: no scoring margin comes within {table['within']} val BLEU of {rerank.name}: "
+                     f"every candidate is scored")
+        else:
+            self.log(f"[{pair}] +agent: score_margin {table['pick']:g} (chosen on val over {rerank.name}'s candidates)")
+        return table["pick"]
 
     def agent(self) -> None:
         """The escalating agent: each direction's best model drafts with its beam; the reranker's
@@ -888,10 +907,8 @@ class Ladder:
             p = rerank.provenance
             info = {"nbest": p["nbest"], "weights": p["weights"], "r2l": p.get("r2l"), "lm": p.get("lm"),
                     "compute": {k: {"flops": v["compute"].get("flops")} for k, v in rerank.outputs.items()}}
-            if self.cfg.agent.score_margin == "val":  # the margin val picked for this reranker (None: score all)
-                info["score_margin"] = (p.get("score_margin") or {}).get("pick")
-                self.log(f"[{pair}] +agent: score_margin {info['score_margin']} (chosen on val over {rerank.name}'s candidates)")
-            plans[pair] = (base, rerank, reverse_trained, (pair, rerank.models, draft, reverse[0], info))
+            margin = self.agent_margin(pair, rerank)
+            plans[pair] = (base, rerank, reverse_trained, (pair, rerank.models, draft, reverse[0], info, margin))
         self.parallel([("agent_outputs", plan[-1]) for plan in plans.values()])
         for pair, (base, rerank, reverse_trained, args) in plans.items():
             out = self.agent_outputs(*args)

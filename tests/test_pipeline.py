@@ -94,7 +94,8 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
         margins = records[4]["provenance"]["score_margin"]
         assert [m["margin"] for m in margins["margins"]][:2] == [0.0, 0.02] and "pick" in margins
         assert all(0.0 <= m["scored_share"] <= 1.0 for m in margins["margins"])
-        assert f"[{pair}] +agent: score_margin {margins['pick']} (chosen on val" in ref_err
+        assert (f"[{pair}] +agent: score_margin {margins['pick']:g} (chosen on val" if margins["pick"] is not None
+                else f"[{pair}] +agent: no scoring margin comes within 0.1 val BLEU") in ref_err
         # Every rung translated the blind half of its direction, one line per source line.
         blind = sorted((reference / "blind" / pair).glob("*.txt"))
         assert sorted(p.stem for p in blind) == sorted(systems)
@@ -463,3 +464,24 @@ def test_the_agent_escalates_to_the_reranker_over_the_kept_model(rungs, expect):
     base = [s for s in systems if s.kept][-1]
     got = Ladder.agent_reranker(ladder, "en-de", base)
     assert (got.name if got else None) == expect
+
+
+@pytest.mark.parametrize("setting, table, expect, log", [
+    (None, {"pick": 0.2, "within": 0.1}, None, None),  # not asked: every candidate scored, the table unused
+    (0.05, None, 0.05, None),  # a number: that margin
+    ("val", {"pick": 0.2, "within": 0.1}, 0.2, "score_margin 0.2 (chosen on val over +rerank's candidates)"),
+    ("val", {"pick": None, "within": 0.1}, None, "no scoring margin comes within 0.1 val BLEU of +rerank"),
+    ("val", None, None, "+rerank's stage was made without a margin table"),  # a stage cached before the table
+])
+def test_the_agent_takes_the_margin_val_picked_for_its_reranker(setting, table, expect, log):
+    from types import SimpleNamespace
+
+    from pipeline.ladder import Ladder
+
+    logged = []
+    ladder = SimpleNamespace(cfg=SimpleNamespace(agent=SimpleNamespace(score_margin=setting)), log=logged.append)
+    rerank = _system("+rerank", "rerank", ["fwd"])
+    if table is not None:
+        rerank.provenance["score_margin"] = table
+    assert Ladder.agent_margin(ladder, "en-de", rerank) == expect
+    assert (log is None and not logged) or (len(logged) == 1 and log in logged[0])
