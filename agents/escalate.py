@@ -310,11 +310,12 @@ class ModelRungs:
         self.scorers = Scorers(reverse=agent.reverse, r2l=r2l, lm=lm, typical_ratio=typical_ratio)
         sel = agent.cfg.selection
         self.weights = weights or {"fwd_per_token": 1.0, **({"rev_per_token": sel.reverse_weight} if agent.reverse else {})}
-        missing = [k for k in self.weights if k.startswith(("rev", "r2l", "lm", "alt"))
-                   and {"rev": agent.reverse, "r2l": r2l, "lm": lm, "alt": None}[k.split("_")[0]] is None and self.weights[k]]
+        given = {"rev": agent.reverse, "r2l": r2l, "lm": lm}  # the agent has no alt model
+        missing = [k for k, w in self.weights.items() if w and k.split("_")[0] in ("rev", "r2l", "lm", "alt")
+                   and given.get(k.split("_")[0]) is None]
         if missing:
             raise AgentInputError(f"escalate.reranker weighs {', '.join(missing)} but its model is not given "
-                                  "(models.reverse, escalate.r2l, escalate.lm)")
+                                  "(models.reverse, escalate.r2l, escalate.lm; alt: none in the agent)")
         if "refine" in self.names and agent.critic.refiner is None:
             raise AgentInputError("escalate.rungs has refine but models.refiner is not set")
         from inference_compute.lm import TargetLM

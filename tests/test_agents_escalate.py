@@ -102,6 +102,14 @@ def test_a_margin_spends_less_on_the_rerank_rungs(toy_en_de, toy_de_en, lexicon,
     assert budget_reference(exhaustive, agent.cfg.escalate) == 2.0 * len(exhaustive)
 
 
+@pytest.mark.parametrize("feature", ["lm_per_token", "r2l_per_token", "alt_per_token"])
+def test_reranker_weights_without_their_model_are_refused(toy_en_de, toy_de_en, lexicon, feature):
+    agent = make_agent(toy_en_de, toy_de_en, lexicon)
+    with pytest.raises(AgentInputError, match=f"escalate.reranker weighs {feature} but its model is not given"):
+        ModelRungs(agent, agent.cfg.escalate, weights={"fwd_per_token": 1.0, feature: 0.5})
+    ModelRungs(agent, agent.cfg.escalate, weights={"fwd_per_token": 1.0, feature: 0.0})  # unweighted: no model needed
+
+
 def test_a_budget_below_the_first_look_is_refused(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
     sources, drafts, _, _ = hard_easy
     agent = make_agent(toy_en_de, toy_de_en, lexicon, budget={"corpus": 1e-6})
