@@ -167,6 +167,7 @@ class Ladder:
         self.systems: dict[str, list[System]] = {p: [] for p in self.pairs}
         self.models: dict[str, dict] = {}  # model stage -> outputs
         self.progress = sys.stderr.isatty()
+        self._pool: Any = None  # the worker processes, started at the first parallel step, kept to the end
 
     # -- shared pieces --
 
@@ -306,18 +307,36 @@ class Ladder:
             for method, args in jobs:
                 getattr(self, method)(*args)
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         state = (self.cfg, self.run_dir, self.corpora, set(self.runner.force))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_job, state, method, args) for method, args in jobs]
+        futures = [self._workers().submit(_job, state, method, args) for method, args in jobs]
+        try:
             for future in futures:
                 done, timings, ran = future.result()
                 self.runner.done.update(done)
                 self.runner.timings.update(timings)
                 self.runner.cached = (self.runner.cached | set(timings)) - set(ran)  # what the worker found cached stays so
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            self.close()  # the jobs already running finish (or fail) before the error is reported
+            raise
+
+    def _workers(self) -> Any:
+        """The run's worker processes: started once (each spends seconds importing torch and
+        transformers) and reused by every parallel step until ``close``."""
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=self.cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_die_with_parent, initargs=(os.getpid(),))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes (after the jobs they are running)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     # -- rungs: each takes every direction, so that independent work can run side by side --
 
@@ -1040,11 +1059,14 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
                                       if getattr(cfg, s).enabled]))
     ladder = Ladder(cfg, run_dir, corpora, runner, log)
     # Rung by rung across directions: each direction's next rung can use the other's best system so far.
-    ladder.tokenizer()
-    for section, step in RUNGS:
-        if section and not getattr(cfg, section).enabled:
-            continue
-        step(ladder)
+    try:
+        ladder.tokenizer()
+        for section, step in RUNGS:
+            if section and not getattr(cfg, section).enabled:
+                continue
+            step(ladder)
+    finally:
+        ladder.close()
     markdown = []
     for pair in ladder.pairs:
         markdown.append(write_leaderboard(cfg, run_dir, ladder, pair, config_path))
