@@ -46,7 +46,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     for run in (reference, killed):
         (tmp_path / f"{run.name}.json").write_text(json.dumps(_small(run, steps)))
-    subprocess.run([sys.executable, script, str(tmp_path / "uninterrupted.json")], check=True, env=EXACT_ENV, cwd=ROOT)
+    # The reference and the run to be killed side by side (one thread each, on 2 cores).
+    ref_proc = subprocess.Popen([sys.executable, script, str(tmp_path / "uninterrupted.json")], env=EXACT_ENV, cwd=ROOT)
     proc = subprocess.Popen([sys.executable, script, str(tmp_path / "killed.json")], env=EXACT_ENV, cwd=ROOT)
     deadline = time.time() + 600  # generous: on a loaded machine the child is slow, and the kill must come mid-run
     state = killed / "last/decade_meta.json"
@@ -59,6 +60,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert state.exists(), "no checkpoint was written within the deadline"
     meta = json.loads(state.read_text())
     assert meta["step"] < steps, "the run finished before it could be killed"
+    assert ref_proc.wait(timeout=600) == 0
     subprocess.run([sys.executable, script, str(tmp_path / "killed.json")], check=True, env=EXACT_ENV, cwd=ROOT)
     a, b = _weights(reference), _weights(killed)
     assert a.keys() == b.keys()
@@ -126,9 +128,10 @@ def test_two_process_training_matches_one_process(tmp_path):
         (tmp_path / f"{run.name}.json").write_text(json.dumps(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     script = ROOT / "tests/_train_from_json.py"
-    subprocess.run([sys.executable, str(script), str(tmp_path / "single.json")], check=True, env=env, cwd=ROOT)
+    single_proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "single.json")], env=env, cwd=ROOT)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                     str(script), str(tmp_path / "double.json")], check=True, env=env, cwd=ROOT)
+    assert single_proc.wait(timeout=600) == 0
     a, b = _weights(single), _weights(double)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k

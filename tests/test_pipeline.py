@@ -49,7 +49,7 @@ def _decade(config: Path, out: Path, quiet: bool = False) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path):
+def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path, capsys):
     # The agent's rungs score within the margin val picks over the reranker's candidates.
     config = _config(tmp_path, "toy2", agent={"score_margin": "val"})
     # The same ladder with two workers (stages side by side in worker processes) must give the same result.
@@ -132,10 +132,11 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     assert (published / "blind/de-en/+agent.txt").exists() and (published / "en-de/leaderboard/leaderboard.md").exists()
 
     # A finished run plans nothing but cached stages, every one of them.
-    plan = subprocess.run([sys.executable, "-m", "pipeline", "run", str(config), "--out", str(reference), "--plan"],
-                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    stages = plan.stdout.splitlines()[1:]
-    assert plan.returncode == 0 and len(stages) > 20 and all(line.endswith(" cached") for line in stages), plan.stdout
+    capsys.readouterr()
+    code = decade_main(["run", str(config), "--out", str(reference), "--plan"])
+    plan = capsys.readouterr().out
+    stages = plan.splitlines()[1:]
+    assert code == 0 and len(stages) > 20 and all(line.endswith(" cached") for line in stages), plan
 
 
 def _snapshot(run: Path) -> dict[str, tuple[int, int]]:

@@ -31,10 +31,26 @@ def _env() -> dict[str, str]:
 
 def launch(args: list[str], processes: int, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """``python ARGS`` (one process) or ``torchrun --nproc_per_node N ARGS`` on a free local port."""
-    cmd = [sys.executable, *args] if processes == 1 else [
-        TORCHRUN, "--standalone", "--nproc_per_node", str(processes), *args]
-    done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return launch_side_by_side([(args, processes)], timeout, cwd)[0]
+
+
+def launch_side_by_side(jobs: list[tuple[list[str], int]], timeout: int = 600,
+                        cwd: Path = ROOT) -> list[subprocess.CompletedProcess]:
+    """Several ``launch`` jobs started at once (their imports overlap), each checked for success."""
+    cmds = [[sys.executable, *args] if processes == 1 else [TORCHRUN, "--standalone", "--nproc_per_node", str(processes), *args]
+            for args, processes in jobs]
+    procs = [subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in cmds]
+    done = []
+    try:
+        for cmd, proc in zip(cmds, procs):
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-3000:]}\n{err[-5000:]}"
+            done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
     return done
 
 
@@ -92,8 +108,8 @@ def test_two_processes_decode_exactly_as_one(tmp_path, toy_en_de, toy_de_en):
     """Back-translation (beam and sampling), n-best generation with forward and channel scores, and
     the agent: two processes write the same files as one, byte for byte."""
     fwd, rev = (str(Path(t.load_args[0][0])) for t in (toy_en_de, toy_de_en))
-    launch(["tests/shard_job.py", fwd, rev, str(tmp_path / "one")], 1)
-    launch(["tests/shard_job.py", fwd, rev, str(tmp_path / "two")], 2)
+    launch_side_by_side([(["tests/shard_job.py", fwd, rev, str(tmp_path / "one")], 1),
+                         (["tests/shard_job.py", fwd, rev, str(tmp_path / "two")], 2)])
     one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
     assert json.loads(one["nbest.txt.meta.json"])["compute"]["decoder_calls"] > 0
     assert len(one["bt_topk/synthetic.jsonl"].splitlines()) == 90  # 45 lines x 2 samples
