@@ -17,19 +17,39 @@ def toy_models_dir(request):
 
 
 @pytest.fixture(scope="session")
-def toy_en_de(toy_models_dir):
-    """A Translator for the toy task en->de (val BLEU ~99)."""
+def toy_models_trained(toy_models_dir):
+    """Both toy models trained once (side by side when both are missing: the reverse one in a
+    one-thread subprocess, so a cold cache costs one model's time on 2 cores, not two)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
     from core_seq2seq.testing import train_toy_translator
 
-    return train_toy_translator(toy_models_dir / "en_de", "en", "de", steps=600)
+    root = Path(__file__).resolve().parents[1]
+    side = None
+    if not (toy_models_dir / "de_en/best/config.json").exists():
+        code = (f"from core_seq2seq.testing import train_toy_translator; "
+                f"train_toy_translator({str(toy_models_dir / 'de_en')!r}, 'de', 'en', steps=600)")
+        side = subprocess.Popen([sys.executable, "-c", code], cwd=root, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)})
+    en_de = train_toy_translator(toy_models_dir / "en_de", "en", "de", steps=600)
+    if side is not None:
+        _, err = side.communicate(timeout=1200)
+        assert side.returncode == 0, err[-3000:]
+    return en_de, train_toy_translator(toy_models_dir / "de_en", "de", "en", steps=600)
 
 
 @pytest.fixture(scope="session")
-def toy_de_en(toy_models_dir):
-    """The reverse direction, de->en: the back-translator and the noisy channel's reverse model."""
-    from core_seq2seq.testing import train_toy_translator
+def toy_en_de(toy_models_trained):
+    """A Translator for the toy task en->de (val BLEU ~99)."""
+    return toy_models_trained[0]
 
-    return train_toy_translator(toy_models_dir / "de_en", "de", "en", steps=600)
+
+@pytest.fixture(scope="session")
+def toy_de_en(toy_models_trained):
+    """The reverse direction, de->en: the back-translator and the noisy channel's reverse model."""
+    return toy_models_trained[1]
 
 
 @pytest.fixture(scope="session")

@@ -48,8 +48,19 @@ def _decade(config: Path, out: Path, quiet: bool = False) -> subprocess.Popen:
                             stdout=pipe, stderr=pipe, text=True)
 
 
+@pytest.fixture
+def spawned():
+    """Processes a test started: any still running when it ends (a failed assertion) are killed."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.slow
-def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path, capsys):
+def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path, capsys, spawned):
     # The agent's rungs score within the margin val picks over the reranker's candidates.
     config = _config(tmp_path, "toy2", agent={"score_margin": "val"})
     # The same ladder with two workers (stages side by side in worker processes) must give the same result.
@@ -57,6 +68,7 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     ref_proc = _decade(config, reference)  # the reference and the run to be killed side by side (2 cores)
     kill_proc = _decade(parallel, killed, quiet=True)
+    spawned += [ref_proc, kill_proc]
     mid_stage = killed / "model.r2l.de-en/model/last/decade_meta.json"
     deadline = time.time() + 400
     while time.time() < deadline and not mid_stage.exists() and kill_proc.poll() is None:
@@ -67,9 +79,11 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     before = _snapshot(killed)
     time.sleep(3)
     assert _snapshot(killed) == before
+    assert mid_stage.exists() and not (killed / "model.r2l.de-en/stage.json").exists(), "not killed mid-stage"
+    resumed = _decade(parallel, killed)  # resumed at once, beside the reference's last stages
+    spawned.append(resumed)
     ref_out, ref_err = ref_proc.communicate(timeout=600)
     assert ref_proc.returncode == 0, ref_err[-3000:]
-    assert mid_stage.exists() and not (killed / "model.r2l.de-en/stage.json").exists(), "not killed mid-stage"
 
     # Every model is trained exactly once: the de-en forward model is en-de's back-translator and channel.
     trained = sorted({line.split("]")[0][1:] for line in ref_err.splitlines()
@@ -107,7 +121,6 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     test_de = gzip.open(reference / "toy_data/task1/raw/test_2016_flickr.de.gz", "rt").read().splitlines()
     assert mono and not mono & (set(blind_b) | set(test_de))
 
-    resumed = _decade(parallel, killed)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert "[model.fwd.en-de] cached" in err and "[model.r2l.de-en] running" in err and "resuming" in err
