@@ -67,7 +67,8 @@ def test_backtranslation_improves_a_low_resource_model(tmp_path, toy_task, toy_d
         model = LSTMTranslator.load(tmp_path / name / "best", "en", "de")
         hyps = [c[0].text for c in model.translate(test.src, DecodeSettings(method="greedy"))]
         bleu[name] = score_corpus(hyps, test.tgt, trg_lang="de")["bleu"]
-    # Measured: ~27 BLEU with 150 real pairs, ~70 with 2000 back-translated pairs added.
+    # Measured (2026-12-02, 2-core EPYC): 56.6 BLEU with 150 real pairs, 79.1 with 2000 back-translated pairs
+    # added; at 200 steps 39.9 and 52.9, too close to the bar, so the test trains 300.
     assert bleu["real_plus_bt"] > bleu["real_only"] + 15, bleu
 
 
