@@ -47,6 +47,21 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def fresh_accelerator_state() -> None:
+    """Forget the accelerate state an earlier training in this process left (one process only).
+
+    accelerate keeps one process-wide state and refuses an ``Accelerator`` with another precision
+    than the first one made; a process that trains several models in turn (a ladder's worker) must
+    start each from a clean state (trl's trainers reset it themselves). Under torchrun the state
+    holds the process group, so it is kept."""
+    if world()[1] > 1:
+        return
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 def device() -> str:
     """Where a run decodes: this process's GPU when there is one (``init`` picked it), else the CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"

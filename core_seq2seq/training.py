@@ -492,6 +492,7 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
     precision, why = resolve_precision(tc.precision, device_kind, explain=True)
     # accelerate only recognises torchrun's processes on a CPU machine when told cpu=True.
     # mixed_precision="bf16": autocast around the loss module's forward, fp32 master weights.
+    distributed.fresh_accelerator_state()
     accelerator = Accelerator(cpu=device_kind == "cpu", mixed_precision="bf16" if precision == "bf16" else "no",
                               log_with=tc.log_with or None, project_dir=cfg.output_dir if tc.log_with else None)
     if accelerator.is_main_process:

@@ -16,6 +16,7 @@ decoded (and test sets scored).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import platform
@@ -307,9 +308,19 @@ class Ladder:
             for method, args in jobs:
                 getattr(self, method)(*args)
             return
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
         state = (self.cfg, self.run_dir, self.corpora, set(self.runner.force))
-        futures = [self._workers().submit(_job, state, method, args) for method, args in jobs]
+        futures = []
         try:
+            futures = [self._workers().submit(_job, state, method, args) for method, args in jobs]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+            if failed:
+                running = sum(not f.done() for f in futures)
+                self.log(f"a parallel stage failed ({type(failed[0].exception()).__name__}); "
+                         f"{running} stage(s) still running finish first (their work is kept)")
+                raise failed[0].exception()
             for future in futures:
                 done, timings, ran = future.result()
                 self.runner.done.update(done)
@@ -324,6 +335,8 @@ class Ladder:
     def _workers(self) -> Any:
         """The run's worker processes: started once (each spends seconds importing torch and
         transformers) and reused by every parallel step until ``close``."""
+        if self._pool is not None and self._pool._broken:  # a worker died between steps (out of memory, say)
+            self.close()
         if self._pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -977,6 +990,11 @@ def _job(state: tuple, method: str, args: tuple) -> tuple[dict, dict, list[str]]
     runner = StageRunner(run_dir, force, log)
     ladder = Ladder(cfg, run_dir, corpora, runner, log)
     getattr(ladder, method)(*args)
+    # The process serves the run's next jobs: hand back what this one held (models, a GPU's cache).
+    del ladder
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
     return runner.done, runner.timings, [k for k in runner.timings if k not in runner.cached]
 
 

@@ -11,6 +11,16 @@ import torch
 torch.set_num_threads(int(os.environ.get("DECADE_TEST_THREADS", "1")))
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A test whose training sets ``train.num_threads`` leaves torch's thread count as it found it
+    (two spinning threads on a busy 2-core machine slow every later test many times over)."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def toy_models_dir(request):
     return request.config.cache.mkdir("decade_toy_models_v3")
@@ -19,7 +29,8 @@ def toy_models_dir(request):
 @pytest.fixture(scope="session")
 def toy_models_trained(toy_models_dir):
     """Both toy models trained once (side by side when both are missing: the reverse one in a
-    one-thread subprocess, so a cold cache costs one model's time on 2 cores, not two)."""
+    subprocess, so a cold cache costs one model's time on 2 cores, not two). ``toy_en_de`` and
+    ``toy_de_en`` both come from here: a test that asks for one gets both trained."""
     import subprocess
     import sys
     from pathlib import Path
@@ -31,12 +42,19 @@ def toy_models_trained(toy_models_dir):
     if not (toy_models_dir / "de_en/best/config.json").exists():
         code = (f"from core_seq2seq.testing import train_toy_translator; "
                 f"train_toy_translator({str(toy_models_dir / 'de_en')!r}, 'de', 'en', steps=600)")
+        threads = os.environ.get("DECADE_TEST_THREADS", "1")  # the threads this process trains with
+        path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
         side = subprocess.Popen([sys.executable, "-c", code], cwd=root, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)})
-    en_de = train_toy_translator(toy_models_dir / "en_de", "en", "de", steps=600)
-    if side is not None:
-        _, err = side.communicate(timeout=1200)
-        assert side.returncode == 0, err[-3000:]
+                                env={**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": path})
+    try:
+        en_de = train_toy_translator(toy_models_dir / "en_de", "en", "de", steps=600)
+        if side is not None:
+            _, err = side.communicate(timeout=1200)
+            assert side.returncode == 0, err[-3000:]
+    finally:
+        if side is not None and side.poll() is None:
+            side.kill()
+            side.wait()
     return en_de, train_toy_translator(toy_models_dir / "de_en", "de", "en", steps=600)
 
 

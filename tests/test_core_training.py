@@ -70,6 +70,19 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert log[-1]["event"] == "stop" and log[-1]["step"] == steps
 
 
+def test_a_process_that_trained_in_another_precision_trains_again(tmp_path):
+    """accelerate keeps one state per process and refuses a second precision: a ladder's worker that
+    trained one model (bf16 on a GPU, say) must still train the next one (fp32 here)."""
+    from accelerate import Accelerator
+
+    from core_seq2seq import distributed
+
+    distributed.fresh_accelerator_state()  # whatever tests before this one left
+    Accelerator(cpu=True, mixed_precision="bf16")  # what an earlier bf16 training leaves in the process
+    train(experiment_from_dict(_small(tmp_path / "run", 2)), log=lambda m: None)
+    assert (tmp_path / "run/best/config.json").exists()
+
+
 def test_average_checkpoints(tmp_path):
     run = tmp_path / "run"
     train(experiment_from_dict(_small(run, 30)), log=lambda m: None)

@@ -42,10 +42,15 @@ def _records(run: Path, pair: str) -> list[dict]:
     return [json.loads(line) for line in (run / pair / "results.jsonl").read_text().splitlines()]
 
 
-def _decade(config: Path, out: Path, quiet: bool = False) -> subprocess.Popen:
-    pipe = subprocess.DEVNULL if quiet else subprocess.PIPE
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(config), "--out", str(out)], env=ENV, cwd=ROOT,
-                            stdout=pipe, stderr=pipe, text=True)
+def _decade(config: Path, out: Path, quiet: bool = False, to: Path | None = None) -> subprocess.Popen:
+    """``decade run CONFIG --out OUT`` started; its output piped, dropped (``quiet``) or written to
+    ``to``.out and ``to``.err (for a run nobody reads until it ends)."""
+    cmd = [sys.executable, "-m", "pipeline", "run", str(config), "--out", str(out)]
+    if to is None:
+        pipe = subprocess.DEVNULL if quiet else subprocess.PIPE
+        return subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=pipe, stderr=pipe, text=True)
+    with open(f"{to}.out", "w") as out_f, open(f"{to}.err", "w") as err_f:  # the child keeps its own copies
+        return subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=out_f, stderr=err_f, text=True)
 
 
 @pytest.fixture
@@ -80,7 +85,7 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     time.sleep(3)
     assert _snapshot(killed) == before
     assert mid_stage.exists() and not (killed / "model.r2l.de-en/stage.json").exists(), "not killed mid-stage"
-    resumed = _decade(parallel, killed)  # resumed at once, beside the reference's last stages
+    resumed = _decade(parallel, killed, to=tmp_path / "resumed")  # at once, beside the reference's last stages
     spawned.append(resumed)
     ref_out, ref_err = ref_proc.communicate(timeout=600)
     assert ref_proc.returncode == 0, ref_err[-3000:]
@@ -121,7 +126,8 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     test_de = gzip.open(reference / "toy_data/task1/raw/test_2016_flickr.de.gz", "rt").read().splitlines()
     assert mono and not mono & (set(blind_b) | set(test_de))
 
-    out, err = resumed.communicate(timeout=600)
+    resumed.wait(timeout=600)
+    out, err = (tmp_path / "resumed.out").read_text(), (tmp_path / "resumed.err").read_text()
     assert resumed.returncode == 0, err[-3000:]
     assert "[model.fwd.en-de] cached" in err and "[model.r2l.de-en] running" in err and "resuming" in err
     assert out == ref_out  # the same leaderboard, to the digit
@@ -435,6 +441,31 @@ def test_the_quickstart_says_which_corpus_it_used(tmp_path, monkeypatch, error, 
     corpora = resolve_corpus(cfg, tmp_path, said.append)
     assert str(tmp_path / "toy_data") in corpora.train["en"] and "toy task shipped in the package" in said[-1]
     assert corpora.kind == "toy"  # and the run's log line names it so
+
+
+def test_parallel_steps_share_one_pool_of_workers_and_a_failing_job_stops_the_step(tmp_path):
+    """The run's worker processes start once and serve every parallel step; a job that fails in a
+    worker is the step's error, after the job beside it finishes (its work kept), and the workers stop."""
+    from dataclasses import replace
+
+    from pipeline.ladder import Ladder, resolve_corpus
+
+    cfg = replace(load_pipeline_config(ROOT / "configs/toy.yaml"), workers=2)
+    said: list[str] = []
+    corpora = resolve_corpus(cfg, tmp_path, said.append)
+    ladder = Ladder(cfg, tmp_path, corpora, StageRunner(tmp_path, set(), said.append), said.append)
+    try:
+        ladder.parallel([("monolingual", ("de",)), ("monolingual", ("en",))])
+        assert {"mono.de", "mono.en"} <= set(ladder.runner.done)
+        workers = set(ladder._pool._processes)
+        ladder.parallel([("monolingual", ("de",)), ("monolingual", ("en",))])  # found cached, by the same processes
+        assert set(ladder._pool._processes) == workers and len(workers) == 2
+        with pytest.raises(AttributeError, match="no_such_stage"):
+            ladder.parallel([("tokenizer", ()), ("no_such_stage", ())])
+        assert ladder._pool is None and (tmp_path / "tokenizer/stage.json").exists()
+        assert any("a parallel stage failed (AttributeError)" in line for line in said)
+    finally:
+        ladder.close()
 
 
 @pytest.mark.parametrize("parent, code", [("os.getppid()", 0), ("os.getppid() + 100000", 1)])
