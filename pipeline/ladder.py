@@ -40,6 +40,7 @@ from inference_compute.compute import ComputeMeter
 from .config import PipelineConfig, RoleConfig
 from .corpora import Corpora, EvalSet, resolve_corpora
 from .stages import PlanStop, StageRunner
+from .workers import die_with_parent
 
 Log = Callable[[str], None]
 RUNS_ENV = "DECADE_RUNS"
@@ -342,7 +343,7 @@ class Ladder:
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(max_workers=self.cfg.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_die_with_parent, initargs=(os.getpid(),))
+                                             initializer=die_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     def close(self) -> None:
@@ -961,19 +962,8 @@ class Ladder:
         return curve_model(self, pair, k)
 
 
-def _die_with_parent(parent: int | None = None) -> None:
-    """In a worker process: be killed when the run's main process dies (a kill -9 of the run must not
-    leave workers writing into the run directory). A spawned worker takes seconds to start (its
-    imports); if the run died meanwhile, it was adopted before it could ask, so it checks and leaves."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if parent is not None and os.getppid() != parent:
-        os._exit(1)
+# A run started before the helper moved pickles its pool's initializer by this name.
+_die_with_parent = die_with_parent
 
 
 def _job(state: tuple, method: str, args: tuple) -> tuple[dict, dict, list[str]]:

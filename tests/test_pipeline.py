@@ -472,7 +472,7 @@ def test_parallel_steps_share_one_pool_of_workers_and_a_failing_job_stops_the_st
 def test_a_worker_whose_run_died_before_it_started_leaves(parent, code):
     """A spawned worker adopted by another process (its run was killed while it imported) exits
     at once instead of running its job into the run directory."""
-    script = f"import os; from pipeline.ladder import _die_with_parent; _die_with_parent({parent}); print('ran')"
+    script = f"import os; from pipeline.workers import die_with_parent; die_with_parent({parent}); print('ran')"
     done = subprocess.run([sys.executable, "-c", script], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == code and ("ran" in done.stdout) == (code == 0), done.stderr[-2000:]
 
