@@ -962,10 +962,6 @@ class Ladder:
         return curve_model(self, pair, k)
 
 
-# A run started before the helper moved pickles its pool's initializer by this name.
-_die_with_parent = die_with_parent
-
-
 def _job(state: tuple, method: str, args: tuple) -> tuple[dict, dict, list[str]]:
     """One parallel job in a worker process: rebuild the ladder from the run's description, call one
     stage-making method, hand back what finished."""
