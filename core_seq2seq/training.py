@@ -34,7 +34,7 @@ from .data import (CleaningReport, ParallelCorpus, find_multi30k, read_multi30k,
                    read_tsv_or_jsonl)
 from .modeling_lstm import LSTMTranslatorForCausalLM
 from .tokenizer import encode_batch, lang_tag, lang_token_ids, train_tokenizer
-from .translator import DecodeSettings, LSTMTranslator, target_tensors
+from .translator import DecodeSettings, LSTMTranslator, load_model, target_tensors
 from .toy import write_toy_task
 
 _MODEL_DEFAULTS = LSTMTranslatorConfig()  # model sizes have one home: the HF config class
@@ -519,9 +519,9 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
         last = run / "last.old"  # killed between the two renames of a checkpoint swap
     resuming = (last / "training_state.pt").exists()
     if resuming:
-        model = LSTMTranslatorForCausalLM.from_pretrained(last)
+        model = load_model(last)
     elif tc.init_from:
-        model = LSTMTranslatorForCausalLM.from_pretrained(tc.init_from)
+        model = load_model(tc.init_from)
         if accelerator.is_main_process:
             log(f"init: weights and tokenizer from {tc.init_from}")
     else:

@@ -151,6 +151,20 @@ def _load_for_helper(load_args: tuple, stamp: tuple) -> "LSTMTranslator":
     return LSTMTranslator.load(list(dirs) if len(dirs) > 1 else dirs[0], src, tgt, device, precision)
 
 
+def load_model(path: str | Path) -> LSTMTranslatorForCausalLM:
+    """A saved model (``save_pretrained`` directory), loaded without transformers' "Loading weights"
+    progress bar: a ladder loads hundreds of models and one bar each buried its log."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModelForCausalLM.from_pretrained(path)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 class LSTMTranslator:
     """decade's LSTM (one model or an ensemble sharing a tokenizer) behind the Translator interface."""
 
@@ -231,7 +245,7 @@ class LSTMTranslator:
                                     f"{src_lang or m.get('src_lang')}->{tgt_lang or m.get('tgt_lang')} was asked for: "
                                     "is it the model of the other direction?")
         try:
-            models = [AutoModelForCausalLM.from_pretrained(d) for d in dirs]
+            models = [load_model(d) for d in dirs]
             tokenizer = PreTrainedTokenizerFast.from_pretrained(dirs[0])
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
             raise DataError(f"{', '.join(map(str, dirs))}: cannot load the model ({type(e).__name__}: "

@@ -429,9 +429,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury the log
     try:
         cfg = load_section(cls, args.config, args.section or args.command, args.set)
         fn(cfg, log)

@@ -232,3 +232,14 @@ def test_a_saved_model_carries_a_model_card(toy_en_de, toy_models_dir):
     meta = json.loads((toy_models_dir / "en_de/best/decade_meta.json").read_text())
     assert card.startswith("---\nlibrary_name: transformers") and "en -> de" in card
     assert f"greedy BLEU {meta['val']['val_bleu']:.2f}" in card and f"step {meta['step']}" in card
+
+
+def test_loading_a_model_draws_no_progress_bar_and_leaves_the_setting_alone(toy_en_de, toy_models_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    for shown in (True, False):
+        (hf_logging.enable_progress_bar if shown else hf_logging.disable_progress_bar)()
+        LSTMTranslator.load(toy_models_dir / "en_de/best")
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled() == shown
+    hf_logging.enable_progress_bar()
