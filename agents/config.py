@@ -22,7 +22,7 @@ from .tools import ToolsConfig
 @dataclass
 class ModelsConfig:
     forward: list[str] = field(default_factory=list)  # model dir(s) src->tgt (several: an ensemble)
-    reverse: str = ""  # model dir tgt->src: round trip and noisy channel ("" : those signals off)
+    reverse: str | list[str] = ""  # model dir(s) tgt->src (several: an ensemble): round trip and noisy channel ("" : those signals off)
     refiner: str = ""  # model dir "src ||| draft"->tgt (agents.refiner): refiner_margin and refine ("" : off)
     src_lang: str = "en"
     tgt_lang: str = "de"

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from evals.metrics import score_corpus, sentence_chrf
+from evals.metrics import corpus_bleu, sentence_chrf
 from inference_compute.tune import coordinate_ascent
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, check_same_length, read_lines
 
@@ -187,7 +187,7 @@ def evaluate(states: Sequence[Climb], refs: Sequence[str], trg: str) -> dict:
     """Corpus BLEU, and sentences fixed / harmed against the draft (sentence chrF++, as ``report`` counts them)."""
     finals = [s.current for s in states]
     deltas = [_chrf(s.current, refs[s.id]) - _chrf(s.draft, refs[s.id]) for s in states if s.current != s.draft]
-    bleu = score_corpus(finals, [refs[s.id] for s in states], trg_lang=trg)["bleu"]
+    bleu = corpus_bleu(finals, [refs[s.id] for s in states])
     return {"bleu": bleu, "fixed": sum(d > 1e-9 for d in deltas), "harmed": sum(d < -1e-9 for d in deltas),
             "changed": len(deltas), "flops": sum(s.spent for s in states), "escalated": sum(s.rung > 0 for s in states)}
 
@@ -198,7 +198,7 @@ def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, poli
     names = cfg.rungs
     ref = budget_reference(records, cfg)
     per_sentence = cfg.budget.sentence * ref / len(records) if cfg.budget.sentence else math.inf
-    draft_bleu = score_corpus([r["draft"] for r in records], [refs[r["id"]] for r in records], trg_lang=trg)["bleu"]
+    draft_bleu = corpus_bleu([r["draft"] for r in records], [refs[r["id"]] for r in records])
     first_look = sum(s.spent for s in replay_start(records))
 
     def admissible_gain(a: dict, b: dict | None) -> bool:

@@ -41,11 +41,14 @@ def preference_pairs(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
             continue
         pick = argmax(row)
         chosen = cands[pick].text
-        if pick != 0 and differ_beyond_punctuation(chosen, cands[0].text):
+        if not chosen.strip():  # an empty pick (the beam can end at once): nothing to learn to say
+            dropped["empty_pick"] = dropped.get("empty_pick", 0) + 1
+            continue
+        if pick != 0 and cands[0].text.strip() and differ_beyond_punctuation(chosen, cands[0].text):
             rejected, kind = 0, "beam_best"
         else:
-            below = sorted((r for r in range(len(cands)) if row[r] < row[pick] or (row[r] == row[pick] and r > pick)),
-                           key=lambda r: (-row[r], r))
+            below = sorted((r for r in range(len(cands)) if (row[r] < row[pick] or (row[r] == row[pick] and r > pick))
+                            and cands[r].text.strip()), key=lambda r: (-row[r], r))
             rejected = next((r for r in below if differ_beyond_punctuation(chosen, cands[r].text)), None)
             kind = "next_ranked"
             if rejected is None:
@@ -59,15 +62,22 @@ def preference_pairs(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
 Ranker = Callable[[list[str]], tuple[list[list[Candidate]], list[list[float]]]]  # RerankedTranslator.rank
 
 
+def _digest(lines: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
 def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: str | Path, shard_size: int,
-                               log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, int]]:
+                               log: Callable[[str], None] = print,
+                               ranked: Sequence[str | Path] = ()) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """``preference_pairs`` of ``sources`` ranked by ``rank``, ``shard_size`` lines at a time.
 
     Each shard's pairs go to ``shard_dir`` atomically as soon as they are made, so a killed run redoes
     only the shard in flight (ranking a 64-best with three scorers is the slow part). A shard file
     made from other source lines is an error, never reused; the key is the source lines only, so a
     caller that changes ``rank`` gives it another ``shard_dir`` (the ladder's stage directory is keyed
-    by its teacher). Ids count from the first source."""
+    by its teacher). ``ranked``: directories where the same ``rank`` already saved the pairs of the
+    lines it translated (``RerankedTranslator(keep_pairs=...)``); a shard found there is not ranked
+    again. Ids count from the first source."""
     from core_seq2seq.cache import cached, write_json
     from core_seq2seq.data import DataError
 
@@ -78,18 +88,23 @@ def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: 
     n_shards = (len(sources) + shard_size - 1) // shard_size
     for k, first in enumerate(range(0, len(sources), shard_size)):
         chunk = list(sources[first:first + shard_size])
-        digest = hashlib.sha256("\n".join(chunk).encode("utf-8")).hexdigest()
+        digest = _digest(chunk)
         path = shard_dir / f"shard-{k:05d}.json"
         done = cached(path, digest, field="sha256")  # the pairs and their key in one atomically written file
         if done is None:
             if path.exists():
                 raise DataError(f"{path}: made from other source lines; remove {shard_dir} to rank again")
-            nbest, scores = rank(chunk)
-            made, lost = preference_pairs(chunk, nbest, scores)
+            kept = next((d for d in (cached(Path(r) / f"pairs-{digest}.json", digest, field="sha256") for r in ranked)
+                         if d is not None), None)
+            if kept is not None:
+                made, lost, how = kept["pairs"], kept["dropped"], "taken from the ranking made for distillation"
+            else:
+                made, lost = preference_pairs(chunk, *rank(chunk))
+                how = "ranked"
             done = {"first": first, "sources": len(chunk), "sha256": digest, "dropped": lost,
                     "pairs": [{**p, "id": p["id"] + first} for p in made]}
             write_json(path, done, indent=None)
-            log(f"preference pairs: shard {k + 1}/{n_shards} ranked ({first + len(chunk)} of {len(sources)} sources)")
+            log(f"preference pairs: shard {k + 1}/{n_shards} {how} ({first + len(chunk)} of {len(sources)} sources)")
         pairs += done["pairs"]
         for key, count in done["dropped"].items():
             dropped[key] = dropped.get(key, 0) + count
@@ -109,10 +124,15 @@ class RerankedTranslator:
     models: Sequence[torch.nn.Module] = ()
 
     def __init__(self, forward: Translator, nbest: int, weights: Mapping[str, float] | None = None,
-                 scorers: Scorers | None = None, mbr: Any = None, batch_size: int = 64):
+                 scorers: Scorers | None = None, mbr: Any = None, batch_size: int = 64,
+                 keep_pairs: str | Path | None = None):
         if weights is None and mbr is None:
             raise ValueError("RerankedTranslator: give reranker weights or an MBR config")
         self.forward, self.nbest, self.weights, self.mbr = forward, nbest, dict(weights or {}), mbr
+        # keep_pairs: a directory where ``translate`` also saves the preference pairs of what it ranked
+        # (one file per call, named by the sources' digest): the ranking is the slow part, and a
+        # system that translates text for distillation has then ranked it for preference pairs too.
+        self.keep_pairs = Path(keep_pairs) if keep_pairs is not None else None
         self.scorers, self.batch_size = scorers if scorers is not None else Scorers(), batch_size
         self.scorers.check(forward)
         self.src_lang, self.tgt_lang, self.tokenizer = forward.src_lang, forward.tgt_lang, forward.tokenizer
@@ -134,6 +154,14 @@ class RerankedTranslator:
 
     def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:
         nbest, scores = self.rank(sources)
+        if self.keep_pairs is not None:
+            from core_seq2seq.cache import write_json
+
+            digest = _digest(list(sources))
+            made, lost = preference_pairs(list(sources), nbest, scores)
+            self.keep_pairs.mkdir(parents=True, exist_ok=True)
+            write_json(self.keep_pairs / f"pairs-{digest}.json",
+                       {"sources": len(sources), "sha256": digest, "dropped": lost, "pairs": made}, indent=None)
         out = []
         for cands, row in zip(nbest, scores):
             order = sorted(range(len(cands)), key=lambda r: (-row[r], r))

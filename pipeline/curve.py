@@ -128,7 +128,8 @@ def learning_curve(ladder: "Ladder") -> None:
     """The rung: every direction's curve models side by side, then their decodes."""
     for pair in ladder.pairs:  # before any training: a fraction too small is a config error now, not later
         subset_sizes(ladder, len(real_pairs(ladder, *pair.split("-"))[0]))
-    ladder.parallel([("curve_model", (pair, k)) for pair in ladder.pairs for k in range(1, len(fractions(ladder)) + 1)])
+    # Largest fractions first: the longest trainings start first, so neither worker idles at the end.
+    ladder.parallel([("curve_model", (pair, k)) for k in range(len(fractions(ladder)), 0, -1) for pair in ladder.pairs])
     for pair in ladder.pairs:
         for p in curve_points(ladder, pair):
             ladder.log(f"[{pair}] curve: {p['system']} ({p['fraction']:g} of the real pairs, {p['pairs']:,} pairs)")

@@ -16,6 +16,7 @@ decoded (and test sets scored).
 from __future__ import annotations
 
 import functools
+import hashlib
 import gc
 import json
 import os
@@ -148,13 +149,13 @@ class System:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def val_bleu(outputs: dict, sets: dict[str, EvalSet], trg_lang: str) -> float:
+def val_bleu(outputs: dict, sets: dict[str, EvalSet]) -> float:
     """sacreBLEU of a system's val output: the only score that chooses anything."""
-    from evals.metrics import score_corpus
+    from evals.metrics import corpus_bleu
 
     if "val" not in outputs:
         return float("-inf")
-    return score_corpus(read_lines(outputs["val"]["hyp_path"]), sets["val"].ref, trg_lang=trg_lang)["bleu"]
+    return corpus_bleu(read_lines(outputs["val"]["hyp_path"]), sets["val"].ref)
 
 
 # ---- the ladder ---------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ class Ladder:
     def add(self, system: System) -> System:
         """Score ``system`` on val and keep it only when it beats the system it built on."""
         sets = self.sets[system.pair]
-        system.val_bleu = val_bleu(system.outputs, sets, system.pair.split("-")[1])
+        system.val_bleu = val_bleu(system.outputs, sets)
         if system.built_on is not None:
             base = next(s for s in self.systems[system.pair] if s.name == system.built_on)
             system.kept = system.val_bleu > base.val_bleu
@@ -362,7 +363,6 @@ class Ladder:
         for pair in self.pairs:
             fwd = self.forward_model(pair)
             sets = self.sets[pair]
-            tgt = _split_pair(pair)[1]
             greedy = DecodeSettings(method="greedy", batch_size=self.cfg.batch_size)
             out = self.decode(f"{pair}.baseline", [fwd["model"]], greedy, sets)
             self.add(System("baseline", "baseline", pair, [fwd["model"]], greedy, out, [fwd["stage"]],
@@ -375,12 +375,12 @@ class Ladder:
                 settings = DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size)
                 name = f"{pair}.beam{width}"
                 tried[width] = (settings, self.decode(name, [fwd["model"]], settings, sets), name)
-            width = max(tried, key=lambda w: (val_bleu(tried[w][1], sets, tgt), -w))
+            width = max(tried, key=lambda w: (val_bleu(tried[w][1], sets), -w))
             settings, out, name = tried[width]
             self.add(System("+beam", "beam", pair, [fwd["model"]], settings, out, [fwd["stage"]], built_on="baseline",
                             stages=[tried[w][2] for w in tried],
                             provenance={"decode": f"beam {width}", "val_bleu_by_width": {
-                                str(w): round(val_bleu(tried[w][1], sets, tgt), 2) for w in tried}}))
+                                str(w): round(val_bleu(tried[w][1], sets), 2) for w in tried}}))
 
     def bt_data(self, pair: str, back_translator: list[str]) -> dict:
         """Back-translate the target language's clean monolingual text with ``back_translator`` (the
@@ -469,7 +469,6 @@ class Ladder:
 
         ec = self.cfg.ensemble
         for pair in self.pairs:
-            tgt = _split_pair(pair)[1]
             base = self.best(pair)
             sets = self.sets[pair]
             forward = [m for m in self.models.values() if m["stage"].endswith(f".{pair}")
@@ -497,7 +496,7 @@ class Ladder:
                 self.log(f"[{pair}] +ensemble: nothing to try (one model, no averaging)")
                 continue
             tried = {k: self.decode(f"{pair}.ensemble_{k}", v, base.decode, sets) for k, v in candidates.items()}
-            choice = max(tried, key=lambda k: val_bleu(tried[k], sets, tgt))
+            choice = max(tried, key=lambda k: val_bleu(tried[k], sets))
             models = candidates[choice]
             trained = _union(base.trained, [m["stage"] for m in forward] if "ensemble" in choice else [])
             self.add(System("+ensemble", "ensemble", pair, models, base.decode, tried[choice], trained,
@@ -505,7 +504,7 @@ class Ladder:
                             stages=[f"average.{m['stage'].removeprefix('model.')}" for m in forward if averaged]
                             + [f"{pair}.ensemble_{k}" for k in tried],
                             provenance={"choice": choice, "models": models, "val_bleu_by_candidate": {
-                                k: round(val_bleu(v, sets, tgt), 2) for k, v in tried.items()}}))
+                                k: round(val_bleu(v, sets), 2) for k, v in tried.items()}}))
 
     def r2l_model(self, pair: str) -> dict:
         """A right-to-left model of ``pair``: the real pairs with each target's words reversed."""
@@ -546,7 +545,8 @@ class Ladder:
     def rerank_outputs(self, pair: str, models: list[str], channel: list[str] | None, r2l: str | None,
                        lm: str | None, name: str = "") -> dict:
         """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
-        from inference_compute.candidates import CandidateSpec, generate_candidates
+        from core_seq2seq.cache import cached, write_json
+        from inference_compute.candidates import CandidateSpec, PooledCandidate, generate_candidates
         from inference_compute.features import Scorers, length_ratio
         from inference_compute.mbr import MbrConfig, mbr_decode
         from inference_compute.rerank import save_weights, select
@@ -565,10 +565,20 @@ class Ladder:
                                                          batch_size=self.cfg.batch_size)])
             nbest, features, compute = {}, {}, {}
             for set_name, data in sets.items():
-                with ComputeMeter({**scorers.meters(), "forward": forward}) as meter:
-                    nbest[set_name] = generate_candidates(forward, data.src, spec)
-                    features[set_name] = scorers.features(data.src, nbest[set_name])
-                compute[set_name] = {k: meter.result[k] for k in COMPUTE_KEYS}
+                # Each set's n-best and features are saved as soon as they are made (the hour of a
+                # full-size run is here), so a rerun of a killed stage redoes only the set in flight.
+                path = stage_dir / f"nbest.{set_name}.json"
+                saved = cached(path, _lines_digest(data.src), field="sources_sha256")
+                if saved is None:
+                    with ComputeMeter({**scorers.meters(), "forward": forward}) as meter:
+                        made = generate_candidates(forward, data.src, spec)
+                        feats = scorers.features(data.src, made)
+                    saved = {"sources_sha256": _lines_digest(data.src), "compute": {k: meter.result[k] for k in COMPUTE_KEYS},
+                             "nbest": [[[c.text, c.logprob, c.length, c.score, getattr(c, "count", 1)] for c in cs]
+                                       for cs in made], "features": feats}
+                    write_json(path, saved, indent=None)
+                nbest[set_name] = [[PooledCandidate(t, lp, n, sc, count=k) for t, lp, n, sc, k in cs] for cs in saved["nbest"]]
+                features[set_name], compute[set_name] = saved["features"], saved["compute"]
             names = scorers.feature_names()
             tuned = tune_weights(features["val"], [[c.text for c in cs] for cs in nbest["val"]], sets["val"].ref,
                                  TuneConfig(features=names, random_trials=rc.trials, seed=rc.seed))
@@ -650,7 +660,9 @@ class Ladder:
             out.update(mbr={"utility": mc.utility, "weighting": mc.weighting, "temperature": mc.temperature})
         return out
 
-    def teacher_translator(self, pair: str, teacher: dict):
+    def teacher_translator(self, pair: str, teacher: dict, keep_pairs: Path | None = None):
+        """The teacher as a ``Translator``; ``keep_pairs``: where a reranker or MBR teacher also saves
+        the preference pairs of what it translates (``RerankedTranslator``)."""
         from inference_compute.features import Scorers, length_ratio
         from inference_compute.mbr import MbrConfig
         from inference_compute.preference import RerankedTranslator
@@ -660,11 +672,13 @@ class Ladder:
         if teacher["kind"] == "search":
             return forward
         if teacher["kind"] == "mbr":
-            return RerankedTranslator(forward, teacher["nbest"], mbr=MbrConfig(**teacher["mbr"]), batch_size=self.cfg.batch_size)
+            return RerankedTranslator(forward, teacher["nbest"], mbr=MbrConfig(**teacher["mbr"]),
+                                      batch_size=self.cfg.batch_size, keep_pairs=keep_pairs)
         val = self.sets[pair]["val"]
         scorers = Scorers.load(reverse=teacher.get("channel"), r2l=teacher.get("r2l"), lm=teacher.get("lm"),
                                typical_ratio=length_ratio(val.src, val.ref))
-        return RerankedTranslator(forward, teacher["nbest"], teacher["weights"], scorers, batch_size=self.cfg.batch_size)
+        return RerankedTranslator(forward, teacher["nbest"], teacher["weights"], scorers, batch_size=self.cfg.batch_size,
+                                  keep_pairs=keep_pairs)
 
     def distill_data(self, pair: str, teacher: dict, mono: str) -> dict:
         """The system translates the source language's clean monolingual text (synth, sharded and
@@ -692,13 +706,14 @@ class Ladder:
             synthetic = backtranslate(BacktranslateConfig(input=source, output_dir=str(stage_dir / "distill"), mode="forward",
                                                           max_lines=max_lines, progress=self.progress,
                                                           generation=generation),
-                                      translator=self.teacher_translator(pair, teacher), model_name=teacher["system"],
-                                      log=lambda m: self.log(f"[{name}] {m}"))
+                                      translator=self.teacher_translator(pair, teacher, stage_dir / "pairs"),
+                                      model_name=teacher["system"], log=lambda m: self.log(f"[{name}] {m}"))
             mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / "mix"),
                                   tag=dc.tag, real_ratio=dc.real_ratio, real=self.data_config(src, tgt) if dc.real_ratio else None),
                         log=lambda m: self.log(f"[{name}] {m}"))
             meta = json.loads((Path(mixed) / MIX_META).read_text())
-            return {"mix": str(mixed), "synthetic": str(synthetic), "synthetic_pairs": meta.get("synthetic_pairs")}
+            return {"mix": str(mixed), "synthetic": str(synthetic), "synthetic_pairs": meta.get("synthetic_pairs"),
+                    "pairs": str(stage_dir / "pairs")}
 
         key = {k: getattr(dc, k) for k in ("max_monolingual", "tag", "real_ratio", "shard_size")}
         inputs = {"monolingual": mono, "teacher": teacher}
@@ -707,8 +722,9 @@ class Ladder:
         return self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
                                inputs, work)
 
-    def preference_data(self, pair: str, teacher: dict, mono: str) -> dict:
-        """Preference pairs from the system's ranked n-best of monolingual source lines."""
+    def preference_data(self, pair: str, teacher: dict, mono: str, ranked: str = "") -> dict:
+        """Preference pairs from the system's ranked n-best of monolingual source lines; ``ranked``: the
+        pairs the same teacher saved while it translated those lines for distillation (not ranked again)."""
         from core_seq2seq.data import read_text_lines
         from inference_compute.preference import preference_pairs_in_shards
 
@@ -719,7 +735,8 @@ class Ladder:
             sources = read_text_lines(mono)[:dc.preference_sources]
             translator = self.teacher_translator(pair, teacher)
             pairs, dropped = preference_pairs_in_shards(translator.rank, sources, stage_dir / "shards", dc.shard_size,
-                                                        log=lambda m: self.log(f"[{name}] {m}"))
+                                                        log=lambda m: self.log(f"[{name}] {m}"),
+                                                        ranked=[ranked] if ranked else [])
             atomic_write_text(stage_dir / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
             return {"pairs": str(stage_dir / "pairs.jsonl"), "n_pairs": len(pairs), "sources": len(sources), **dropped}
 
@@ -776,37 +793,48 @@ class Ladder:
                 self.log(f"[{pair}] +distillation: no reranker or MBR kept, so no preference pairs: "
                          f"{', '.join(sorted(set(dc.methods) - set(methods)))} skipped")
             plans[pair] = (base, teacher, mono, methods)
-        self.parallel([("distill_data", (p, t, m)) for p, (_, t, m, ms) in plans.items() if "distill" in ms]
-                      + [("preference_data", (p, t, m)) for p, (_, t, m, ms) in plans.items()
-                         if {"dpo", "cpo", "orpo"} & set(ms)])
+        # The teacher ranks the monolingual text once: distillation's translations first, and the
+        # preference pairs of the lines both use come from that ranking (the slow part: a 64-best
+        # and its scorers), so preference data follows distillation data.
+        self.parallel([("distill_data", (p, t, m)) for p, (_, t, m, ms) in plans.items() if "distill" in ms])
+        distilled = {p: self.distill_data(p, t, m) for p, (_, t, m, ms) in plans.items() if "distill" in ms}
+        preference = {p: (p, t, m, distilled.get(p, {}).get("pairs", "")) for p, (_, t, m, ms) in plans.items()
+                      if {"dpo", "cpo", "orpo"} & set(ms)}
+        self.parallel([("preference_data", args) for args in preference.values()])
         jobs, data = [], {}
         for pair, (base, teacher, mono, methods) in plans.items():
             src, tgt = _split_pair(pair)
             student = base.models[0]
             for method in methods:
                 if method == "distill":
-                    mix = self.distill_data(pair, teacher, mono)["mix"]
-                    data[(pair, method)] = ("distill_model", (pair, student, mix))
+                    data[(pair, method)] = ("distill_model", (pair, student, distilled[pair]["mix"]))
                 elif method in ("dpo", "cpo", "orpo"):
-                    pairs = self.preference_data(pair, teacher, mono)["pairs"]
+                    pairs = self.preference_data(*preference[pair])["pairs"]
                     data[(pair, method)] = ("posttrain_model", (pair, method, student, pairs))
                 else:
                     data[(pair, method)] = ("posttrain_model", (pair, method, student, self.corpora.train[src],
                                                                 self.corpora.train[tgt]))
             jobs += [data[(pair, m)] for m in methods]
         self.parallel(jobs)
+        # Every model and the student are decoded with the +beam rung's search, side by side.
+        decodes: dict[tuple[str, str], tuple] = {}
+        models = {(pair, m): getattr(self, data[(pair, m)][0])(*data[(pair, m)][1])
+                  for pair, (*_, methods) in plans.items() for m in methods}
         for pair, (base, teacher, mono, methods) in plans.items():
-            sets, tgt = self.sets[pair], _split_pair(pair)[1]
             beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
             settings = beam.decode if beam else DecodeSettings(method="beam", beam_size=self.cfg.beam.widths[0],
                                                                batch_size=self.cfg.batch_size)
-            tried = {}
-            for method in methods:
-                fn, args = data[(pair, method)]
-                model = getattr(self, fn)(*args)
-                tried[method] = (model, self.decode(f"{pair}.distillation_{method}", [model["model"]], settings, sets))
-            start = self.decode(f"{pair}.distillation_start", [base.models[0]], settings, sets)
-            choice = max(tried, key=lambda m: val_bleu(tried[m][1], sets, tgt))
+            for m in [*methods, "start"]:
+                model = models[(pair, m)]["model"] if m != "start" else base.models[0]
+                decodes[(pair, m)] = (f"{pair}.distillation_{m}", [model], settings, self.sets[pair])
+        self.parallel([("decode", args) for args in decodes.values()])
+        on_top = []
+        for pair, (base, teacher, mono, methods) in plans.items():
+            sets = self.sets[pair]
+            settings = decodes[(pair, "start")][2]
+            tried = {m: (models[(pair, m)], self.decode(*decodes[(pair, m)])) for m in methods}
+            start = self.decode(*decodes[(pair, "start")])
+            choice = max(tried, key=lambda m: val_bleu(tried[m][1], sets))
             model, out = tried[choice]
             self.add(System("+distillation", "distillation", pair, [model["model"]], settings, out,
                             _union(base.trained, [model["stage"]]), built_on=base.name,
@@ -815,8 +843,8 @@ class Ladder:
                             + [f"{pair}.distillation_start"],
                             provenance={"method": choice, "teacher": teacher["system"], "teacher_kind": teacher["kind"],
                                         "student": base.models[0], "decode": f"beam {settings.beam_size}",
-                                        "val_bleu_start": round(val_bleu(start, sets, tgt), 2),
-                                        "val_bleu_by_method": {m: round(val_bleu(v[1], sets, tgt), 2) for m, v in tried.items()},
+                                        "val_bleu_start": round(val_bleu(start, sets), 2),
+                                        "val_bleu_by_method": {m: round(val_bleu(v[1], sets), 2) for m, v in tried.items()},
                                         "train_cost_by_method": {m: {"steps": v[0]["steps"],
                                                                      "seconds": round(v[0]["train_seconds_total"], 1)}
                                                                  for m, v in tried.items()},
@@ -825,24 +853,28 @@ class Ladder:
                                             f"{pair}.distill_data", f"{pair}.preference_data") if s in self.runner.timings}}))
             reranked = next((s for s in self.systems[pair] if s.stage == "rerank"), None)
             if reranked is not None:  # the same reranker (weights tuned again on val) over the new model's n-best
-                self.rerank_on_top(pair, model, reranked)
+                p = reranked.provenance
+                on_top.append((pair, model, reranked, (pair, [model["model"]], p["channel"], p["r2l"], p["lm"],
+                                                       f"{pair}.distillation_rerank")))
+        self.parallel([("rerank_outputs", args) for *_, args in on_top])
+        for pair, model, reranked, args in on_top:
+            self.rerank_on_top(pair, model, reranked, self.rerank_outputs(*args))
 
-    def rerank_on_top(self, pair: str, model: dict, reranked: System) -> None:
+    def rerank_on_top(self, pair: str, model: dict, reranked: System, rm: dict) -> None:
         rc, p = self.cfg.rerank, reranked.provenance
-        rm = self.rerank_outputs(pair, [model["model"]], p["channel"], p["r2l"], p["lm"], name=f"{pair}.distillation_rerank")
-        sets, tgt = self.sets[pair], _split_pair(pair)[1]
+        sets = self.sets[pair]
         kinds = {"rerank": rm["rerank"], **({"mbr": rm["mbr"]} if rm["mbr"] else {})}
-        kind = max(kinds, key=lambda k: val_bleu(kinds[k], sets, tgt))
+        kind = max(kinds, key=lambda k: val_bleu(kinds[k], sets))
         decode = DecodeSettings(method="beam", beam_size=rc.nbest, nbest=rc.nbest, batch_size=self.cfg.batch_size)
         self.add(System("+distillation+rerank", "distillation_rerank", pair, [model["model"]], decode, kinds[kind],
                         _union(reranked.trained, [model["stage"]]), built_on=self.best(pair).name,
                         stages=[f"{pair}.distillation_rerank"],
                         provenance={"selector": kind, "nbest": rc.nbest, "weights": rm["weights"], "channel": p["channel"],
                                     "r2l": p["r2l"], "lm": p["lm"], "val_bleu_by_selector": {
-                                        k: round(val_bleu(v, sets, tgt), 2) for k, v in kinds.items()},
+                                        k: round(val_bleu(v, sets), 2) for k, v in kinds.items()},
                                     **({"score_margin": rm["score_margin"]} if "score_margin" in rm else {})}))
 
-    def agent_outputs(self, pair: str, models: list[str], draft: dict, reverse: str, rerank: dict,
+    def agent_outputs(self, pair: str, models: list[str], draft: dict, reverse: list[str], rerank: dict,
                       margin: float | None = None) -> dict:
         """The escalating agent: a beam draft of ``models``, the reranker's rungs where the critic says
         it pays, within a FLOP budget chosen on val (``agents curve``); set -> {hyp_path, compute}."""
@@ -869,7 +901,7 @@ class Ladder:
                                       length_ratio=length_ratio(sets["val"].src, sets["val"].ref))
             atomic_write_text(stage_dir / "reranker.json", json.dumps({"weights": rerank["weights"]}) + "\n")
             agent_cfg = AgentConfig(
-                models=ModelsConfig(forward=list(models), reverse=reverse, src_lang=src, tgt_lang=tgt,
+                models=ModelsConfig(forward=list(models), reverse=list(reverse), src_lang=src, tgt_lang=tgt,
                                     device=distributed.device()),
                 lexicon=LexiconConfig(path=str(stage_dir / "lexicon.json"), src_path=self.corpora.train[src],
                                       tgt_path=self.corpora.train[tgt], max_pairs=self.cfg.data.max_train_pairs),
@@ -936,12 +968,14 @@ class Ladder:
             beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
             width = beam.decode.beam_size if beam is not None else 5
             draft = key_dict(DecodeSettings(method="beam", beam_size=width, nbest=width, batch_size=self.cfg.batch_size))
-            reverse, _, reverse_trained = self.reverse_system(pair)
             p = rerank.provenance
+            # the noisy channel the reranker was tuned with (its weights are for that model or ensemble;
+            # its training is in rerank.trained), else the other direction's best system
+            reverse, _, reverse_trained = ((p["channel"], None, []) if p.get("channel") else self.reverse_system(pair))
             info = {"nbest": p["nbest"], "weights": p["weights"], "r2l": p.get("r2l"), "lm": p.get("lm"),
                     "compute": {k: {"flops": v["compute"].get("flops")} for k, v in rerank.outputs.items()}}
             margin = self.agent_margin(pair, rerank)
-            plans[pair] = (base, rerank, reverse_trained, (pair, rerank.models, draft, reverse[0], info, margin))
+            plans[pair] = (base, rerank, reverse_trained, (pair, rerank.models, draft, list(reverse), info, margin))
         self.parallel([("agent_outputs", plan[-1]) for plan in plans.values()])
         for pair, (base, rerank, reverse_trained, args) in plans.items():
             out = self.agent_outputs(*args)
@@ -995,6 +1029,10 @@ def _union(*lists: Sequence[str]) -> list[str]:
     for items in lists:
         out += [x for x in items if x not in out]
     return out
+
+
+def _lines_digest(lines: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def _set_key(sets: dict[str, EvalSet]) -> dict[str, Any]:

@@ -115,6 +115,8 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
         assert all(0.0 <= m["scored_share"] <= 1.0 for m in margins["margins"])
         assert (f"[{pair}] +agent: score_margin {margins['pick']:g} (chosen on val" if margins["pick"] is not None
                 else f"[{pair}] +agent: no scoring margin comes within 0.1 val BLEU") in ref_err
+        # ... and scored with the noisy channel the reranker's weights were tuned for
+        assert records[6]["provenance"]["reverse"] == records[4]["provenance"]["channel"]
         # Every rung translated the blind half of its direction, one line per source line.
         blind = sorted((reference / "blind" / pair).glob("*.txt"))
         assert sorted(p.stem for p in blind) == sorted(systems)
@@ -530,3 +532,46 @@ def test_the_agent_takes_the_margin_val_picked_for_its_reranker(setting, table, 
         rerank.provenance["score_margin"] = table
     assert Ladder.agent_margin(ladder, "en-de", rerank) == expect
     assert (log is None and not logged) or (len(logged) == 1 and log in logged[0])
+
+
+def test_a_rerank_stage_killed_midway_redoes_only_the_set_in_flight(tmp_path, toy_models_trained, toy_models_dir,
+                                                                   monkeypatch):
+    """The reranking stage saves each set's n-best and features as soon as they are made: killed while
+    scoring its second set, the rerun scores only the sets not saved and ends as an unbroken run does."""
+    from dataclasses import replace
+
+    from inference_compute.features import Scorers
+    from pipeline.ladder import Ladder, resolve_corpus
+
+    base = load_pipeline_config(ROOT / "configs/toy.yaml")
+    cfg = replace(base, workers=1, data=replace(base.data, pairs=["en-de"]), test_sets=["test_2016_flickr"])
+    models, channel = [str(toy_models_dir / "en_de/best")], [str(toy_models_dir / "de_en/best")]
+
+    def ladder(run: Path) -> Ladder:
+        corpora = resolve_corpus(cfg, run, lambda m: None)
+        return Ladder(cfg, run, corpora, StageRunner(run, set(), lambda m: None), lambda m: None)
+
+    scored: list[int] = []
+    kill = [True]
+    features = Scorers.features
+
+    def killed_at_second_set(self, sources, nbest):
+        scored.append(len(sources))
+        if kill[0] and len(scored) == 2:
+            raise KeyboardInterrupt
+        return features(self, sources, nbest)
+
+    monkeypatch.setattr(Scorers, "features", killed_at_second_set)
+    killed = ladder(tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        killed.rerank_outputs("en-de", models, channel, None, None)
+    n_sets = len(killed.sets["en-de"])
+    scored.clear()
+    kill[0] = False
+    resumed = ladder(tmp_path / "killed").rerank_outputs("en-de", models, channel, None, None)
+    assert len(scored) == n_sets - 1 >= 2  # val was saved before the kill
+    unbroken = ladder(tmp_path / "unbroken").rerank_outputs("en-de", models, channel, None, None)
+    assert resumed["weights"] == unbroken["weights"]
+    for kind in ("rerank", "mbr"):
+        for set_name, out in unbroken[kind].items():
+            assert Path(resumed[kind][set_name]["hyp_path"]).read_text() == Path(out["hyp_path"]).read_text()

@@ -13,7 +13,7 @@ from pipeline.cli import main as decade_main
 
 @pytest.mark.slow
 def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve_run, capsys):
-    path, run, _, _ = toy_distill_curve_run  # en-de, rerank without r2l/lm, distill/dpo/mrt at 12 steps, the curve on
+    path, run, _, first_err = toy_distill_curve_run  # en-de, rerank without r2l/lm, distill/dpo/mrt at 12 steps, the curve on
     records = [json.loads(x) for x in (run / "en-de/results.jsonl").read_text().splitlines()]
     (rec,) = [r for r in records if r["system"] == "+distillation"]
     prov = rec["provenance"]
@@ -29,6 +29,8 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     assert distilled["synthetic_pairs"] == 200 + 1500  # monolingual lines, then the toy task's training sources
     pairs = [json.loads(x) for x in (run / "en-de.preference_data/pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    # the 100 preference sources are distillation's first shard: their ranking is not made twice
+    assert "[en-de.preference_data] preference pairs: shard 1/1 taken from the ranking made for distillation" in first_err
     capsys.readouterr()
     assert decade_main(["run", str(path), "--out", str(run)]) == 0  # a rerun: every stage cached
     err = capsys.readouterr().err

@@ -100,6 +100,46 @@ def test_preference_pairs_in_shards_resume_after_a_kill_and_match_one_pass(tmp_p
         preference_pairs_in_shards(rank, [s + "!" for s in sources], tmp_path / "shards", 3, log=lambda m: None)
 
 
+
+@pytest.mark.parametrize("texts, scores, expected, dropped_as", [
+    # an empty pick (the beam ended at once) gives no pair
+    (["Der Hund.", ""], [0.1, 0.9], None, "empty_pick"),
+    # an empty beam-best is never the rejected side: the next non-empty candidate below the pick is
+    (["", "Der Hund läuft.", "Ein Hund."], [0.1, 0.9, 0.5], ("Der Hund läuft.", "Ein Hund.", "next_ranked"), None),
+    # nothing but empty text below the pick: no pair
+    (["Der Hund läuft.", "", " "], [0.9, 0.5, 0.1], None, "no_alternative"),
+])
+def test_preference_pairs_never_have_an_empty_side(texts, scores, expected, dropped_as):
+    pairs, dropped = preference_pairs(["src"], [[_cand(t) for t in texts]], [scores])
+    if expected is None:
+        assert pairs == [] and dropped[dropped_as] == 1
+        return
+    (pair,) = pairs
+    assert (pair["chosen"], pair["rejected"], pair["rejected_is"]) == expected
+
+
+def test_pairs_kept_while_translating_are_the_pairs_a_ranking_gives(toy_en_de, toy_de_en, tmp_path):
+    """A reranker that translates (for distillation) keeps the preference pairs of what it ranked; the
+    preference data of the same lines then ranks nothing and is what ranking them gives."""
+    sources, _ = toy_corpus(12, seed=5)
+    reranker = RerankedTranslator(toy_en_de, nbest=4, weights={"fwd_per_token": 1.0, "rev_per_token": 1.0},
+                                  scorers=Scorers(reverse=toy_de_en), keep_pairs=tmp_path / "kept")
+    for first in range(0, 12, 5):  # what backtranslate does: one call per shard
+        reranker.translate(sources[first:first + 5])
+
+    def must_not_rank(chunk):
+        raise AssertionError(f"ranked again: {chunk}")
+
+    logged: list[str] = []
+    reused = preference_pairs_in_shards(must_not_rank, sources[:10], tmp_path / "reused", 5, log=logged.append,
+                                        ranked=[tmp_path / "kept"])
+    fresh = preference_pairs_in_shards(reranker.rank, sources[:10], tmp_path / "fresh", 5, log=lambda m: None)
+    assert reused == fresh and reused[0]
+    assert all("taken from the ranking made for distillation" in m for m in logged) and len(logged) == 2
+    with pytest.raises(AssertionError, match="ranked again"):  # a chunk the translator never saw is ranked
+        preference_pairs_in_shards(must_not_rank, sources[:4], tmp_path / "other", 5, log=lambda m: None,
+                                   ranked=[tmp_path / "kept"])
+
 # ---- DPO ---------------------------------------------------------------------------------------------
 
 def _margins(translator: LSTMTranslator, pairs: list[dict]) -> torch.Tensor:
