@@ -95,21 +95,22 @@ class MbrRung:
                             "temperature": (1e-6, None)})
 
 
-DISTILLATION_METHODS = ("distill", "dpo", "cpo", "orpo", "mrt", "grpo")
+DISTILLATION_METHODS = ("distill", "distill_tagged", "dpo", "cpo", "orpo", "mrt", "grpo")
 
 
 @dataclass
 class DistillationRung:
     enabled: bool = False  # add the +distillation rung: the model learns from the stacked system's outputs
     methods: list[str] = field(default_factory=lambda: ["distill", "dpo", "mrt"])  # tried side by side; val picks one:
-    #   distill (fine-tune on real + the system's translations of source-language monolingual text),
-    #   dpo | cpo | orpo (preference pairs: the reranker's pick over the beam's best), mrt | grpo (chrF++ reward)
+    #   distill (fine-tune on real + the system's translations of source-language monolingual text), distill_tagged
+    #   (the same with `tag` on the distilled sources), dpo | cpo | orpo (preference pairs: the reranker's pick over
+    #   the beam's best), mrt | grpo (chrF++ reward)
     steps: int = 1000  # every method's budget in updates (equal training budgets)
     max_monolingual: int = 0  # distill: source-language monolingual lines the system translates (0: all, decontaminated)
     train_sources: bool = False  # distill: the system also translates the real training sources (sequence-level
     #                              knowledge distillation, Kim & Rush 2016), added beside the real pairs
     preference_sources: int = 2000  # dpo/cpo/orpo: monolingual lines whose ranked n-best gives preference pairs
-    tag: str = ""  # distill: tag prepended to distilled sources ("": untagged)
+    tag: str = "<DST>"  # distill_tagged: the tag prepended to distilled sources (distill: none)
     real_ratio: float = 1.0  # distill: real:distilled rows, by upsampling the real pairs (0: real pairs once)
     shard_size: int = 2000  # distill and preference pairs: lines per resumable shard (translated or ranked)
     train: dict[str, Any] = field(default_factory=dict)  # distill: train-section overrides of the fine-tuning
@@ -124,6 +125,8 @@ class DistillationRung:
         bad = [m for m in self.methods if m not in DISTILLATION_METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods: {bad or 'empty'}; choose from {', '.join(DISTILLATION_METHODS)}")
+        if "distill_tagged" in self.methods and not self.tag.strip():
+            raise ValueError("tag: distill_tagged needs a tag for the distilled sources (e.g. <DST>)")
 
 
 @dataclass

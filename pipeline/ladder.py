@@ -708,14 +708,20 @@ class Ladder:
                                                           generation=generation),
                                       translator=self.teacher_translator(pair, teacher, stage_dir / "pairs"),
                                       model_name=teacher["system"], log=lambda m: self.log(f"[{name}] {m}"))
-            mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / "mix"),
-                                  tag=dc.tag, real_ratio=dc.real_ratio, real=self.data_config(src, tgt) if dc.real_ratio else None),
-                        log=lambda m: self.log(f"[{name}] {m}"))
-            meta = json.loads((Path(mixed) / MIX_META).read_text())
-            return {"mix": str(mixed), "synthetic": str(synthetic), "synthetic_pairs": meta.get("synthetic_pairs"),
-                    "pairs": str(stage_dir / "pairs")}
+            out = {"synthetic": str(synthetic), "pairs": str(stage_dir / "pairs")}
+            for kind, tag in [("mix", ""), *([("mix_tagged", dc.tag)] if tagged else [])]:  # the same translations
+                mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / kind),
+                                      tag=tag, real_ratio=dc.real_ratio,
+                                      real=self.data_config(src, tgt) if dc.real_ratio else None),
+                            log=lambda m: self.log(f"[{name}] {m}"))
+                out[kind] = str(mixed)
+                out["synthetic_pairs"] = json.loads((Path(mixed) / MIX_META).read_text()).get("synthetic_pairs")
+            return out
 
-        key = {k: getattr(dc, k) for k in ("max_monolingual", "tag", "real_ratio", "shard_size")}
+        tagged = "distill_tagged" in dc.methods
+        key = {"max_monolingual": dc.max_monolingual, "tag": "", "real_ratio": dc.real_ratio, "shard_size": dc.shard_size}
+        if tagged:  # only then: the key of a run without it stays as it was
+            key["tagged"] = dc.tag
         inputs = {"monolingual": mono, "teacher": teacher}
         if dc.train_sources:  # only then: the key of a run without it stays as it was
             key["train_sources"], inputs["train"] = True, self.corpora.train[src]
@@ -745,11 +751,13 @@ class Ladder:
             key["shard_size"] = dc.shard_size
         return self.runner.run(name, key, {"monolingual": mono, "teacher": teacher}, work)
 
-    def distill_model(self, pair: str, student: str, mix: str) -> dict:
+    def distill_model(self, pair: str, student: str, mix: str, role: str = "dst") -> dict:
+        """``model.<role>.<pair>``: the student fine-tuned on ``mix`` (real + distilled pairs); ``dst``
+        for untagged distilled sources, ``dstt`` for tagged ones."""
         dc = self.cfg.distillation
         src, tgt = _split_pair(pair)
-        role = RoleConfig(train={**dc.train, "init_from": student, "max_steps": dc.steps})
-        return self.train_model("dst", src, tgt, self.data_config(src, tgt, [mix]), role, {"mix": mix, "student": student})
+        rc = RoleConfig(train={**dc.train, "init_from": student, "max_steps": dc.steps})
+        return self.train_model(role, src, tgt, self.data_config(src, tgt, [mix]), rc, {"mix": mix, "student": student})
 
     def posttrain_model(self, pair: str, method: str, student: str, data: str, data_tgt: str = "") -> dict:
         """``model.<method>.<pair>``: core_seq2seq.posttrain from the student; the same keys as a trained
@@ -796,8 +804,9 @@ class Ladder:
         # The teacher ranks the monolingual text once: distillation's translations first, and the
         # preference pairs of the lines both use come from that ranking (the slow part: a 64-best
         # and its scorers), so preference data follows distillation data.
-        self.parallel([("distill_data", (p, t, m)) for p, (_, t, m, ms) in plans.items() if "distill" in ms])
-        distilled = {p: self.distill_data(p, t, m) for p, (_, t, m, ms) in plans.items() if "distill" in ms}
+        distills = {"distill", "distill_tagged"}
+        self.parallel([("distill_data", (p, t, m)) for p, (_, t, m, ms) in plans.items() if distills & set(ms)])
+        distilled = {p: self.distill_data(p, t, m) for p, (_, t, m, ms) in plans.items() if distills & set(ms)}
         preference = {p: (p, t, m, distilled.get(p, {}).get("pairs", "")) for p, (_, t, m, ms) in plans.items()
                       if {"dpo", "cpo", "orpo"} & set(ms)}
         self.parallel([("preference_data", args) for args in preference.values()])
@@ -808,6 +817,8 @@ class Ladder:
             for method in methods:
                 if method == "distill":
                     data[(pair, method)] = ("distill_model", (pair, student, distilled[pair]["mix"]))
+                elif method == "distill_tagged":
+                    data[(pair, method)] = ("distill_model", (pair, student, distilled[pair]["mix_tagged"], "dstt"))
                 elif method in ("dpo", "cpo", "orpo"):
                     pairs = self.preference_data(*preference[pair])["pairs"]
                     data[(pair, method)] = ("posttrain_model", (pair, method, student, pairs))

@@ -98,7 +98,7 @@ def toy_distill_curve_run(tmp_path_factory):
     for rung in ("backtranslation", "ensemble", "mbr", "agent"):
         cfg[rung] = {**cfg.get(rung, {}), "enabled": False}
     cfg["rerank"] = {**cfg["rerank"], "r2l": False, "lm": False}
-    cfg["distillation"] = {"enabled": True, "methods": ["distill", "dpo", "mrt"], "steps": 12, "max_monolingual": 200,
+    cfg["distillation"] = {"enabled": True, "methods": ["distill", "distill_tagged", "dpo", "mrt"], "steps": 12, "max_monolingual": 200,
                            "train_sources": True, "preference_sources": 100, "shard_size": 100,
                            "train": {"eval_every_steps": 12}, "posttrain": {"batch_size": 8, "num_samples": 4, "lr": 1e-4}}
     cfg["curve"] = {"enabled": True, "fractions": [0.5, 0.25], "seed": 3}

@@ -371,6 +371,7 @@ def test_misspelled_stage_or_test_set_is_an_error(tmp_path, capsys, args, messag
     ("curve:\n  fraction: [0.5]\n", r"curve\.fraction: unknown key; did you mean 'fractions'"),
     ("agent:\n  score_margin: auto\n", r"agent: score_margin must be a number >= 0, val or null, got 'auto'"),
     ("agent:\n  score_margin: -1\n", r"agent: score_margin must be >= 0"),
+    ("distillation:\n  methods: [distill_tagged]\n  tag: ''\n", r"distillation: tag: distill_tagged needs a tag"),
 ])
 def test_out_of_range_values_are_named_when_the_config_is_read(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

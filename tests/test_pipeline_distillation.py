@@ -17,7 +17,7 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     records = [json.loads(x) for x in (run / "en-de/results.jsonl").read_text().splitlines()]
     (rec,) = [r for r in records if r["system"] == "+distillation"]
     prov = rec["provenance"]
-    assert set(prov["val_bleu_by_method"]) == {"distill", "dpo", "mrt"}
+    assert set(prov["val_bleu_by_method"]) == {"distill", "distill_tagged", "dpo", "mrt"}
     assert prov["method"] == max(prov["val_bleu_by_method"], key=prov["val_bleu_by_method"].get)
     assert prov["teacher"] == "+rerank" or prov["teacher_kind"] == "search"
     assert all(c["steps"] == 12 and c["seconds"] > 0 for c in prov["train_cost_by_method"].values())
@@ -27,6 +27,12 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     assert top["provenance"]["selector"] == "rerank" and top["extra"]["built_on"] in {"+rerank", "+distillation"}
     distilled = json.loads((run / "en-de.distill_data/stage.json").read_text())["outputs"]
     assert distilled["synthetic_pairs"] == 200 + 1500  # monolingual lines, then the toy task's training sources
+    # the same translations twice: untagged for distill, tagged for distill_tagged (val chose between them)
+    from datasets import load_from_disk
+
+    untagged, tagged = (load_from_disk(distilled[k])["en"] for k in ("mix", "mix_tagged"))
+    assert sum(s.startswith("<DST> ") for s in tagged) == 1700 and not any(s.startswith("<DST>") for s in untagged)
+    assert sorted(s.removeprefix("<DST> ") for s in tagged) == sorted(untagged)
     pairs = [json.loads(x) for x in (run / "en-de.preference_data/pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
     # the 100 preference sources are distillation's first shard: their ranking is not made twice
