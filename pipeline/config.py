@@ -125,8 +125,9 @@ class DistillationRung:
         bad = [m for m in self.methods if m not in DISTILLATION_METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods: {bad or 'empty'}; choose from {', '.join(DISTILLATION_METHODS)}")
-        if "distill_tagged" in self.methods and not self.tag.strip():
-            raise ValueError("tag: distill_tagged needs a tag for the distilled sources (e.g. <DST>)")
+        if "distill_tagged" in self.methods and len(self.tag.split()) != 1:
+            raise ValueError(f"tag: distill_tagged needs a one-word tag for the distilled sources (e.g. <DST>), "
+                             f"got {self.tag!r}")
 
 
 @dataclass

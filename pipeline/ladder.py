@@ -102,7 +102,8 @@ def stage_patterns(cfg: PipelineConfig) -> list[str]:
     langs = "|".join(sorted({lang for p in cfg.data.pairs for lang in _split_pair(p)}))
     return ["tokenizer", f"model\\.(fwd|bt|r2l)\\.({pairs}|{rev})", f"model\\.lm\\.({langs})", f"(mono|data\\.lm)\\.({langs})",
             f"data\\.r2l\\.({pairs})", f"average\\.(fwd|bt)\\.({pairs})",
-            f"model\\.(dst|dpo|cpo|orpo|mrt|grpo)\\.({pairs})", f"({pairs})\\.(distill_data|preference_data|distillation_\\w+)",
+            f"model\\.(dst|dstt|dpo|cpo|orpo|mrt|grpo)\\.({pairs})",
+            f"({pairs})\\.(distill_data|distill_mix|distill_mix_tagged|preference_data|distillation_\\w+)",
             f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|ensemble_\\w+|rerank_mbr|agent)",
             f"(data|model)\\.curve\\d+\\.({pairs})", f"({pairs})\\.curve\\d+"]
 
@@ -682,12 +683,11 @@ class Ladder:
 
     def distill_data(self, pair: str, teacher: dict, mono: str) -> dict:
         """The system translates the source language's clean monolingual text (synth, sharded and
-        resumable); its picks are mixed with the real pairs."""
+        resumable: the hours of the rung), keeping the preference pairs of what it ranked."""
         from synth.backtranslate import BacktranslateConfig, GenerationConfig, backtranslate
-        from synth.mix import META as MIX_META, MixConfig, mix
 
         dc = self.cfg.distillation
-        src, tgt = _split_pair(pair)
+        src = _split_pair(pair)[0]
         name = f"{pair}.distill_data"
 
         def work(stage_dir: Path) -> dict:
@@ -708,25 +708,33 @@ class Ladder:
                                                           generation=generation),
                                       translator=self.teacher_translator(pair, teacher, stage_dir / "pairs"),
                                       model_name=teacher["system"], log=lambda m: self.log(f"[{name}] {m}"))
-            out = {"synthetic": str(synthetic), "pairs": str(stage_dir / "pairs")}
-            for kind, tag in [("mix", ""), *([("mix_tagged", dc.tag)] if tagged else [])]:  # the same translations
-                mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[str(synthetic)], output=str(stage_dir / kind),
-                                      tag=tag, real_ratio=dc.real_ratio,
-                                      real=self.data_config(src, tgt) if dc.real_ratio else None),
-                            log=lambda m: self.log(f"[{name}] {m}"))
-                out[kind] = str(mixed)
-                out["synthetic_pairs"] = json.loads((Path(mixed) / MIX_META).read_text()).get("synthetic_pairs")
-            return out
+            records = json.loads((Path(synthetic).parent / "synthetic.json").read_text())["records"]
+            return {"synthetic": str(synthetic), "synthetic_pairs": records, "pairs": str(stage_dir / "pairs")}
 
-        tagged = "distill_tagged" in dc.methods
-        key = {"max_monolingual": dc.max_monolingual, "tag": "", "real_ratio": dc.real_ratio, "shard_size": dc.shard_size}
-        if tagged:  # only then: the key of a run without it stays as it was
-            key["tagged"] = dc.tag
+        key = {"max_monolingual": dc.max_monolingual, "shard_size": dc.shard_size}
         inputs = {"monolingual": mono, "teacher": teacher}
         if dc.train_sources:  # only then: the key of a run without it stays as it was
             key["train_sources"], inputs["train"] = True, self.corpora.train[src]
         return self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
                                inputs, work)
+
+    def distill_mix(self, pair: str, synthetic: str, tag: str) -> dict:
+        """``{pair}.distill_mix`` (untagged) or ``{pair}.distill_mix_tagged``: the system's translations
+        beside the real pairs; a stage of its own, so a new tag or ratio does not translate again."""
+        from synth.mix import META as MIX_META, MixConfig, mix
+
+        dc = self.cfg.distillation
+        src, tgt = _split_pair(pair)
+        name = f"{pair}.distill_mix" + ("_tagged" if tag else "")
+
+        def work(stage_dir: Path) -> dict:
+            mixed = mix(MixConfig(src_lang=src, tgt_lang=tgt, synthetic=[synthetic], output=str(stage_dir / "mix"), tag=tag,
+                                  real_ratio=dc.real_ratio, real=self.data_config(src, tgt) if dc.real_ratio else None),
+                        log=lambda m: self.log(f"[{name}] {m}"))
+            meta = json.loads((Path(mixed) / MIX_META).read_text())
+            return {"mix": str(mixed), "synthetic_pairs": meta.get("synthetic_pairs"), "real_copies": meta.get("real_copies_total")}
+
+        return self.runner.run(name, {"tag": tag, "real_ratio": dc.real_ratio}, {"synthetic": synthetic}, work)
 
     def preference_data(self, pair: str, teacher: dict, mono: str, ranked: str = "") -> dict:
         """Preference pairs from the system's ranked n-best of monolingual source lines; ``ranked``: the
@@ -800,7 +808,8 @@ class Ladder:
             if len(methods) < len(dc.methods):
                 self.log(f"[{pair}] +distillation: no reranker or MBR kept, so no preference pairs: "
                          f"{', '.join(sorted(set(dc.methods) - set(methods)))} skipped")
-            plans[pair] = (base, teacher, mono, methods)
+            if methods:
+                plans[pair] = (base, teacher, mono, methods)
         # The teacher ranks the monolingual text once: distillation's translations first, and the
         # preference pairs of the lines both use come from that ranking (the slow part: a 64-best
         # and its scorers), so preference data follows distillation data.
@@ -815,10 +824,10 @@ class Ladder:
             src, tgt = _split_pair(pair)
             student = base.models[0]
             for method in methods:
-                if method == "distill":
-                    data[(pair, method)] = ("distill_model", (pair, student, distilled[pair]["mix"]))
-                elif method == "distill_tagged":
-                    data[(pair, method)] = ("distill_model", (pair, student, distilled[pair]["mix_tagged"], "dstt"))
+                if method in distills:  # the same translations, untagged or tagged
+                    tag = dc.tag if method == "distill_tagged" else ""
+                    mix = self.distill_mix(pair, distilled[pair]["synthetic"], tag)["mix"]
+                    data[(pair, method)] = ("distill_model", (pair, student, mix, "dstt" if tag else "dst"))
                 elif method in ("dpo", "cpo", "orpo"):
                     pairs = self.preference_data(*preference[pair])["pairs"]
                     data[(pair, method)] = ("posttrain_model", (pair, method, student, pairs))
@@ -849,7 +858,8 @@ class Ladder:
             model, out = tried[choice]
             self.add(System("+distillation", "distillation", pair, [model["model"]], settings, out,
                             _union(base.trained, [model["stage"]]), built_on=base.name,
-                            stages=[s for s in (f"{pair}.distill_data", f"{pair}.preference_data") if s in self.runner.timings]
+                            stages=[s for s in (f"{pair}.distill_data", f"{pair}.distill_mix", f"{pair}.distill_mix_tagged",
+                                                f"{pair}.preference_data") if s in self.runner.timings]
                             + [tried[m][0]["stage"] for m in tried] + [f"{pair}.distillation_{m}" for m in tried]
                             + [f"{pair}.distillation_start"],
                             provenance={"method": choice, "teacher": teacher["system"], "teacher_kind": teacher["kind"],

@@ -82,10 +82,13 @@ class StageRunner:
         if self.plan is not None:
             self.plan.append((name, _would(marker, key_file, key, name in self.force)))
             raise PlanStop(name)
-        if stage_dir.exists() and (not key_file.exists() or key_file.read_text().strip() != key):
+        # Forced, or finished before a stage it reads was rebuilt: its files (shards, saved n-best
+        # lists, checkpoints) were made from what it reads then, so it starts over, reusing nothing.
+        again = name in self.force or done is not None
+        if stage_dir.exists() and (again or not key_file.exists() or key_file.read_text().strip() != key):
             # Whatever is here was made by another config or other inputs (or by an unknown one): a
             # stage resumes only its own work, never someone else's half-trained model.
-            if any(stage_dir.iterdir()):
+            if any(stage_dir.iterdir()) and not again:
                 self.log(f"[{name}] its directory holds work of another config: starting it over")
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
@@ -123,11 +126,11 @@ def _would(marker: Path, key_file: Path, key: str, forced: bool) -> str:
     """What running a stage that is not cached would do with its directory."""
     own = key_file.exists() and key_file.read_text().strip() == key
     if forced:
-        return "reruns (--force)"
+        return "reruns (--force), from scratch"
     if own and not marker.exists():
         return "resumes its own unfinished work"
     if marker.exists() and own:
-        return "reruns: a stage it reads finished after it"
+        return "reruns from scratch: a stage it reads finished after it"
     if marker.parent.exists() and any(marker.parent.iterdir()):
         return "STARTS OVER: its directory holds work of another config or inputs, which is cleared"
     return "starts"

@@ -256,6 +256,24 @@ def test_stage_runner_reruns_what_is_forced_or_stale(tmp_path, force, expect_up,
     assert runner.cached == {"up", "down"}, again
 
 
+@pytest.mark.parametrize("force", [{"down"}, {"up"}])  # forced; or stale, because what it reads was rebuilt
+def test_a_rerun_stage_reuses_none_of_its_old_files(tmp_path, force):
+    """Partial work a stage keeps (shards, saved n-best lists) was made from what it read then: a
+    forced or stale stage starts from an empty directory, while a killed one resumes its own."""
+    _two_stages(tmp_path)
+    (tmp_path / "down/nbest.val.json").write_text("{}")  # made from the old inputs
+    seen: list[list[str]] = []
+    runner = StageRunner(tmp_path, set(force), lambda m: None)
+
+    def up(stage_dir: Path) -> dict:
+        (stage_dir / "out.txt").write_text("y")
+        return {"path": str(stage_dir / "out.txt")}
+
+    made = runner.run("up", {"n": 1}, {}, up)
+    runner.run("down", {"n": 2}, {"made": made["path"]}, lambda d: seen.append(sorted(p.name for p in d.iterdir())) or {})
+    assert seen == [["stage.key"]]
+
+
 def test_a_forced_stage_killed_midway_is_not_left_marked_finished(tmp_path):
     _two_stages(tmp_path)
     with pytest.raises(KeyboardInterrupt):
@@ -371,7 +389,8 @@ def test_misspelled_stage_or_test_set_is_an_error(tmp_path, capsys, args, messag
     ("curve:\n  fraction: [0.5]\n", r"curve\.fraction: unknown key; did you mean 'fractions'"),
     ("agent:\n  score_margin: auto\n", r"agent: score_margin must be a number >= 0, val or null, got 'auto'"),
     ("agent:\n  score_margin: -1\n", r"agent: score_margin must be >= 0"),
-    ("distillation:\n  methods: [distill_tagged]\n  tag: ''\n", r"distillation: tag: distill_tagged needs a tag"),
+    ("distillation:\n  methods: [distill_tagged]\n  tag: ''\n", r"distillation: tag: distill_tagged needs a one-word tag"),
+    ("distillation:\n  methods: [distill_tagged]\n  tag: '<D> x'\n", r"distillation: tag: .*got '<D> x'"),
 ])
 def test_out_of_range_values_are_named_when_the_config_is_read(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

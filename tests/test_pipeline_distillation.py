@@ -30,7 +30,8 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     # the same translations twice: untagged for distill, tagged for distill_tagged (val chose between them)
     from datasets import load_from_disk
 
-    untagged, tagged = (load_from_disk(distilled[k])["en"] for k in ("mix", "mix_tagged"))
+    untagged, tagged = (load_from_disk(json.loads((run / f"en-de.{k}/stage.json").read_text())["outputs"]["mix"])["en"]
+                        for k in ("distill_mix", "distill_mix_tagged"))
     assert sum(s.startswith("<DST> ") for s in tagged) == 1700 and not any(s.startswith("<DST>") for s in untagged)
     assert sorted(s.removeprefix("<DST> ") for s in tagged) == sorted(untagged)
     pairs = [json.loads(x) for x in (run / "en-de.preference_data/pairs.jsonl").read_text().splitlines()]
