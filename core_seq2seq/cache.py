@@ -14,6 +14,7 @@ their own rule (``core_seq2seq.training``; post-training's mrt state likewise).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,11 @@ from typing import Any
 from evals.textio import atomic_write_text
 
 from .data import DataError
+
+
+def lines_digest(lines: list[str] | tuple[str, ...]) -> str:
+    """SHA-256 of text lines (joined by newlines): the key of work made from those lines."""
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:

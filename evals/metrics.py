@@ -80,13 +80,13 @@ def score_corpus(
     return out
 
 
-
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
     """sacreBLEU alone (``score_corpus``'s "bleu"), for loops that choose by it: TER and chrF++ cost
     most of ``score_corpus``'s time."""
     hyps, refs = list(hyps), list(refs)
     _check_pair(hyps, refs)
     return float(new_metric("bleu").corpus_score(hyps, [refs]).score)
+
 
 @lru_cache(maxsize=None)
 def _sentence_metric(name: str) -> Metric:

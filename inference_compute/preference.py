@@ -11,7 +11,6 @@ sources where no candidate differs that way give no pair. The pairs are what
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -62,10 +61,6 @@ def preference_pairs(sources: Sequence[str], nbest: Sequence[Sequence[Candidate]
 Ranker = Callable[[list[str]], tuple[list[list[Candidate]], list[list[float]]]]  # RerankedTranslator.rank
 
 
-def _digest(lines: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
-
-
 def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: str | Path, shard_size: int,
                                log: Callable[[str], None] = print,
                                ranked: Sequence[str | Path] = ()) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -78,7 +73,7 @@ def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: 
     by its teacher). ``ranked``: directories where the same ``rank`` already saved the pairs of the
     lines it translated (``RerankedTranslator(keep_pairs=...)``); a shard found there is not ranked
     again. Ids count from the first source."""
-    from core_seq2seq.cache import cached, write_json
+    from core_seq2seq.cache import cached, lines_digest, write_json
     from core_seq2seq.data import DataError
 
     shard_dir = Path(shard_dir)
@@ -88,7 +83,7 @@ def preference_pairs_in_shards(rank: Ranker, sources: Sequence[str], shard_dir: 
     n_shards = (len(sources) + shard_size - 1) // shard_size
     for k, first in enumerate(range(0, len(sources), shard_size)):
         chunk = list(sources[first:first + shard_size])
-        digest = _digest(chunk)
+        digest = lines_digest(chunk)
         path = shard_dir / f"shard-{k:05d}.json"
         done = cached(path, digest, field="sha256")  # the pairs and their key in one atomically written file
         if done is None:
@@ -155,9 +150,9 @@ class RerankedTranslator:
     def translate(self, sources: Sequence[str], settings: DecodeSettings | None = None) -> list[list[Candidate]]:
         nbest, scores = self.rank(sources)
         if self.keep_pairs is not None:
-            from core_seq2seq.cache import write_json
+            from core_seq2seq.cache import lines_digest, write_json
 
-            digest = _digest(list(sources))
+            digest = lines_digest(list(sources))
             made, lost = preference_pairs(list(sources), nbest, scores)
             self.keep_pairs.mkdir(parents=True, exist_ok=True)
             write_json(self.keep_pairs / f"pairs-{digest}.json",

@@ -16,7 +16,6 @@ decoded (and test sets scored).
 from __future__ import annotations
 
 import functools
-import hashlib
 import gc
 import json
 import os
@@ -546,7 +545,7 @@ class Ladder:
     def rerank_outputs(self, pair: str, models: list[str], channel: list[str] | None, r2l: str | None,
                        lm: str | None, name: str = "") -> dict:
         """n-best of ``models``; noisy-channel features; weights tuned on val; MBR over the same lists."""
-        from core_seq2seq.cache import cached, write_json
+        from core_seq2seq.cache import cached, lines_digest, write_json
         from inference_compute.candidates import CandidateSpec, PooledCandidate, generate_candidates
         from inference_compute.features import Scorers, length_ratio
         from inference_compute.mbr import MbrConfig, mbr_decode
@@ -569,12 +568,12 @@ class Ladder:
                 # Each set's n-best and features are saved as soon as they are made (the hour of a
                 # full-size run is here), so a rerun of a killed stage redoes only the set in flight.
                 path = stage_dir / f"nbest.{set_name}.json"
-                saved = cached(path, _lines_digest(data.src), field="sources_sha256")
+                saved = cached(path, lines_digest(data.src), field="sources_sha256")
                 if saved is None:
                     with ComputeMeter({**scorers.meters(), "forward": forward}) as meter:
                         made = generate_candidates(forward, data.src, spec)
                         feats = scorers.features(data.src, made)
-                    saved = {"sources_sha256": _lines_digest(data.src), "compute": {k: meter.result[k] for k in COMPUTE_KEYS},
+                    saved = {"sources_sha256": lines_digest(data.src), "compute": {k: meter.result[k] for k in COMPUTE_KEYS},
                              "nbest": [[[c.text, c.logprob, c.length, c.score, getattr(c, "count", 1)] for c in cs]
                                        for cs in made], "features": feats}
                     write_json(path, saved, indent=None)
@@ -1050,10 +1049,6 @@ def _union(*lists: Sequence[str]) -> list[str]:
     for items in lists:
         out += [x for x in items if x not in out]
     return out
-
-
-def _lines_digest(lines: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def _set_key(sets: dict[str, EvalSet]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from sacrebleu.metrics import BLEU
 
 from evals.errors import EvalsInputError
-from evals.metrics import (chrf_matrix, score_corpus, sentence_bleu, sentence_chrf, sentence_scores,
+from evals.metrics import (chrf_matrix, corpus_bleu, score_corpus, sentence_bleu, sentence_chrf, sentence_scores,
                            tokenize_lc)
 from evals.textio import read_lines
 
@@ -41,6 +41,7 @@ def test_corpus_scores_match_sacrebleu_cli(hyp, bleu, chrf, ter):
     assert round(got["ter"], 4) == ter
     assert got["signature"] == {"bleu": SIG_BLEU, "chrf": SIG_CHRF, "ter": SIG_TER, "tok_bleu": None}
     assert got["tok_bleu"] is None and got["n_lines"] == 16
+    assert round(corpus_bleu(lines(hyp), lines("ref.de")), 4) == bleu  # BLEU alone, what val's choices use
 
 
 def test_tok_lc_bleu_equals_independent_computation():

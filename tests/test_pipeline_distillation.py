@@ -38,6 +38,10 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
     # the 100 preference sources are distillation's first shard: their ranking is not made twice
     assert "[en-de.preference_data] preference pairs: shard 1/1 taken from the ranking made for distillation" in first_err
+    # every stage the rung made is one --force can name
+    from pipeline.ladder import check_force, load_pipeline_config
+
+    check_force(load_pipeline_config(path), {p.parent.name for p in run.glob("*/stage.json")})
     capsys.readouterr()
     assert decade_main(["run", str(path), "--out", str(run)]) == 0  # a rerun: every stage cached
     err = capsys.readouterr().err
