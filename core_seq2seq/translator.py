@@ -404,7 +404,8 @@ class LSTMTranslator:
         order = sorted(range(len(sources)), key=lambda i: len(tgt_ids[i]))
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            logp, tgt_out, _ = self._pair_logprobs([src_ids[i] for i in batch], [tgt_ids[i] for i in batch])  # (B, T)
+            with autocast(self.precision, self.device):  # as score(): the critic's tokens sum to the reranker's score
+                logp, tgt_out, _ = self._pair_logprobs([src_ids[i] for i in batch], [tgt_ids[i] for i in batch])  # (B, T)
             self.counter.decoder_calls += len(self.models)
             self.counter.decoder_row_steps += int(tgt_out.ne(self.pad_id).sum()) * len(self.models)
             for row, i in enumerate(batch):

@@ -356,3 +356,32 @@ def test_margin_rerank_measures_every_margin_and_the_full_reranker_side_by_side(
     val = r["sets"]["val"]["systems"]
     assert val[r["val_pick"]]["bleu"] >= val["full"]["bleu"] - 0.1
     assert set(r["weights"]) >= {"fwd_per_token", "rev_per_token"}
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_decode_precision_compares_fp32_with_bf16_only_where_the_cpu_has_it(tmp_path, toy_task, toy_en_de,
+                                                                            toy_models_dir, monkeypatch, bf16):
+    """fp32 is always measured; bf16 only where the hardware runs it, else skipped with the reason."""
+    import json
+
+    from core_seq2seq import precision
+
+    if bf16 and not precision.bf16_support("cpu")[0]:
+        pytest.skip("this CPU has no native bf16")
+    if not bf16:
+        monkeypatch.setattr(precision, "bf16_support", lambda device="cpu": (False, "mocked: no bf16"))
+    decode_precision = _load("decode_precision")
+    out = tmp_path / "p.json"
+    assert decode_precision.main(["--model", str(toy_models_dir / "en_de/best"),
+                                  "--src", str(toy_task / "task1/raw/val.en.gz"), "--limit", "20", "--rounds", "1",
+                                  "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["sentences"] == 20 and r["ref"].endswith("val.de.gz") and set(r["phases"]) == {"beam5", "nbest64", "score"}
+    for phase in r["phases"].values():
+        assert phase["fp32"]["sentences_per_second"] > 0
+    assert r["phases"]["beam5"]["fp32"]["bleu"] > 50  # the toy model translates val almost perfectly
+    if bf16:
+        assert r["bf16"] == "measured" and r["phases"]["beam5"]["identical_outputs"] >= 0.9
+        assert r["phases"]["score"]["score_abs_diff"]["max"] < 1.0
+    else:
+        assert r["bf16"] == "skipped: mocked: no bf16" and "bf16" not in r["phases"]["beam5"]

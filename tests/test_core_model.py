@@ -104,10 +104,14 @@ def test_beam_matches_generate(toy_en_de):
 
 
 def test_beam_nbest_scores_are_model_logprobs(toy_en_de):
-    nbest = toy_en_de.translate(SOURCES[:2], DecodeSettings(method="beam", beam_size=4, nbest=4))
+    # In fp32, where the equality is exact: in bf16 (auto, on a CPU with avx512_bf16) a near-tie lets the
+    # beam keep a second segmentation of the same words, which scoring the text tokenises the canonical
+    # way (bf16's own tolerance is tested in test_core_precision.py).
+    fp32 = LSTMTranslator(toy_en_de.models, toy_en_de.tokenizer, "en", "de", precision="fp32")
+    nbest = fp32.translate(SOURCES[:2], DecodeSettings(method="beam", beam_size=4, nbest=4))
     for src, cands in zip(SOURCES[:2], nbest):
         assert len(cands) == 4 and len({c.text for c in cands}) == 4
-        rescored = toy_en_de.score([src] * 4, [c.text for c in cands])
+        rescored = fp32.score([src] * 4, [c.text for c in cands])
         for c, (lp, n) in zip(cands, rescored):
             assert n == c.length
             assert abs(lp - c.logprob) < 1e-3
