@@ -163,6 +163,8 @@ def test_dpo_steps_widen_the_preference_margin(toy_en_de, toy_models_dir, tmp_pa
     assert float(after_margin.mean()) > float(before_margin.mean()) + 0.5
     meta = json.loads((out / "decade_meta.json").read_text())["posttrain"]
     assert meta["method"] == "dpo" and meta["steps"] == 4 and meta["train_seconds"] > 0
+    from core_seq2seq.precision import resolve_precision
+    assert meta["precision"] == resolve_precision("auto", "cpu")  # bf16 where the CPU has it, else fp32
     log = [json.loads(x) for x in (tmp_path / "dpo/posttrain_log.jsonl").read_text().splitlines()]
     assert [h["step"] for h in log if "loss" in h] == [1, 2, 3, 4]
     # rerunning the same config reuses the finished model
@@ -475,3 +477,21 @@ def test_pairs_command_writes_pairs_and_distillation_data(toy_en_de, toy_models_
     assert ic_main(["pairs", "--config", str(tmp_path / "c.yaml")]) == 2
     assert "lm_per_token" in capsys.readouterr().err
     assert not (tmp_path / "pairs.jsonl").exists()
+
+
+def test_posttrain_refuses_bf16_on_a_cpu_without_it_and_auto_falls_back_to_fp32(toy_en_de, toy_models_dir, tmp_path,
+                                                                                  monkeypatch):
+    from core_seq2seq import precision
+
+    monkeypatch.setattr(precision, "bf16_support", lambda device="cpu": (False, "mocked: no bf16"))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("a dog runs .\tein Hund rennt .\n" * 4)
+    cfg = dict(method="mrt", model=str(toy_models_dir / "en_de/best"), data=str(pairs), max_steps=1, batch_size=2,
+               num_samples=2)
+    with pytest.raises(ValueError, match="bf16 asked for, but mocked: no bf16"):
+        posttrain(PosttrainConfig(**cfg, output_dir=str(tmp_path / "bf16"), precision="bf16"), log=lambda m: None)
+    assert not (tmp_path / "bf16").exists()  # refused before anything was written
+    said: list[str] = []
+    out = posttrain(PosttrainConfig(**cfg, output_dir=str(tmp_path / "auto")), log=said.append)
+    assert json.loads((out / "decade_meta.json").read_text())["posttrain"]["precision"] == "fp32"
+    assert any("precision fp32 (mocked: no bf16)" in m for m in said)
