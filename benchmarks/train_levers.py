@@ -24,6 +24,7 @@ import dataclasses
 import json
 import statistics
 import time
+import sys
 from pathlib import Path
 
 import torch
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_tokens_per_s": {k: round(v) for k, v in tok_s.items()},
         "speedup_vs_plain": {k: round(tok_s[k] / tok_s["plain"], 3) for k in tok_s},
         "bf16": "measured" if "bf16" in variants else f"skipped: {why}",
-        "command": "python benchmarks/train_levers.py " + " ".join(argv or []),
+        "command": "python benchmarks/train_levers.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print(json.dumps(result, indent=1))
