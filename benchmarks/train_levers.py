@@ -23,8 +23,8 @@ import argparse
 import dataclasses
 import json
 import statistics
-import time
 import sys
+import time
 from pathlib import Path
 
 import torch

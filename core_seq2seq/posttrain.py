@@ -42,14 +42,14 @@ import shutil
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
 
 from .cache import cached, write_json
-from .config import check_ranges, config_hash
+from .config import KEYED_WHEN_SET, check_ranges, config_hash, key_dict
 from .data import DataError, iter_jsonl, read_parallel_files, read_tsv_or_jsonl
 from .precision import PRECISIONS, autocast, resolve_precision
 
@@ -89,8 +89,8 @@ class PosttrainConfig:
     #                                    resumes there; does not change the result
     num_threads: int = 0  # torch CPU threads (0: torch's default)
     device: str = "cpu"  # cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16: bf16 mixed precision where the hardware runs it faster
-    #                          (core_seq2seq.precision; updates of the full-size model 2x as fast on an avx512_bf16 CPU)
+    precision: str = field(default="auto", metadata=KEYED_WHEN_SET)  # auto | fp32 | bf16: bf16 mixed precision
+    #   where the hardware runs it faster (core_seq2seq.precision); auto leaves older runs' hashes as they were
 
     def __post_init__(self) -> None:
         if bool(self.val_src) != bool(self.val_tgt):
@@ -544,7 +544,7 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
     final = out / "model"
     # what decides the model: not where it goes, how often it logs or checkpoints, or the thread count
     # (the validation keys only when set: the hash of a run without them stays as it was)
-    kept = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every_steps"
+    kept = {k: v for k, v in key_dict(cfg).items() if k != "checkpoint_every_steps"
             and (cfg.val_src or k not in ("val_src", "val_tgt", "eval_every_steps"))}
     digest = config_hash({**kept, "output_dir": None, "log_every_steps": None, "num_threads": None})
     if (final / "decade_meta.json").exists():

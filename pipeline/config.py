@@ -51,10 +51,14 @@ class BacktranslationRung:
     real_ratio: float = 1.0  # real:synthetic rows, by upsampling the real pairs (0: real pairs once)
     shard_size: int = 2000  # lines per resumable back-translation shard
     model: RoleConfig = field(default_factory=RoleConfig)  # the back-translation model's overrides
+    finetune_steps: int = 0  # then fine-tune the back-translation model on the real pairs alone, from its best
+    #                          checkpoint, for at most this many steps (early stopping on val); val keeps the
+    #                          fine-tuned model or the one before it (0: no fine-tuning)
+    finetune_train: dict[str, Any] = field(default_factory=dict)  # train overrides of that fine-tuning (e.g. lr)
 
     def __post_init__(self) -> None:
         check_ranges(self, {"beam_size": (1, 256), "max_monolingual": (0, None), "real_ratio": (0.0, None),
-                            "shard_size": (1, None)})
+                            "shard_size": (1, None), "finetune_steps": (0, None)})
 
 
 @dataclass

@@ -31,6 +31,7 @@ from typing import Any
 from core_seq2seq import distributed
 from core_seq2seq.config import ConfigError, apply_overrides, from_dict, key_dict, load_yaml
 from core_seq2seq.data import DataError, DownloadError
+from core_seq2seq.precision import resolve_precision
 from core_seq2seq.training import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, train
 from core_seq2seq.translator import DecodeSettings, LSTMTranslator
 from evals.records import attach_significance, make_record, write_records
@@ -56,12 +57,22 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         cfg = from_dict(PipelineConfig, apply_overrides(load_yaml(path), list(overrides or ())))
         for pair in cfg.data.pairs:
             _split_pair(pair)
-        for where, role in (("backtranslation.model", cfg.backtranslation.model), ("rerank.r2l_model", cfg.rerank.r2l_model),
-                            ("rerank.lm_model", cfg.rerank.lm_model)):
+        roles = (("backtranslation.model", cfg.backtranslation.model), ("rerank.r2l_model", cfg.rerank.r2l_model),
+                 ("rerank.lm_model", cfg.rerank.lm_model))
+        for where, role in roles:
             role_sections(cfg, role, where)
         role_sections(cfg, RoleConfig(train=cfg.distillation.train), "distillation")
+        from_dict(TrainConfig, {**asdict(cfg.train), **cfg.backtranslation.finetune_train}, "backtranslation.finetune_train")
         from core_seq2seq.posttrain import PosttrainConfig
-        from_dict(PosttrainConfig, cfg.distillation.posttrain, "distillation.posttrain")
+        pc = from_dict(PosttrainConfig, cfg.distillation.posttrain, "distillation.posttrain")
+        # an explicit bf16 where the hardware lacks it is refused now, not hours in when that model starts
+        for where, precision in (("train.precision", cfg.train.precision),
+                                 ("distillation.posttrain.precision", pc.precision),
+                                 *((f"{w}.train.precision", r.train["precision"]) for w, r in roles if "precision" in r.train)):
+            try:
+                resolve_precision(precision, distributed.device())
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from None
         if not cfg.data.pairs:
             raise ConfigError("data.pairs: name at least one direction, e.g. [en-de]")
         if not cfg.beam.widths or min(cfg.beam.widths) < 1:
@@ -99,11 +110,11 @@ def stage_patterns(cfg: PipelineConfig) -> list[str]:
     pairs = "|".join(re.escape(p) for p in cfg.data.pairs)
     rev = "|".join(re.escape("-".join(reversed(_split_pair(p)))) for p in cfg.data.pairs)
     langs = "|".join(sorted({lang for p in cfg.data.pairs for lang in _split_pair(p)}))
-    return ["tokenizer", f"model\\.(fwd|bt|r2l)\\.({pairs}|{rev})", f"model\\.lm\\.({langs})", f"(mono|data\\.lm)\\.({langs})",
-            f"data\\.r2l\\.({pairs})", f"average\\.(fwd|bt)\\.({pairs})",
+    return ["tokenizer", f"model\\.(fwd|bt|btft|r2l)\\.({pairs}|{rev})", f"model\\.lm\\.({langs})", f"(mono|data\\.lm)\\.({langs})",
+            f"data\\.r2l\\.({pairs})", f"average\\.(fwd|bt|btft)\\.({pairs})",
             f"model\\.(dst|dstt|dpo|cpo|orpo|mrt|grpo)\\.({pairs})",
             f"({pairs})\\.(distill_data|distill_mix|distill_mix_tagged|preference_data|distillation_\\w+)",
-            f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|ensemble_\\w+|rerank_mbr|agent)",
+            f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|bt_ft|ensemble_\\w+|rerank_mbr|agent)",
             f"(data|model)\\.curve\\d+\\.({pairs})", f"({pairs})\\.curve\\d+"]
 
 
@@ -169,6 +180,7 @@ class Ladder:
         self.sets = {p: corpora.eval_sets(*_split_pair(p), cfg.tune_set_limit) for p in self.pairs}
         self.systems: dict[str, list[System]] = {p: [] for p in self.pairs}
         self.models: dict[str, dict] = {}  # model stage -> outputs
+        self.bt_models: dict[str, dict] = {}  # pair -> the back-translation model the +bt rung chose
         self.progress = sys.stderr.isatty()
         self._pool: Any = None  # the worker processes, started at the first parallel step, kept to the end
 
@@ -410,7 +422,8 @@ class Ladder:
             return {"mix": str(mixed), "synthetic": str(synthetic), "synthetic_pairs": meta.get("synthetic_pairs"),
                     "real_copies": meta.get("real_copies_total")}
 
-        key = {k: v for k, v in key_dict(bt).items() if k != "model"}
+        # what makes the data (not the model trained on it, nor its fine-tuning)
+        key = {k: v for k, v in key_dict(bt).items() if k not in ("model", "finetune_steps", "finetune_train")}
         return self.runner.run(name, {**key, "batch_size": self.cfg.batch_size, "seed": self.cfg.train.seed},
                                {"monolingual": mono["path"], "back_translator": back_translator}, work)
 
@@ -418,6 +431,16 @@ class Ladder:
         src, tgt = _split_pair(pair)
         return self.train_model("bt", src, tgt, self.data_config(src, tgt, [mix]), self.cfg.backtranslation.model,
                                 {"mix": mix})
+
+    def bt_finetune(self, pair: str, bt_model: str) -> dict:
+        """``model.btft.<pair>``: the back-translation model fine-tuned on the real pairs alone, from its
+        best checkpoint: the synthetic pairs' targets are other people's captions, not translations of the
+        sources, and fine-tuning on real pairs moves the model back to the references' style."""
+        bt = self.cfg.backtranslation
+        src, tgt = _split_pair(pair)
+        rc = RoleConfig(model=dict(bt.model.model), train={**bt.finetune_train, "init_from": bt_model,
+                                                           "max_steps": bt.finetune_steps})
+        return self.train_model("btft", src, tgt, self.data_config(src, tgt), rc, {"bt_model": bt_model})
 
     def backtranslation(self) -> None:
         bt = self.cfg.backtranslation
@@ -429,16 +452,34 @@ class Ladder:
         self.parallel([("bt_data", (pair, reverse[pair][0])) for pair in self.pairs])
         data = {pair: self.bt_data(pair, reverse[pair][0]) for pair in self.pairs}
         self.parallel([("bt_model", (pair, data[pair]["mix"])) for pair in self.pairs])
+        tried: dict[str, dict[str, dict]] = {}  # pair -> "bt" | "bt+ft" -> the model's outputs
         for pair in self.pairs:
-            base = self.best(pair)
-            model = self.bt_model(pair, data[pair]["mix"])
+            tried[pair] = {"bt": self.bt_model(pair, data[pair]["mix"])}
+        if bt.finetune_steps:
+            self.parallel([("bt_finetune", (pair, tried[pair]["bt"]["model"])) for pair in self.pairs])
+            for pair in self.pairs:
+                tried[pair]["bt+ft"] = self.bt_finetune(pair, tried[pair]["bt"]["model"])
+        names = {"bt": "bt", "bt+ft": "bt_ft"}
+        decodes = {(pair, k): (f"{pair}.{names[k]}", [m["model"]], self.best(pair).decode, self.sets[pair])
+                   for pair in self.pairs for k, m in tried[pair].items()}
+        self.parallel([("decode", args) for args in decodes.values()])
+        for pair in self.pairs:
+            base, sets = self.best(pair), self.sets[pair]
+            outs = {k: self.decode(*decodes[(pair, k)]) for k in tried[pair]}
+            choice = max(outs, key=lambda k: val_bleu(outs[k], sets))  # a tie keeps the model without fine-tuning
+            model = tried[pair][choice]
+            self.bt_models[pair] = model
             rev_models, _, rev_trained = reverse[pair]
-            out = self.decode(f"{pair}.bt", [model["model"]], base.decode, self.sets[pair])
-            self.add(System("+bt", "bt", pair, [model["model"]], base.decode, out,
-                            _union(rev_trained, [model["stage"]]), built_on=base.name,
-                            stages=[f"{pair}.bt_data", model["stage"], f"{pair}.bt"],
+            self.add(System("+bt", "bt", pair, [model["model"]], base.decode, outs[choice],
+                            _union(rev_trained, [m["stage"] for k, m in tried[pair].items() if k in ("bt", choice)]),
+                            built_on=base.name,
+                            stages=[f"{pair}.bt_data", *[m["stage"] for m in tried[pair].values()],
+                                    *[decodes[(pair, k)][0] for k in tried[pair]]],
                             provenance={"back_translator": rev_models, "synthetic_pairs": data[pair]["synthetic_pairs"],
-                                        "method": bt.method, "tag": bt.tag, "real_copies": data[pair]["real_copies"]}))
+                                        "method": bt.method, "tag": bt.tag, "real_copies": data[pair]["real_copies"],
+                                        "finetuned": choice == "bt+ft",
+                                        **({"val_bleu_by_model": {k: round(val_bleu(v, sets), 2) for k, v in outs.items()}}
+                                           if len(outs) > 1 else {})}))
 
     def monolingual(self, lang: str) -> dict:
         """The language's monolingual text, cleaned of every evaluation line (all languages, blind
@@ -471,8 +512,9 @@ class Ladder:
         for pair in self.pairs:
             base = self.best(pair)
             sets = self.sets[pair]
-            forward = [m for m in self.models.values() if m["stage"].endswith(f".{pair}")
-                       and m["stage"].split(".")[1] in ("fwd", "bt")]
+            # the direction's forward models: real pairs only, and the model the +bt rung chose (fine-tuned or not)
+            forward = [m for m in self.models.values() if m["stage"] == f"model.fwd.{pair}"]
+            forward += [self.bt_models[pair]] if pair in self.bt_models else []
             averaged: dict[str, str] = {}
             if ec.average_last > 1:
                 for m in forward:

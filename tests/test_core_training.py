@@ -132,9 +132,10 @@ def test_schedules_and_batches():
 
 # Two processes split each global batch in two, so under bf16 every matrix product of a half-batch
 # rounds its inputs and sums differently from the whole batch's. After 6 steps the largest weight
-# difference was 2.5e-4 on an avx512_bf16 EPYC (2026-12-02; fp32: 6.7e-8), so bf16 is held to 1e-3
-# where fp32 is held to 1e-5.
-BF16_TOLERANCE = 1e-3
+# difference was 2.5e-4 on an avx512_bf16 EPYC (2026-12-02; fp32: 6.7e-8), so bf16 is held to 2e-3
+# (8x that: other CPUs' bf16 kernels, amx_bf16's among them, block their sums differently) where fp32
+# is held to 1e-5.
+BF16_TOLERANCE = 2e-3
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo on Linux")

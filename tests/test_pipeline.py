@@ -67,9 +67,11 @@ def spawned():
 @pytest.mark.slow
 def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path, capsys, spawned):
     # The agent's rungs score within the margin val picks over the reranker's candidates.
-    config = _config(tmp_path, "toy2", agent={"score_margin": "val"})
+    # The back-translation model is fine-tuned on the real pairs too, and val keeps one of the two.
+    finetune = {"finetune_steps": 20, "finetune_train": {"eval_every_steps": 10}}
+    config = _config(tmp_path, "toy2", agent={"score_margin": "val"}, backtranslation=finetune)
     # The same ladder with two workers (stages side by side in worker processes) must give the same result.
-    parallel = _config(tmp_path, "toy2_workers", workers=2, agent={"score_margin": "val"})
+    parallel = _config(tmp_path, "toy2_workers", workers=2, agent={"score_margin": "val"}, backtranslation=finetune)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     ref_proc = _decade(config, reference)  # the reference and the run to be killed side by side (2 cores)
     kill_proc = _decade(parallel, killed, quiet=True)
@@ -93,8 +95,8 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     # Every model is trained exactly once: the de-en forward model is en-de's back-translator and channel.
     trained = sorted({line.split("]")[0][1:] for line in ref_err.splitlines()
                       if line.startswith("[model.") and "] running (" in line})
-    assert trained == ["model.bt.de-en", "model.bt.en-de", "model.fwd.de-en", "model.fwd.en-de", "model.lm.de",
-                       "model.lm.en", "model.r2l.de-en", "model.r2l.en-de"]
+    assert trained == ["model.bt.de-en", "model.bt.en-de", "model.btft.de-en", "model.btft.en-de", "model.fwd.de-en",
+                       "model.fwd.en-de", "model.lm.de", "model.lm.en", "model.r2l.de-en", "model.r2l.en-de"]
     assert all(ref_err.count(f"[{m}] running (") == 1 for m in trained)
 
     for pair in ("en-de", "de-en"):
@@ -109,6 +111,14 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
                 kept = r["system"]
         bt = records[2]
         assert bt["extra"]["kept"] is False and records[3]["extra"]["built_on"] != "+bt"
+        # val chose between the back-translation model and its fine-tuned copy; the ensemble has the chosen one
+        by_model = bt["provenance"]["val_bleu_by_model"]
+        finetuned = by_model["bt+ft"] > by_model["bt"]
+        assert bt["provenance"]["finetuned"] == finetuned
+        chosen = str(reference / f"model.{'btft' if finetuned else 'bt'}.{pair}/model/best")
+        assert bt["provenance"]["models"] == [chosen]
+        ensembled = json.loads((reference / f"{pair}.ensemble_ensemble/stage.json").read_text())["inputs"]["models"]
+        assert ensembled == [str(reference / f"model.fwd.{pair}/model/best"), chosen]  # not the BT model val left out
         # The reranker's record says what each scoring margin would keep of it on val, and the agent used val's pick.
         margins = records[4]["provenance"]["score_margin"]
         assert [m["margin"] for m in margins["margins"]][:2] == [0.0, 0.02] and "pick" in margins
@@ -151,6 +161,11 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     assert decade_main(["publish", str(reference), "--to", str(published), "--blind-to", str(published / "blind")]) == 0
     assert evals_main(["verify", str(published / "en-de/results.jsonl"), str(published / "de-en/results.jsonl")]) == 0
     assert (published / "blind/de-en/+agent.txt").exists() and (published / "en-de/leaderboard/leaderboard.md").exists()
+
+    # --force accepts every stage the run made (the fine-tuned BT model and its decode among them).
+    from pipeline.ladder import check_force, load_pipeline_config
+    check_force(load_pipeline_config(config), {p.parent.name for p in reference.glob("*/stage.json")})
+    assert (reference / "model.btft.en-de/stage.json").exists() and (reference / "en-de.bt_ft/stage.json").exists()
 
     # A finished run plans nothing but cached stages, every one of them.
     capsys.readouterr()
@@ -376,6 +391,9 @@ def test_misspelled_stage_or_test_set_is_an_error(tmp_path, capsys, args, messag
     # Role overrides and directions are checked before anything runs, too.
     ("rerank:\n  r2l_model:\n    train: {max_step: 3}\n", r"rerank\.r2l_model\.train\.max_step: unknown key"),
     ("backtranslation:\n  model:\n    model: {hidden: 3}\n", r"backtranslation\.model\.model\.hidden: unknown key"),
+    ("backtranslation:\n  finetune_train: {lr: 0}\n", r"backtranslation\.finetune_train: lr must be"),
+    ("backtranslation:\n  finetune_train: {max_step: 3}\n", r"backtranslation\.finetune_train\.max_step: unknown key"),
+    ("backtranslation:\n  finetune_steps: -1\n", r"backtranslation: finetune_steps must be >= 0"),
     ("data:\n  pairs: [ende]\n", r"data\.pairs: 'ende' is not a direction"),
     ("data:\n  pairs: [en-xx]\n", r"data\.pairs: 'en-xx': language 'xx' is not one of"),
     ("beam:\n  widths: []\n", r"beam\.widths"),
@@ -397,6 +415,23 @@ def test_out_of_range_values_are_named_when_the_config_is_read(tmp_path, text, m
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"bad\.yaml: " + message):
         load_pipeline_config(path)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("train:\n  precision: bf16\n", "train.precision"),
+    ("distillation:\n  posttrain: {precision: bf16}\n", "distillation.posttrain.precision"),
+    ("rerank:\n  r2l_model:\n    train: {precision: bf16}\n", "rerank.r2l_model.train.precision"),
+])
+def test_bf16_asked_for_on_a_cpu_without_it_is_refused_when_the_config_is_read(tmp_path, monkeypatch, text, key):
+    from core_seq2seq import precision
+
+    monkeypatch.setattr(precision, "bf16_support", lambda device="cpu": (False, "mocked: no bf16"))
+    path = tmp_path / "bf16.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"bf16.yaml: {key}: precision bf16 asked for, but mocked: no bf16")):
+        load_pipeline_config(path)
+    path.write_text(text.replace("bf16", "auto"))
+    load_pipeline_config(path)  # auto falls back to fp32 there
 
 
 @pytest.mark.parametrize("meta, expect", [({"precision": "bf16"}, "bf16"), ({}, "fp32"), (None, None)])

@@ -163,8 +163,6 @@ def test_dpo_steps_widen_the_preference_margin(toy_en_de, toy_models_dir, tmp_pa
     assert float(after_margin.mean()) > float(before_margin.mean()) + 0.5
     meta = json.loads((out / "decade_meta.json").read_text())["posttrain"]
     assert meta["method"] == "dpo" and meta["steps"] == 4 and meta["train_seconds"] > 0
-    from core_seq2seq.precision import resolve_precision
-    assert meta["precision"] == resolve_precision("auto", "cpu")  # bf16 where the CPU has it, else fp32
     log = [json.loads(x) for x in (tmp_path / "dpo/posttrain_log.jsonl").read_text().splitlines()]
     assert [h["step"] for h in log if "loss" in h] == [1, 2, 3, 4]
     # rerunning the same config reuses the finished model
@@ -495,3 +493,49 @@ def test_posttrain_refuses_bf16_on_a_cpu_without_it_and_auto_falls_back_to_fp32(
     out = posttrain(PosttrainConfig(**cfg, output_dir=str(tmp_path / "auto")), log=said.append)
     assert json.loads((out / "decade_meta.json").read_text())["posttrain"]["precision"] == "fp32"
     assert any("precision fp32 (mocked: no bf16)" in m for m in said)
+
+
+@pytest.mark.parametrize("method", ["dpo", "mrt"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_posttrain_runs_the_model_in_the_precision_it_resolved(method, bf16, toy_en_de, toy_models_dir, tmp_path,
+                                                               monkeypatch):
+    """The model's forward passes run under bf16 autocast exactly when the precision resolved to bf16
+    (a hook on the encoder sees it), and the weights stay fp32 either way."""
+    from core_seq2seq import precision
+    from core_seq2seq.modeling_lstm import LSTMTranslatorModel
+
+    if bf16 and not precision.bf16_support("cpu")[0]:
+        pytest.skip("this CPU has no native bf16")
+    if not bf16:
+        monkeypatch.setattr(precision, "bf16_support", lambda device="cpu": (False, "mocked: no bf16"))
+    seen: list[bool] = []
+    encode = LSTMTranslatorModel.encode
+
+    def spy(self, *args, **kwargs):
+        if torch.is_grad_enabled():  # the training passes, not validation's greedy decoding
+            seen.append(torch.is_autocast_enabled("cpu"))
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(LSTMTranslatorModel, "encode", spy)
+    sources, targets = toy_corpus(16, seed=35)
+    if method == "dpo":
+        data = _write_jsonl(tmp_path / "pairs.jsonl", [{"src": s, "chosen": t, "rejected": targets[(i + 1) % 16]}
+                                                       for i, (s, t) in enumerate(zip(sources, targets))])
+    else:
+        data = tmp_path / "pairs.tsv"
+        data.write_text("".join(f"{s}\t{t}\n" for s, t in zip(sources, targets)))
+    out = posttrain(PosttrainConfig(method=method, model=str(toy_models_dir / "en_de/best"), data=str(data),
+                                    output_dir=str(tmp_path / "run"), max_steps=2, batch_size=4, num_samples=2),
+                    log=lambda m: None)
+    assert seen and set(seen) == {bf16}
+    assert json.loads((out / "decade_meta.json").read_text())["posttrain"]["precision"] == ("bf16" if bf16 else "fp32")
+    from safetensors.torch import load_file
+    assert {v.dtype for v in load_file(out / "model.safetensors").values()} == {torch.float32}
+
+
+def test_precision_enters_the_hash_only_when_set():
+    """Runs made before the key existed (precision auto) keep their hash, so they are not redone."""
+    from core_seq2seq.config import key_dict
+
+    assert "precision" not in key_dict(PosttrainConfig(method="mrt"))
+    assert key_dict(PosttrainConfig(method="mrt", precision="fp32"))["precision"] == "fp32"
