@@ -59,11 +59,26 @@ def bf16_support(device: str = "cpu") -> tuple[bool, str]:
                    "under bf16 autocast fails in oneDNN, so fp32")
 
 
-def resolve_precision(setting: str, device: str = "cpu", explain: bool = False):
-    """``auto`` -> ``bf16`` or ``fp32`` for this device; ``fp32`` stays; ``bf16`` is refused where the
-    hardware lacks it. With ``explain``, returns (precision, reason)."""
+_RUN_PRECISION = "auto"  # what ``auto`` means in this process; a run pins it (set_run_precision)
+
+
+def set_run_precision(setting: str) -> None:
+    """Make ``auto`` mean ``setting`` in this process: a ladder that trains in fp32 decodes and scores in
+    fp32 too, so it gives the same systems on a CPU with bf16 and on one without. ``auto``: the hardware
+    decides again."""
+    global _RUN_PRECISION
     if setting not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {setting!r}")
+    _RUN_PRECISION = setting
+
+
+def resolve_precision(setting: str, device: str = "cpu", explain: bool = False):
+    """``auto`` -> ``bf16`` or ``fp32`` for this device (or what the run pinned); ``fp32`` stays; ``bf16``
+    is refused where the hardware lacks it. With ``explain``, returns (precision, reason)."""
+    if setting not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {setting!r}")
+    if setting == "auto" and _RUN_PRECISION != "auto":
+        setting = _RUN_PRECISION
     ok, why = bf16_support(device)
     if setting == "fp32":
         chosen, why = "fp32", "fp32 asked for"

@@ -31,7 +31,7 @@ from typing import Any
 from core_seq2seq import distributed
 from core_seq2seq.config import ConfigError, apply_overrides, from_dict, key_dict, load_yaml
 from core_seq2seq.data import DataError, DownloadError
-from core_seq2seq.precision import resolve_precision
+from core_seq2seq.precision import resolve_precision, set_run_precision
 from core_seq2seq.training import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, train
 from core_seq2seq.translator import DecodeSettings, LSTMTranslator
 from evals.records import attach_significance, make_record, write_records
@@ -176,6 +176,7 @@ class Ladder:
 
     def __init__(self, cfg: PipelineConfig, run_dir: Path, corpora: Corpora, runner: StageRunner, log: Log):
         self.cfg, self.run_dir, self.corpora, self.runner, self.log = cfg, run_dir, corpora, runner, log
+        set_run_precision(cfg.train.precision)  # decoding and scoring follow the run's training precision
         self.pairs = list(cfg.data.pairs)
         self.sets = {p: corpora.eval_sets(*_split_pair(p), cfg.tune_set_limit) for p in self.pairs}
         self.systems: dict[str, list[System]] = {p: [] for p in self.pairs}
@@ -360,10 +361,12 @@ class Ladder:
         return self._pool
 
     def close(self) -> None:
-        """Stop the worker processes (after the jobs they are running)."""
+        """Stop the worker processes (after the jobs they are running); ``auto`` means the hardware's
+        choice again in this process."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        set_run_precision("auto")
 
     # -- rungs: each takes every direction, so that independent work can run side by side --
 
@@ -1194,6 +1197,8 @@ def plan_ladder(cfg: PipelineConfig, run_dir: Path, force: set[str], log: Log) -
                 step(ladder)
     except PlanStop:
         pass
+    finally:
+        ladder.close()
     width = max((len(name) for name, _ in runner.plan), default=0)
     lines = [f"run directory {run_dir}: what a run would do now (later stages wait for these)"]
     lines += [f"  {name:<{width}}  {what}" for name, what in runner.plan]
