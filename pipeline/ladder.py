@@ -338,9 +338,12 @@ class Ladder:
                 raise failed[0].exception()
             for future in futures:
                 done, timings, ran = future.result()
+                # what this invocation ran stays "ran" when a later job finds it cached (the reranker's
+                # models train beside the back-translation models and are looked up again at +rerank)
+                ran_here = set(self.runner.timings) - self.runner.cached
                 self.runner.done.update(done)
-                self.runner.timings.update(timings)
-                self.runner.cached = (self.runner.cached | set(timings)) - set(ran)  # what the worker found cached stays so
+                self.runner.timings.update({k: v for k, v in timings.items() if k not in ran_here or k in ran})
+                self.runner.cached = (self.runner.cached | (set(timings) - ran_here)) - set(ran)  # what the worker found cached stays so
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -454,7 +457,9 @@ class Ladder:
             self.monolingual(_split_pair(pair)[1])
         self.parallel([("bt_data", (pair, reverse[pair][0])) for pair in self.pairs])
         data = {pair: self.bt_data(pair, reverse[pair][0]) for pair in self.pairs}
-        self.parallel([("bt_model", (pair, data[pair]["mix"])) for pair in self.pairs])
+        # The reranker's right-to-left models and LMs need only the real pairs and the monolingual text:
+        # they join this batch and fill the worker that the shorter back-translation model leaves idle.
+        self.parallel([("bt_model", (pair, data[pair]["mix"])) for pair in self.pairs] + self.scorer_model_jobs())
         tried: dict[str, dict[str, dict]] = {}  # pair -> "bt" | "bt+ft" -> the model's outputs
         for pair in self.pairs:
             tried[pair] = {"bt": self.bt_model(pair, data[pair]["mix"])}
@@ -655,13 +660,20 @@ class Ladder:
             "rerank": {k: v for k, v in key_dict(rc).items() if not k.endswith("_model")}, "mbr": key_dict(mc),
             "batch_size": self.cfg.batch_size}, inputs, work)
 
-    def rerank_and_mbr(self) -> None:
-        rc, mc = self.cfg.rerank, self.cfg.mbr
+    def scorer_model_jobs(self) -> list[tuple[str, tuple]]:
+        """The reranker's own models (right-to-left, target LM) as parallel jobs; none when it is off."""
+        rc = self.cfg.rerank
+        if not rc.enabled:
+            return []
         langs = sorted({_split_pair(p)[1] for p in self.pairs})
         for lang in langs if rc.lm else []:
             self.monolingual(lang)
-        self.parallel(([("r2l_model", (p,)) for p in self.pairs] if rc.r2l else [])
-                      + ([("lm_model", (lang,)) for lang in langs] if rc.lm else []))
+        return (([("r2l_model", (p,)) for p in self.pairs] if rc.r2l else [])
+                + ([("lm_model", (lang,)) for lang in langs] if rc.lm else []))
+
+    def rerank_and_mbr(self) -> None:
+        rc, mc = self.cfg.rerank, self.cfg.mbr
+        self.parallel(self.scorer_model_jobs())
         plans = {}
         for pair in self.pairs:  # every direction's inputs are fixed before any reranked system is added
             base = self.best(pair)
