@@ -256,7 +256,8 @@ class LSTMTranslator:
         translator = cls(models, tokenizer, src_lang, tgt_lang, device, precision)
         # What a helper process needs to load the same model (core_seq2seq.distributed); the weights'
         # size and mtime tell a reloaded directory from the one already cached.
-        translator.load_args = (tuple(str(d) for d in dirs), src_lang, tgt_lang, device, precision)
+        # (the precision as resolved here: a helper decodes as the driver does, whatever auto means there)
+        translator.load_args = (tuple(str(d) for d in dirs), src_lang, tgt_lang, device, translator.precision)
         return translator
 
     def flops_per_token(self) -> float:

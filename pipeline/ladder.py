@@ -62,12 +62,19 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         for where, role in roles:
             role_sections(cfg, role, where)
         role_sections(cfg, RoleConfig(train=cfg.distillation.train), "distillation")
-        from_dict(TrainConfig, {**asdict(cfg.train), **cfg.backtranslation.finetune_train}, "backtranslation.finetune_train")
+        ft = from_dict(TrainConfig, {**asdict(cfg.train), **cfg.backtranslation.model.train,
+                                     **cfg.backtranslation.finetune_train}, "backtranslation.finetune_train")
+        for key in ("max_steps", "init_from"):
+            if key in cfg.backtranslation.finetune_train:
+                raise ConfigError(f"backtranslation.finetune_train.{key}: set by the ladder (finetune_steps; the "
+                                  "back-translation model); remove it")
         from core_seq2seq.posttrain import PosttrainConfig
         pc = from_dict(PosttrainConfig, cfg.distillation.posttrain, "distillation.posttrain")
         # an explicit bf16 where the hardware lacks it is refused now, not hours in when that model starts
         for where, precision in (("train.precision", cfg.train.precision),
                                  ("distillation.posttrain.precision", pc.precision),
+                                 ("backtranslation.finetune_train.precision", ft.precision),
+                                 ("distillation.train.precision", cfg.distillation.train.get("precision", "auto")),
                                  *((f"{w}.train.precision", r.train["precision"]) for w, r in roles if "precision" in r.train)):
             try:
                 resolve_precision(precision, distributed.device())
@@ -325,7 +332,8 @@ class Ladder:
             return
         from concurrent.futures import FIRST_EXCEPTION, wait
 
-        state = (self.cfg, self.run_dir, self.corpora, set(self.runner.force))
+        # a forced stage this invocation already remade is not forced again in a later job
+        state = (self.cfg, self.run_dir, self.corpora, set(self.runner.force) - set(self.runner.done))
         futures = []
         try:
             futures = [self._workers().submit(_job, state, method, args) for method, args in jobs]
@@ -364,12 +372,10 @@ class Ladder:
         return self._pool
 
     def close(self) -> None:
-        """Stop the worker processes (after the jobs they are running); ``auto`` means the hardware's
-        choice again in this process."""
+        """Stop the worker processes (after the jobs they are running)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        set_run_precision("auto")
 
     # -- rungs: each takes every direction, so that independent work can run side by side --
 
@@ -444,7 +450,7 @@ class Ladder:
         sources, and fine-tuning on real pairs moves the model back to the references' style."""
         bt = self.cfg.backtranslation
         src, tgt = _split_pair(pair)
-        rc = RoleConfig(model=dict(bt.model.model), train={**bt.finetune_train, "init_from": bt_model,
+        rc = RoleConfig(model=dict(bt.model.model), train={**bt.model.train, **bt.finetune_train, "init_from": bt_model,
                                                            "max_steps": bt.finetune_steps})
         return self.train_model("btft", src, tgt, self.data_config(src, tgt), rc, {"bt_model": bt_model})
 
@@ -476,9 +482,8 @@ class Ladder:
             outs = {k: self.decode(*decodes[(pair, k)]) for k in tried[pair]}
             choice = max(outs, key=lambda k: val_bleu(outs[k], sets))  # a tie keeps the model without fine-tuning
             model = tried[pair][choice]
-            self.bt_models[pair] = model
             rev_models, _, rev_trained = reverse[pair]
-            self.add(System("+bt", "bt", pair, [model["model"]], base.decode, outs[choice],
+            system = self.add(System("+bt", "bt", pair, [model["model"]], base.decode, outs[choice],
                             _union(rev_trained, [m["stage"] for k, m in tried[pair].items() if k in ("bt", choice)]),
                             built_on=base.name,
                             stages=[f"{pair}.bt_data", *[m["stage"] for m in tried[pair].values()],
@@ -488,6 +493,8 @@ class Ladder:
                                         "finetuned": choice == "bt+ft",
                                         **({"val_bleu_by_model": {k: round(val_bleu(v, sets), 2) for k, v in outs.items()}}
                                            if len(outs) > 1 else {})}))
+            # what an ensemble with it trained: the back-translator, the BT model and its fine-tuning
+            self.bt_models[pair] = {**model, "behind": system.trained}
 
     def monolingual(self, lang: str) -> dict:
         """The language's monolingual text, cleaned of every evaluation line (all languages, blind
@@ -548,7 +555,8 @@ class Ladder:
             tried = {k: self.decode(f"{pair}.ensemble_{k}", v, base.decode, sets) for k, v in candidates.items()}
             choice = max(tried, key=lambda k: val_bleu(tried[k], sets))
             models = candidates[choice]
-            trained = _union(base.trained, [m["stage"] for m in forward] if "ensemble" in choice else [])
+            trained = _union(base.trained, *([[m["stage"]] + m.get("behind", []) for m in forward]
+                                             if "ensemble" in choice else []))
             self.add(System("+ensemble", "ensemble", pair, models, base.decode, tried[choice], trained,
                             built_on=base.name,
                             stages=[f"average.{m['stage'].removeprefix('model.')}" for m in forward if averaged]
@@ -1188,6 +1196,7 @@ def run_ladder(cfg: PipelineConfig, force: set[str] | None = None, log: Log = pr
             step(ladder)
     finally:
         ladder.close()
+        set_run_precision("auto")  # the run pinned it (Ladder); the process is the hardware's again
     markdown = []
     for pair in ladder.pairs:
         markdown.append(write_leaderboard(cfg, run_dir, ladder, pair, config_path))
@@ -1211,6 +1220,7 @@ def plan_ladder(cfg: PipelineConfig, run_dir: Path, force: set[str], log: Log) -
         pass
     finally:
         ladder.close()
+        set_run_precision("auto")
     width = max((len(name) for name, _ in runner.plan), default=0)
     lines = [f"run directory {run_dir}: what a run would do now (later stages wait for these)"]
     lines += [f"  {name:<{width}}  {what}" for name, what in runner.plan]
@@ -1302,7 +1312,7 @@ def write_summary(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, runner: St
              f"Machine: {facts.get('cpu')}, {facts.get('cpus')} CPUs, flags {' '.join(facts.get('flags') or []) or 'n/a'}; "
              f"fp32 matmul ceiling {facts.get('fp32_matmul_ceiling_gflops')} GFLOP/s (2048x2048, measured at the start "
              f"of this invocation, at load average {facts.get('load_average_before_ceiling')}: other work on the machine "
-             f"lowers it, and stretches every time below); precision {facts.get('precision_auto')}; {cfg.workers} worker(s) x "
+             f"lowers it, and stretches every time below); precision {resolve_precision(cfg.train.precision)} (auto here: {facts.get('precision_auto')}); {cfg.workers} worker(s) x "
              f"{cfg.train.num_threads or 'default'} thread(s).", "",
              "| pair | system | kept | val BLEU | built on | stages (s) | share of run | train steps (all models behind it) "
              "| decode GFLOPs (test sets) | decode s (test sets) |",

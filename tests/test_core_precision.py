@@ -114,3 +114,17 @@ def test_a_run_pins_what_auto_means_and_gives_it_back(monkeypatch):
     assert precision.resolve_precision("auto") == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
         precision.set_run_precision("fp16")
+
+
+def test_helper_processes_load_a_translator_in_the_precision_the_driver_resolved(toy_en_de, toy_models_dir,
+                                                                                  monkeypatch):
+    """torchrun helpers decode their share as the driver does, whatever ``auto`` means in their process."""
+    from core_seq2seq.translator import LSTMTranslator
+
+    monkeypatch.setattr(precision, "bf16_support", lambda device="cpu": (True, "mocked: bf16"))
+    try:
+        precision.set_run_precision("fp32")
+        driver = LSTMTranslator.load(toy_models_dir / "en_de/best")
+    finally:
+        precision.set_run_precision("auto")
+    assert driver.precision == "fp32" and driver.load_args[-1] == "fp32"  # not "auto", which is bf16 here

@@ -42,10 +42,10 @@ def _records(run: Path, pair: str) -> list[dict]:
     return [json.loads(line) for line in (run / pair / "results.jsonl").read_text().splitlines()]
 
 
-def _decade(config: Path, out: Path, quiet: bool = False, to: Path | None = None) -> subprocess.Popen:
-    """``decade run CONFIG --out OUT`` started; its output piped, dropped (``quiet``) or written to
+def _decade(config: Path, out: Path, quiet: bool = False, to: Path | None = None, *args: str) -> subprocess.Popen:
+    """``decade run CONFIG --out OUT [ARGS]`` started; its output piped, dropped (``quiet``) or written to
     ``to``.out and ``to``.err (for a run nobody reads until it ends)."""
-    cmd = [sys.executable, "-m", "pipeline", "run", str(config), "--out", str(out)]
+    cmd = [sys.executable, "-m", "pipeline", "run", str(config), "--out", str(out), *args]
     if to is None:
         pipe = subprocess.DEVNULL if quiet else subprocess.PIPE
         return subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=pipe, stderr=pipe, text=True)
@@ -87,7 +87,9 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     time.sleep(3)
     assert _snapshot(killed) == before
     assert mid_stage.exists() and not (killed / "model.r2l.de-en/stage.json").exists(), "not killed mid-stage"
-    resumed = _decade(parallel, killed, to=tmp_path / "resumed")  # at once, beside the reference's last stages
+    # At once, beside the reference's last stages; en-de's right-to-left model (finished before the kill)
+    # is forced: made again once, though the worker jobs of two rungs look it up.
+    resumed = _decade(parallel, killed, False, tmp_path / "resumed", "--force", "model.r2l.en-de")
     spawned.append(resumed)
     ref_out, ref_err = ref_proc.communicate(timeout=600)
     assert ref_proc.returncode == 0, ref_err[-3000:]
@@ -142,6 +144,7 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     out, err = (tmp_path / "resumed.out").read_text(), (tmp_path / "resumed.err").read_text()
     assert resumed.returncode == 0, err[-3000:]
     assert "[model.fwd.en-de] cached" in err and "[model.r2l.de-en] running" in err and "resuming" in err
+    assert err.count("[model.r2l.en-de] running (") == 1
     assert out == ref_out  # the same leaderboard, to the digit
     keys = ("system", "bleu", "chrf", "bleu_ci", "p_vs_prev", "p_vs_baseline", "extra")
     for pair in ("en-de", "de-en"):
@@ -394,6 +397,7 @@ def test_misspelled_stage_or_test_set_is_an_error(tmp_path, capsys, args, messag
     ("backtranslation:\n  finetune_train: {lr: 0}\n", r"backtranslation\.finetune_train: lr must be"),
     ("backtranslation:\n  finetune_train: {max_step: 3}\n", r"backtranslation\.finetune_train\.max_step: unknown key"),
     ("backtranslation:\n  finetune_steps: -1\n", r"backtranslation: finetune_steps must be >= 0"),
+    ("backtranslation:\n  finetune_train: {max_steps: 3}\n", r"backtranslation\.finetune_train\.max_steps: set by the ladder"),
     ("data:\n  pairs: [ende]\n", r"data\.pairs: 'ende' is not a direction"),
     ("data:\n  pairs: [en-xx]\n", r"data\.pairs: 'en-xx': language 'xx' is not one of"),
     ("beam:\n  widths: []\n", r"beam\.widths"),
