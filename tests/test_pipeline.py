@@ -114,9 +114,9 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
         bt = records[2]
         assert bt["extra"]["kept"] is False and records[3]["extra"]["built_on"] != "+bt"
         # val chose between the back-translation model and its fine-tuned copy; the ensemble has the chosen one
-        by_model = bt["provenance"]["val_bleu_by_model"]
-        finetuned = by_model["bt+ft"] > by_model["bt"]
-        assert bt["provenance"]["finetuned"] == finetuned
+        by_model = bt["provenance"]["val_bleu_by_model"]  # rounded to 0.01: a tie there may go either way
+        finetuned = bt["provenance"]["finetuned"]
+        assert by_model["bt+ft"] >= by_model["bt"] if finetuned else by_model["bt"] >= by_model["bt+ft"]
         chosen = str(reference / f"model.{'btft' if finetuned else 'bt'}.{pair}/model/best")
         assert bt["provenance"]["models"] == [chosen]
         ensembled = json.loads((reference / f"{pair}.ensemble_ensemble/stage.json").read_text())["inputs"]["models"]
