@@ -634,3 +634,23 @@ def test_a_rerank_stage_killed_midway_redoes_only_the_set_in_flight(tmp_path, to
     for kind in ("rerank", "mbr"):
         for set_name, out in unbroken[kind].items():
             assert Path(resumed[kind][set_name]["hyp_path"]).read_text() == Path(out["hyp_path"]).read_text()
+
+
+def test_a_ladder_pins_auto_to_its_training_precision_and_gives_it_back(tmp_path, monkeypatch):
+    """A run that trains in fp32 decodes and scores in fp32 on a CPU with bf16 too; after it, ``auto``
+    is the hardware's choice again."""
+    from core_seq2seq import precision
+    from pipeline import ladder as ladder_module
+    from pipeline.ladder import plan_ladder
+
+    monkeypatch.setattr(precision, "bf16_support", lambda device="cpu": (True, "mocked: bf16"))
+    seen: list[str] = []
+
+    def tokenizer(self):  # the first thing a run does: look at what auto means there, then stop
+        seen.append(precision.resolve_precision("auto"))
+        raise ladder_module.PlanStop("stop")
+
+    monkeypatch.setattr(ladder_module.Ladder, "tokenizer", tokenizer)
+    cfg = load_pipeline_config(_config(tmp_path, "pinned", train={"precision": "fp32"}))
+    plan_ladder(cfg, tmp_path / "run", set(), log=lambda m: None)
+    assert seen == ["fp32"] and precision.resolve_precision("auto") == "bf16"
