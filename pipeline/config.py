@@ -117,6 +117,8 @@ class DistillationRung:
     tag: str = "<DST>"  # distill_tagged: the tag prepended to distilled sources (distill: none)
     real_ratio: float = 1.0  # distill: real:distilled rows, by upsampling the real pairs (0: real pairs once)
     shard_size: int = 2000  # distill and preference pairs: lines per resumable shard (translated or ranked)
+    beam_size: int = 5  # the rung decodes every new model and the one it starts from with beam search of this
+    #                     width: the cheap decoder the distilled compute is measured at (0: the +beam rung's width)
     train: dict[str, Any] = field(default_factory=dict)  # distill: train-section overrides of the fine-tuning
     #                                                      (init_from and max_steps are set by the rung)
     posttrain: dict[str, Any] = field(default_factory=dict)  # the other methods: core_seq2seq.posttrain keys (lr,
@@ -125,7 +127,7 @@ class DistillationRung:
 
     def __post_init__(self) -> None:
         check_ranges(self, {"steps": (1, None), "max_monolingual": (0, None), "preference_sources": (1, None),
-                            "real_ratio": (0.0, None), "shard_size": (1, None)})
+                            "real_ratio": (0.0, None), "shard_size": (1, None), "beam_size": (0, 256)})
         bad = [m for m in self.methods if m not in DISTILLATION_METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods: {bad or 'empty'}; choose from {', '.join(DISTILLATION_METHODS)}")

@@ -860,7 +860,7 @@ class Ladder:
 
     def distillation(self) -> None:
         """Each method trains the kept system's (first) model on what the whole system knows, within
-        the same step budget; each is decoded with the +beam rung's search; val picks one."""
+        the same step budget; each is decoded with one beam search (``distillation.beam_size``); val picks one."""
         dc = self.cfg.distillation
         plans = {}
         for pair in self.pairs:
@@ -900,14 +900,16 @@ class Ladder:
                                                                 self.corpora.train[tgt]))
             jobs += [data[(pair, m)] for m in methods]
         self.parallel(jobs)
-        # Every model and the student are decoded with the +beam rung's search, side by side.
+        # Every model and the student are decoded with one beam search (distillation.beam_size, else the
+        # +beam rung's), side by side.
         decodes: dict[tuple[str, str], tuple] = {}
         models = {(pair, m): getattr(self, data[(pair, m)][0])(*data[(pair, m)][1])
                   for pair, (*_, methods) in plans.items() for m in methods}
         for pair, (base, teacher, mono, methods) in plans.items():
             beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
-            settings = beam.decode if beam else DecodeSettings(method="beam", beam_size=self.cfg.beam.widths[0],
-                                                               batch_size=self.cfg.batch_size)
+            width = self.cfg.distillation.beam_size or (beam.decode.beam_size if beam else self.cfg.beam.widths[0])
+            settings = (beam.decode if beam is not None and beam.decode.beam_size == width
+                        else DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size))
             for m in [*methods, "start"]:
                 model = models[(pair, m)]["model"] if m != "start" else base.models[0]
                 decodes[(pair, m)] = (f"{pair}.distillation_{m}", [model], settings, self.sets[pair])
