@@ -238,10 +238,10 @@ def _load_start(cfg: PosttrainConfig):
     return translator.models[0], translator.tokenizer, translator.src_lang, translator.tgt_lang, meta
 
 
-def _precision(cfg: PosttrainConfig) -> str:
+def _precision(cfg: PosttrainConfig, explain: bool = False):
     """``cfg.precision`` resolved for its device: bf16 only where the hardware runs it (elsewhere oneDNN's
-    LSTM fails under bf16 autocast, or crawls)."""
-    return resolve_precision(cfg.precision, "cuda" if cfg.device.startswith("cuda") else "cpu")
+    LSTM fails under bf16 autocast, or crawls); with ``explain``, (precision, reason)."""
+    return resolve_precision(cfg.precision, "cuda" if cfg.device.startswith("cuda") else "cpu", explain=explain)
 
 
 def _trl_args(cls, cfg: PosttrainConfig, out: Path, **extra):
@@ -536,7 +536,7 @@ def posttrain(cfg: PosttrainConfig, log: Callable[[str], None] = print) -> Path:
     if not cfg.output_dir:
         raise DataError("posttrain: output_dir is required")
     # bf16 asked for where the hardware lacks it is refused here, before anything is written
-    precision, why = resolve_precision(cfg.precision, "cuda" if cfg.device.startswith("cuda") else "cpu", explain=True)
+    precision, why = _precision(cfg, explain=True)
     for path in [cfg.data] + [f for f in (cfg.data_tgt, cfg.val_src, cfg.val_tgt) if f]:
         if not path or not Path(path).exists():
             raise FileNotFoundError(f"{path or '(posttrain.data)'}: no such data file")

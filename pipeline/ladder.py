@@ -908,8 +908,7 @@ class Ladder:
         for pair, (base, teacher, mono, methods) in plans.items():
             beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
             width = self.cfg.distillation.beam_size or (beam.decode.beam_size if beam else self.cfg.beam.widths[0])
-            settings = (beam.decode if beam is not None and beam.decode.beam_size == width
-                        else DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size))
+            settings = DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size)  # as +beam's
             for m in [*methods, "start"]:
                 model = models[(pair, m)]["model"] if m != "start" else base.models[0]
                 decodes[(pair, m)] = (f"{pair}.distillation_{m}", [model], settings, self.sets[pair])
