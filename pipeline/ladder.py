@@ -296,6 +296,11 @@ class Ladder:
         self.systems[system.pair].append(system)
         return system
 
+    def beam(self, width: int) -> DecodeSettings:
+        """Beam search of this width, as every rung that decodes with plain beam builds it (one way, so
+        equal widths share their stage keys)."""
+        return DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size)
+
     def reverse_system(self, pair: str) -> tuple[list[str], DecodeSettings, list[str]]:
         """The best model(s) of the other direction: its kept system when it is part of the run,
         else its forward model (trained here once) with beam search. Returns (models, search, trained)."""
@@ -306,7 +311,7 @@ class Ladder:
             return best.models, best.decode, best.trained
         model = self.forward_model(rev)
         width = self.cfg.beam.widths[0]
-        return [model["model"]], DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size), [model["stage"]]
+        return [model["model"]], self.beam(width), [model["stage"]]
 
     # -- parallel work --
 
@@ -396,7 +401,7 @@ class Ladder:
             # One stage per width; val chooses the width, the rung reports that one.
             tried = {}
             for width in self.cfg.beam.widths:
-                settings = DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size)
+                settings = self.beam(width)
                 name = f"{pair}.beam{width}"
                 tried[width] = (settings, self.decode(name, [fwd["model"]], settings, sets), name)
             width = max(tried, key=lambda w: (val_bleu(tried[w][1], sets), -w))
@@ -908,7 +913,7 @@ class Ladder:
         for pair, (base, teacher, mono, methods) in plans.items():
             beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
             width = self.cfg.distillation.beam_size or (beam.decode.beam_size if beam else self.cfg.beam.widths[0])
-            settings = DecodeSettings(method="beam", beam_size=width, batch_size=self.cfg.batch_size)  # as +beam's
+            settings = self.beam(width)
             for m in [*methods, "start"]:
                 model = models[(pair, m)]["model"] if m != "start" else base.models[0]
                 decodes[(pair, m)] = (f"{pair}.distillation_{m}", [model], settings, self.sets[pair])
