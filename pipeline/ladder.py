@@ -617,6 +617,7 @@ class Ladder:
 
         rc, mc = self.cfg.rerank, self.cfg.mbr
         sets = self.sets[pair]
+        stage = name or f"{pair}.rerank_mbr"
 
         def work(stage_dir: Path) -> dict:
             device = distributed.device()
@@ -633,9 +634,13 @@ class Ladder:
                 path = stage_dir / f"nbest.{set_name}.json"
                 saved = cached(path, lines_digest(data.src), field="sources_sha256")
                 if saved is None:
+                    start = time.perf_counter()
                     with ComputeMeter({**scorers.meters(), "forward": forward}) as meter:
                         made = generate_candidates(forward, data.src, spec)
                         feats = scorers.features(data.src, made)
+                    # the hour of a full-size run has no bar: a line per set says where it is
+                    self.log(f"[{stage}] {set_name}: {rc.nbest}-best and features of {len(data.src)} "
+                             f"sources in {time.perf_counter() - start:.0f}s")
                     saved = {"sources_sha256": lines_digest(data.src), "compute": {k: meter.result[k] for k in COMPUTE_KEYS},
                              "nbest": [[[c.text, c.logprob, c.length, c.score, getattr(c, "count", 1)] for c in cs]
                                        for cs in made], "features": feats}
@@ -669,7 +674,7 @@ class Ladder:
             return result
 
         inputs = {"models": models, "channel": channel, "r2l": r2l, "lm": lm, "sets": _set_key(sets)}
-        return self.runner.run(name or f"{pair}.rerank_mbr", {
+        return self.runner.run(stage, {
             "rerank": {k: v for k, v in key_dict(rc).items() if not k.endswith("_model")}, "mbr": key_dict(mc),
             "batch_size": self.cfg.batch_size}, inputs, work)
 
