@@ -606,9 +606,11 @@ def test_a_rerank_stage_killed_midway_redoes_only_the_set_in_flight(tmp_path, to
     cfg = replace(base, workers=1, data=replace(base.data, pairs=["en-de"]), test_sets=["test_2016_flickr"])
     models, channel = [str(toy_models_dir / "en_de/best")], [str(toy_models_dir / "de_en/best")]
 
+    logged: list[str] = []
+
     def ladder(run: Path) -> Ladder:
         corpora = resolve_corpus(cfg, run, lambda m: None)
-        return Ladder(cfg, run, corpora, StageRunner(run, set(), lambda m: None), lambda m: None)
+        return Ladder(cfg, run, corpora, StageRunner(run, set(), lambda m: None), logged.append)
 
     scored: list[int] = []
     kill = [True]
@@ -626,9 +628,14 @@ def test_a_rerank_stage_killed_midway_redoes_only_the_set_in_flight(tmp_path, to
         killed.rerank_outputs("en-de", models, channel, None, None)
     n_sets = len(killed.sets["en-de"])
     scored.clear()
+    logged.clear()
     kill[0] = False
     resumed = ladder(tmp_path / "killed").rerank_outputs("en-de", models, channel, None, None)
     assert len(scored) == n_sets - 1 >= 2  # val was saved before the kill
+    # a line per set made (none for the set saved before the kill) says where the long stage is
+    made = [m for m in logged if "-best and features of" in m]
+    assert len(made) == n_sets - 1 and not any(": val:" in m for m in made)
+    assert all(m.startswith("[en-de.rerank_mbr] ") and m.endswith("s") for m in made)
     unbroken = ladder(tmp_path / "unbroken").rerank_outputs("en-de", models, channel, None, None)
     assert resumed["weights"] == unbroken["weights"]
     for kind in ("rerank", "mbr"):
