@@ -859,8 +859,10 @@ class Ladder:
         def work(stage_dir: Path) -> dict:
             model = posttrain(replace(pc, output_dir=str(stage_dir / "run")), log=lambda m: self.log(f"[{name}] {m}"))
             info = json.loads((model / "decade_meta.json").read_text())["posttrain"]
+            # best_step: the update val kept (0: the student itself, unchanged)
             return {"model": str(model), "run": str(stage_dir / "run"), "train_seconds": info["train_seconds"],
-                    "steps": info["steps"], "train_seconds_total": info["train_seconds"], "examples": info["examples"]}
+                    "steps": info["steps"], "train_seconds_total": info["train_seconds"], "examples": info["examples"],
+                    "best_step": (info.get("validation") or {}).get("best_step")}
 
         key = {k: v for k, v in key_dict(pc).items() if k not in ("output_dir", "num_threads", "log_every_steps",
                                                             "checkpoint_every_steps")}
@@ -941,7 +943,7 @@ class Ladder:
                                         "student": base.models[0], "decode": f"beam {settings.beam_size}",
                                         "val_bleu_start": round(val_bleu(start, sets), 2),
                                         "val_bleu_by_method": {m: round(val_bleu(v[1], sets), 2) for m, v in tried.items()},
-                                        "train_cost_by_method": {m: {"steps": v[0]["steps"],
+                                        "train_cost_by_method": {m: {"steps": v[0]["steps"], "best_step": v[0].get("best_step"),
                                                                      "seconds": round(v[0]["train_seconds_total"], 1)}
                                                                  for m, v in tried.items()},
                                         # the system's decoding that made the data (stage seconds)
@@ -1314,6 +1316,12 @@ def write_blind(run_dir: Path, ladder: Ladder, pair: str) -> None:
             atomic_write_lines(run_dir / "blind" / pair / f"{s.name}.txt", read_lines(s.outputs["blind"]["hyp_path"]))
 
 
+def _stage_calls(run_dir: Path, stage: str) -> int:
+    """How many calls worked on a finished stage (markers written before calls were counted: 1)."""
+    marker = run_dir / stage / "stage.json"
+    return int(json.loads(marker.read_text()).get("calls", 1)) if marker.exists() else 1
+
+
 def write_summary(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, runner: StageRunner, seconds: float) -> str:
     """Cost per rung (training steps and seconds, decoding FLOPs and seconds, share of the run), time per
     stage, which rungs val kept, and the machine."""
@@ -1337,7 +1345,10 @@ def write_summary(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, runner: St
             cost = _system_cost(ladder, s)
             lines.append(f"| {pair} | {s.name} | {'yes' if s.kept else 'no'} | {s.val_bleu:.2f} | {s.built_on or '–'} "
                          f"| {own:.0f} | {own / total:.1%} | {cost['train_steps']:,} | {flops / 1e9:,.0f} | {dsec:.0f} |")
-    lines += ["", "## Time per stage", "", "| stage | seconds | this run |", "| --- | ---: | --- |"]
-    lines += [f"| {k} | {v:.0f} | {'cached' if k in runner.cached else 'ran'} |" for k, v in runner.timings.items()]
+    lines += ["", "## Time per stage", "",
+              "Seconds over every call that worked on a stage (one killed and resumed: more than one call).", "",
+              "| stage | seconds | this run | calls |", "| --- | ---: | --- | ---: |"]
+    lines += [f"| {k} | {v:.0f} | {'cached' if k in runner.cached else 'ran'} | {_stage_calls(run_dir, k)} |"
+              for k, v in runner.timings.items()]
     lines += ["", f"Stage time in all: {total:.0f} s ({total / 3600:.2f} h); this invocation: {seconds:.0f} s."]
     return "\n".join(lines) + "\n"

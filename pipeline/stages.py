@@ -9,6 +9,12 @@ reruns, resuming whatever its own step supports (training resumes from ``last/``
 and n-best generation skip finished shards), but only when ``stage.key`` says the work there is its
 own: a directory left by another key is cleared first.
 
+A stage's time is the sum over every call that worked on it: a running stage keeps
+``stage.elapsed`` (seconds so far over all its calls, and how many calls) up to date every
+``HEARTBEAT_SECONDS``, so a stage killed in one session and finished in the next reports the hours
+of both (a kill loses at most a heartbeat). The marker keeps the total, the last call's seconds and
+the number of calls.
+
 A runner made with ``plan=[]`` runs nothing and writes nothing: it says what each stage would do
 (cached, resume its own unfinished work, start, or start over after clearing another key's work) and
 stops the walk at the first stage that would run (``PlanStop``), since later stages need its outputs.
@@ -18,8 +24,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +37,52 @@ from core_seq2seq.cache import cached, write_json
 from core_seq2seq.config import config_hash
 from evals.textio import atomic_write_text
 
+HEARTBEAT_SECONDS = 30.0  # how often a running stage saves its elapsed time (what a kill can lose)
+ELAPSED = "stage.elapsed"
 
+
+@dataclass
+class StageClock:
+    """Seconds a stage's work took: ``earlier`` (calls killed before this one) plus ``this`` call."""
+
+    earlier: float = 0.0
+    calls: int = 1
+    this: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.earlier + self.this
+
+
+@contextmanager
+def stage_clock(stage_dir: Path, every: float = HEARTBEAT_SECONDS) -> Iterator[StageClock]:
+    """Time one call of a stage's work, adding the time earlier (killed) calls left in ``stage.elapsed``;
+    a daemon thread saves the running total every ``every`` seconds, and an exception saves it at once."""
+    path = stage_dir / ELAPSED
+    before = json.loads(path.read_text()) if path.exists() else {"seconds": 0.0, "calls": 0}
+    clock = StageClock(earlier=float(before["seconds"]), calls=int(before["calls"]) + 1)
+    start, stop = time.perf_counter(), threading.Event()
+
+    def save() -> None:
+        write_json(path, {"seconds": clock.earlier + time.perf_counter() - start, "calls": clock.calls})
+
+    def beat() -> None:
+        while not stop.wait(every):
+            save()
+
+    thread = threading.Thread(target=beat, name=f"clock:{stage_dir.name}", daemon=True)
+    thread.start()
+    try:
+        yield clock
+    except BaseException:  # KeyboardInterrupt and errors: what this call worked is not lost
+        stop.set()
+        thread.join()
+        save()
+        raise
+    finally:
+        stop.set()
+        thread.join()
+        clock.this = time.perf_counter() - start
 
 
 def _finished_ns(record: dict[str, Any]) -> int:
@@ -51,7 +104,7 @@ class StageRunner:
     run_dir: Path
     force: set[str] = field(default_factory=set)
     log: Callable[[str], None] = print
-    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds it took when it ran
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds it took, over all its calls
     cached: set[str] = field(default_factory=set)  # stages this run found finished
     done: dict[str, tuple[str, dict]] = field(default_factory=dict)  # stage -> (key, outputs) finished in this process
     started: float = field(default_factory=time.perf_counter)
@@ -97,15 +150,17 @@ class StageRunner:
         atomic_write_text(key_file, key + "\n")
         self.log(f"[{name}] running ({len(self.done)} stages done in this run, "
                  f"{(time.perf_counter() - self.started) / 60:.0f} min since it started)")
-        start = time.perf_counter()
-        outputs = work(stage_dir)
-        seconds = time.perf_counter() - start
-        self.timings[name] = seconds
+        with stage_clock(stage_dir) as clock:
+            outputs = work(stage_dir)
+        self.timings[name] = clock.total
         record = {"stage": name, "key": key, "config": config_slice, "inputs": inputs, "outputs": outputs,
-                  "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished_ns": time.time_ns()}
+                  "seconds": clock.total, "seconds_last_call": clock.this, "calls": clock.calls,
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished_ns": time.time_ns()}
         write_json(marker, record)
+        (stage_dir / ELAPSED).unlink(missing_ok=True)  # the marker has it now
         self.done[name] = (key, outputs)
-        self.log(f"[{name}] done in {seconds:.0f}s")
+        self.log(f"[{name}] done in {clock.this:.0f}s"
+                 + (f" ({clock.total:.0f}s over {clock.calls} calls)" if clock.calls > 1 else ""))
         return outputs
 
     def rebuilt_since(self, inputs: dict[str, Any], finished_ns: int) -> list[str]:

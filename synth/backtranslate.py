@@ -242,7 +242,7 @@ def backtranslate(cfg: BacktranslateConfig, translator: Translator | None = None
     provenance = {"model": model_name, "method": cfg.generation.method, "mode": cfg.mode, "input": str(cfg.input),
                   "model_langs": f"{src_lang}-{tgt_lang}", "config_hash": manifest["config_hash"]}
     ran = run_shards(out, plan, cfg.generation.decode.seed, manifest, work, provenance, cfg.progress,
-                     desc=f"{cfg.mode}-translate {cfg.generation.method}", on_shard_done=on_shard_done)
+                     desc=f"{cfg.mode}-translate {cfg.generation.method}", on_shard_done=on_shard_done, log=log)
     records = merge_shards(out, plan, cfg.generation.num_per_target, required=("id", "k", "src", "tgt"))
     merged = out / MERGED
     sha = write_jsonl(merged, records)

@@ -82,8 +82,10 @@ def check_manifest(run_dir: Path, manifest: dict) -> None:
 
 def run_shards(run_dir: str | Path, plan: ShardPlan, base_seed: int, manifest: dict, work: ShardWork,
                provenance: dict | None = None, progress: bool = True, desc: str = "shards",
-               on_shard_done: Callable[[int], None] | None = None) -> list[int]:
-    """Run ``work`` on every unfinished shard in order; returns the indices of shards run now."""
+               on_shard_done: Callable[[int], None] | None = None,
+               log: Callable[[str], None] | None = None) -> list[int]:
+    """Run ``work`` on every unfinished shard in order; returns the indices of shards run now.
+    ``log`` gets a line per shard finished (a long run off a terminal draws no bar)."""
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
@@ -103,6 +105,8 @@ def run_shards(run_dir: str | Path, plan: ShardPlan, base_seed: int, manifest: d
             "base_seed": base_seed, "seconds": round(time.perf_counter() - start, 3), "sha256": sha,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(provenance or {})})
         bar.update(len(ids))
+        if log is not None:
+            log(f"shard {shard + 1}/{plan.n_shards}: {len(ids)} lines in {time.perf_counter() - start:.0f}s")
         if on_shard_done is not None:
             on_shard_done(shard)
     bar.close()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -154,8 +155,9 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     assert "## Cost per rung" in summary and "| de-en | +bt | no |" in summary
     assert "at load average" in summary  # a ceiling measured on a busy machine says so
     # Stages a worker process found finished are reported as cached, the rerun one as run.
-    assert "| model.fwd.en-de | " in summary and re.search(r"\| model\.fwd\.en-de \| \d+ \| cached \|", summary)
-    assert re.search(r"\| model\.r2l\.de-en \| \d+ \| ran \|", summary)
+    # (calls: the killed stage's first call counts once its heartbeat has saved its time)
+    assert "| model.fwd.en-de | " in summary and re.search(r"\| model\.fwd\.en-de \| \d+ \| cached \| 1 \|", summary)
+    assert re.search(r"\| model\.r2l\.de-en \| \d+ \| ran \| [12] \|", summary)
 
     # Published into a results folder, the records re-score from the copied hypotheses.
     from evals.cli import main as evals_main
@@ -300,6 +302,51 @@ def test_a_forced_stage_killed_midway_is_not_left_marked_finished(tmp_path):
     log, _ = _two_stages(tmp_path)
     assert any(line.startswith("[up] running") for line in log)
     assert any(line.startswith("[down]") and "rerunning" in line for line in log), log
+
+
+def test_a_stage_resumed_over_several_calls_reports_the_time_of_all_of_them(tmp_path, monkeypatch):
+    """A stage killed after 100 s of work and finished by a rerun in 40 s took 140 s: the marker, the
+    runner's timings and the log say so; the killed call's time survives in ``stage.elapsed``."""
+    from pipeline import stages
+
+    now = [1000.0]
+    monkeypatch.setattr(stages.time, "perf_counter", lambda: now[0])
+
+    def work(seconds: float, killed: bool) -> Callable[[Path], dict]:
+        def run(stage_dir: Path) -> dict:
+            now[0] += seconds
+            if killed:
+                raise KeyboardInterrupt
+            return {}
+        return run
+
+    log: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path, log=log.append).run("slow", {"n": 1}, {}, work(100.0, True))
+    assert json.loads((tmp_path / "slow" / stages.ELAPSED).read_text()) == {"seconds": 100.0, "calls": 1}
+    runner = StageRunner(tmp_path, log=log.append)
+    runner.run("slow", {"n": 1}, {}, work(40.0, False))
+    marker = json.loads((tmp_path / "slow/stage.json").read_text())
+    assert (marker["seconds"], marker["seconds_last_call"], marker["calls"]) == (140.0, 40.0, 2)
+    assert runner.timings["slow"] == 140.0 and log[-1] == "[slow] done in 40s (140s over 2 calls)"
+    assert not (tmp_path / "slow" / stages.ELAPSED).exists()
+    # another key starts over: the old key's time is not charged to it
+    runner.run("slow", {"n": 2}, {}, work(5.0, False))
+    assert json.loads((tmp_path / "slow/stage.json").read_text())["calls"] == 1 and runner.timings["slow"] == 5.0
+
+
+def test_a_running_stage_saves_its_time_without_waiting_for_an_exception(tmp_path):
+    """kill -9 runs no handler: the heartbeat has already written the time so far."""
+    from pipeline.stages import ELAPSED, stage_clock
+
+    path = tmp_path / ELAPSED
+    (tmp_path / ELAPSED).write_text(json.dumps({"seconds": 7.0, "calls": 2}))
+    with stage_clock(tmp_path, every=0.01) as clock:
+        deadline = time.time() + 10
+        while json.loads(path.read_text())["calls"] != 3 and time.time() < deadline:
+            time.sleep(0.01)
+        saved = json.loads(path.read_text())
+    assert saved["calls"] == 3 and saved["seconds"] > 7.0 and clock.earlier == 7.0 and clock.total > 7.0
 
 
 @pytest.mark.parametrize("record, ns", [

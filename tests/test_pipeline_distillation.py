@@ -21,7 +21,8 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     assert prov["method"] == max(prov["val_bleu_by_method"], key=prov["val_bleu_by_method"].get)
     assert prov["teacher"] == "+rerank" or prov["teacher_kind"] == "search"
     assert prov["decode"] == "beam 5"  # distillation.beam_size, not the +beam rung's width (2 or 4 here)
-    assert all(c["steps"] == 12 and c["seconds"] > 0 for c in prov["train_cost_by_method"].values())
+    assert all(c["steps"] == 12 and c["seconds"] > 0 and 0 <= c["best_step"] <= 12  # the update val kept
+               for c in prov["train_cost_by_method"].values())
     assert rec["extra"]["built_on"] in {r["system"] for r in records} and rec["compute"]["decode_seconds"] > 0
     assert rec["compute"]["train_steps"] > 12  # the student's training and the chosen method's 12 steps
     (top,) = [r for r in records if r["system"] == "+distillation+rerank"]

@@ -166,9 +166,10 @@ def test_killed_backtranslation_resumes_without_duplicates_or_gaps(tmp_path, toy
         f"shard-{i:05d}.jsonl" for i in range(3)]
     # A kill in the middle of the next shard: its file half-written, its sidecar never written.
     shard_file(tmp_path / "killed", 3).write_text('{"id": 301, "k": 0, "src": "x", "tgt"')
-    calls = []
-    backtranslate(cfg, translator=toy_de_en, model_name="toy", log=quiet, on_shard_done=calls.append)
+    calls, logged = [], []
+    backtranslate(cfg, translator=toy_de_en, model_name="toy", log=logged.append, on_shard_done=calls.append)
     assert calls == [3, 4]  # finished shards are skipped, the torn one is redone
+    assert [m.split(":")[0] for m in logged if m.startswith("shard ")] == ["shard 4/5", "shard 5/5"]  # a line each
     records = read_jsonl(tmp_path / "killed/synthetic.jsonl")
     assert [(r["id"], r["k"]) for r in records] == [(i, k) for i in range(1, 431) for k in range(2)]
     assert all(r["tgt"] == de[r["id"] - 1] for r in records)
