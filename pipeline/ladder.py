@@ -871,7 +871,7 @@ class Ladder:
         return self.models[name]
 
     def distillation(self) -> None:
-        """Each method trains the kept system's (first) model on what the whole system knows, within
+        """Each method trains the kept system's model best alone on val on what the whole system knows, within
         the same step budget; each is decoded with one beam search (``distillation.beam_size``); val picks one."""
         dc = self.cfg.distillation
         plans = {}
@@ -890,7 +890,16 @@ class Ladder:
         # preference pairs of the lines both use come from that ranking (the slow part: a 64-best
         # and its scorers), so preference data follows distillation data.
         distills = {"distill", "distill_tagged"}
-        self.parallel([("distill_data", (p, t, m)) for p, (_, t, m, ms) in plans.items() if distills & set(ms)])
+        # The student: the kept system's model best alone on val, decoded with the rung's beam (of an
+        # ensemble's members, the model trained on real pairs alone is usually the weakest); its
+        # decode is the rung's start. The members are decoded beside the teacher's translation.
+        starts = {pair: self.start_decodes(pair, base) for pair, (base, *_) in plans.items()}
+        settings = {pair: next(iter(starts[pair].values()))[2] for pair in plans}
+        self.parallel([("distill_data", (p, t, m)) for p, (_, t, m, ms) in plans.items() if distills & set(ms)]
+                      + [("decode", args) for pair in plans for args in starts[pair].values()])
+        start_val = {pair: {m: val_bleu(self.decode(*args), self.sets[pair]) for m, args in starts[pair].items()}
+                     for pair in plans}
+        students = {pair: max(start_val[pair], key=start_val[pair].get) for pair in plans}  # ties: the first
         distilled = {p: self.distill_data(p, t, m) for p, (_, t, m, ms) in plans.items() if distills & set(ms)}
         preference = {p: (p, t, m, distilled.get(p, {}).get("pairs", "")) for p, (_, t, m, ms) in plans.items()
                       if {"dpo", "cpo", "orpo"} & set(ms)}
@@ -898,7 +907,7 @@ class Ladder:
         jobs, data = [], {}
         for pair, (base, teacher, mono, methods) in plans.items():
             src, tgt = _split_pair(pair)
-            student = base.models[0]
+            student = students[pair]
             for method in methods:
                 if method in distills:  # the same translations, untagged or tagged
                     tag = dc.tag if method == "distill_tagged" else ""
@@ -912,36 +921,32 @@ class Ladder:
                                                                 self.corpora.train[tgt]))
             jobs += [data[(pair, m)] for m in methods]
         self.parallel(jobs)
-        # Every model and the student are decoded with one beam search (distillation.beam_size, else the
-        # +beam rung's), side by side.
+        # Every model is decoded with the student's beam search, side by side.
         decodes: dict[tuple[str, str], tuple] = {}
         models = {(pair, m): getattr(self, data[(pair, m)][0])(*data[(pair, m)][1])
                   for pair, (*_, methods) in plans.items() for m in methods}
         for pair, (base, teacher, mono, methods) in plans.items():
-            beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
-            width = self.cfg.distillation.beam_size or (beam.decode.beam_size if beam else self.cfg.beam.widths[0])
-            settings = self.beam(width)
-            for m in [*methods, "start"]:
-                model = models[(pair, m)]["model"] if m != "start" else base.models[0]
-                decodes[(pair, m)] = (f"{pair}.distillation_{m}", [model], settings, self.sets[pair])
+            for m in methods:
+                decodes[(pair, m)] = (f"{pair}.distillation_{m}", [models[(pair, m)]["model"]], settings[pair],
+                                      self.sets[pair])
         self.parallel([("decode", args) for args in decodes.values()])
         on_top = []
         for pair, (base, teacher, mono, methods) in plans.items():
             sets = self.sets[pair]
-            settings = decodes[(pair, "start")][2]
             tried = {m: (models[(pair, m)], self.decode(*decodes[(pair, m)])) for m in methods}
-            start = self.decode(*decodes[(pair, "start")])
+            start = self.decode(*starts[pair][students[pair]])
             choice = max(tried, key=lambda m: val_bleu(tried[m][1], sets))
             model, out = tried[choice]
-            self.add(System("+distillation", "distillation", pair, [model["model"]], settings, out,
+            self.add(System("+distillation", "distillation", pair, [model["model"]], settings[pair], out,
                             _union(base.trained, [model["stage"]]), built_on=base.name,
                             stages=[s for s in (f"{pair}.distill_data", f"{pair}.distill_mix", f"{pair}.distill_mix_tagged",
                                                 f"{pair}.preference_data") if s in self.runner.timings]
                             + [tried[m][0]["stage"] for m in tried] + [f"{pair}.distillation_{m}" for m in tried]
-                            + [f"{pair}.distillation_start"],
+                            + [args[0] for args in starts[pair].values()],
                             provenance={"method": choice, "teacher": teacher["system"], "teacher_kind": teacher["kind"],
-                                        "student": base.models[0], "decode": f"beam {settings.beam_size}",
+                                        "student": students[pair], "decode": f"beam {settings[pair].beam_size}",
                                         "val_bleu_start": round(val_bleu(start, sets), 2),
+                                        "val_bleu_by_student": {m: round(v, 2) for m, v in start_val[pair].items()},
                                         "val_bleu_by_method": {m: round(val_bleu(v[1], sets), 2) for m, v in tried.items()},
                                         "train_cost_by_method": {m: {"steps": v[0]["steps"], "best_step": v[0].get("best_step"),
                                                                      "seconds": round(v[0]["train_seconds_total"], 1)}
@@ -957,6 +962,15 @@ class Ladder:
         self.parallel([("rerank_outputs", args) for *_, args in on_top])
         for pair, model, reranked, args in on_top:
             self.rerank_on_top(pair, model, reranked, self.rerank_outputs(*args))
+
+    def start_decodes(self, pair: str, base: System) -> dict[str, tuple]:
+        """model -> the decode (stage name, models, settings, sets) of each of ``base``'s models alone, with
+        the beam the distilled models use (distillation.beam_size, else the +beam rung's): val picks the
+        student among them. The first keeps the name of a one-model system's start."""
+        beam = next((s for s in self.systems[pair] if s.stage == "beam"), None)
+        settings = self.beam(self.cfg.distillation.beam_size or (beam.decode.beam_size if beam else self.cfg.beam.widths[0]))
+        return {m: (f"{pair}.distillation_start" + (str(i) if i else ""), [m], settings, self.sets[pair])
+                for i, m in enumerate(base.models)}
 
     def rerank_on_top(self, pair: str, model: dict, reranked: System, rm: dict) -> None:
         rc, p = self.cfg.rerank, reranked.provenance

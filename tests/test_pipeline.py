@@ -619,6 +619,33 @@ def test_the_agent_escalates_to_the_reranker_over_the_kept_model(rungs, expect):
     assert (got.name if got else None) == expect
 
 
+@pytest.mark.parametrize("beam_size, beam_rung, expect", [
+    (5, 8, 5),     # distillation.beam_size
+    (0, 8, 8),     # 0: the +beam rung's width
+    (0, None, 4),  # no +beam rung: the first width tried
+])
+def test_the_distillation_student_is_chosen_among_each_model_of_the_kept_system(beam_size, beam_rung, expect):
+    """Each of an ensemble's models is decoded alone (the first under a one-model system's start name),
+    with the beam the distilled models use; val picks the student among them."""
+    from types import SimpleNamespace
+
+    from core_seq2seq.translator import DecodeSettings
+    from pipeline.ladder import Ladder
+
+    systems = [_system("baseline", "baseline", ["fwd"])]
+    if beam_rung:
+        systems.append(_system("+beam", "beam", ["fwd"]))
+        systems[-1].decode = DecodeSettings(method="beam", beam_size=beam_rung)
+    cfg = SimpleNamespace(distillation=SimpleNamespace(beam_size=beam_size), beam=SimpleNamespace(widths=[4, 8]),
+                          batch_size=32)
+    ladder = SimpleNamespace(cfg=cfg, systems={"en-de": systems}, sets={"en-de": {"val": "sets"}})
+    ladder.beam = lambda width: Ladder.beam(ladder, width)
+    starts = Ladder.start_decodes(ladder, "en-de", _system("+ensemble", "ensemble", ["fwd", "bt"]))
+    assert [(m, name, models) for m, (name, models, _, _) in starts.items()] == [
+        ("fwd", "en-de.distillation_start", ["fwd"]), ("bt", "en-de.distillation_start1", ["bt"])]
+    assert all(a[2].method == "beam" and a[2].beam_size == expect and a[3] == {"val": "sets"} for a in starts.values())
+
+
 @pytest.mark.parametrize("setting, table, expect, log", [
     (None, {"pick": 0.2, "within": 0.1}, None, None),  # not asked: every candidate scored, the table unused
     (0.05, None, 0.05, None),  # a number: that margin

@@ -20,6 +20,11 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     assert set(prov["val_bleu_by_method"]) == {"distill", "distill_tagged", "dpo", "mrt"}
     assert prov["method"] == max(prov["val_bleu_by_method"], key=prov["val_bleu_by_method"].get)
     assert prov["teacher"] == "+rerank" or prov["teacher_kind"] == "search"
+    # the student is the kept system's model best alone on val (the forward model of an ensemble or not)
+    by_student = prov["val_bleu_by_student"]
+    assert prov["student"] == max(by_student, key=by_student.get) and prov["val_bleu_start"] == by_student[prov["student"]]
+    built_on = [r for r in records if r["system"] == rec["extra"]["built_on"]][0]
+    assert set(by_student) == set(built_on["provenance"]["models"])
     assert prov["decode"] == "beam 5"  # distillation.beam_size, not the +beam rung's width (2 or 4 here)
     assert all(c["steps"] == 12 and c["seconds"] > 0 and 0 <= c["best_step"] <= 12  # the update val kept
                for c in prov["train_cost_by_method"].values())
