@@ -563,7 +563,9 @@ def train(cfg: ExperimentConfig, log=print) -> Path:
                unit="step", dynamic_ncols=True)
     start_time = time.perf_counter() - state["elapsed"]
     window_tokens, window_start, window_loss = 0, time.perf_counter(), 0.0
-    stop_reason = None
+    # A run killed after its last checkpoint but before it said so resumes already finished: no extra step.
+    stop_reason = ("max_steps" if tc.max_steps and state["step"] >= tc.max_steps
+                   else "early_stopping" if tc.patience and state["bad_evals"] >= tc.patience else None)
     model.train()
     while stop_reason is None:
         if state["epoch"] >= tc.max_epochs:

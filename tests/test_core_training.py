@@ -232,6 +232,19 @@ def test_cli_translate_file_in_sorted_blocks_keeps_line_order(toy_en_de, toy_mod
     assert [by_source[s] for s in lines] == from_file and len(set(from_file)) == len(base)
 
 
+def test_a_finished_run_called_again_takes_no_extra_step(tmp_path):
+    """Killed after its last checkpoint but before its caller recorded it done, a run is called
+    again: it stops where it was, with no step past max_steps and no new checkpoint."""
+    run = tmp_path / "run"
+    train(experiment_from_dict(_small(run, 10)), log=lambda m: None)
+    before, ckpts = _weights(run), sorted(p.name for p in run.glob("ckpt-*"))
+    train(experiment_from_dict(_small(run, 10)), log=lambda m: None)
+    stops = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines() if '"event": "stop"' in x]
+    assert [(e["step"], e["reason"]) for e in stops] == [(10, "max_steps")] * 2
+    after = _weights(run)
+    assert all(torch.equal(before[k], after[k]) for k in before) and sorted(p.name for p in run.glob("ckpt-*")) == ckpts
+
+
 def test_a_run_directory_of_another_config_is_not_resumed(tmp_path, capsys):
     """Training into a directory that holds a run of a different config is refused (naming what
     differs) instead of resuming the old model; --restart starts it over."""
