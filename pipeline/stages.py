@@ -57,7 +57,8 @@ class StageClock:
 @contextmanager
 def stage_clock(stage_dir: Path, every: float = HEARTBEAT_SECONDS) -> Iterator[StageClock]:
     """Time one call of a stage's work, adding the time earlier (killed) calls left in ``stage.elapsed``;
-    a daemon thread saves the running total every ``every`` seconds, and an exception saves it at once."""
+    a daemon thread saves the running total every ``every`` seconds, and the call's end saves it once
+    more (a finished stage's marker then takes it over)."""
     path = stage_dir / ELAPSED
     before = json.loads(path.read_text()) if path.exists() else {"seconds": 0.0, "calls": 0}
     clock = StageClock(earlier=float(before["seconds"]), calls=int(before["calls"]) + 1)
@@ -74,15 +75,11 @@ def stage_clock(stage_dir: Path, every: float = HEARTBEAT_SECONDS) -> Iterator[S
     thread.start()
     try:
         yield clock
-    except BaseException:  # KeyboardInterrupt and errors: what this call worked is not lost
-        stop.set()
-        thread.join()
-        save()
-        raise
-    finally:
+    finally:  # also on KeyboardInterrupt and errors: what this call worked is not lost
         stop.set()
         thread.join()
         clock.this = time.perf_counter() - start
+        save()
 
 
 def _finished_ns(record: dict[str, Any]) -> int:
