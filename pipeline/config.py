@@ -140,7 +140,8 @@ class DistillationRung:
 class AgentRung:
     enabled: bool = True  # add the self-correcting agent rung
     max_steps: int = 3  # rungs of the escalation ladder at most: rerank<N> for N = rerank.nbest, nbest/4, ... (above the draft's beam)
-    tune_on_val: bool = True  # tune policy, threshold and budget on val (agents curve); false: the rule policy at `budget`
+    tune_on_val: bool = True  # tune policy, threshold and budget on val (agents curve; its curve replayed on the first
+    #   test set too); false: the rule policy at `budget`
     seed: int = 11
     budgets: list[float] = field(default_factory=lambda: [0.2, 0.25, 0.33, 0.5, 0.75, 1.0])  # corpus budgets tuned on val (fractions of the reranker's FLOPs)
     budget: float = 0.33  # with tune_on_val false: the corpus budget (fraction of the reranker's FLOPs)

@@ -1023,8 +1023,12 @@ class Ladder:
             agent = build_agent(agent_cfg, log=self.log)
             extra = load_models(agent)
             if ac.tune_on_val:
+                # the curve of every policy and budget on val, where the pick is made, and replayed on the
+                # first test set beside the fixed decoders (an exhaustive trace of it: analysis, not the rung)
+                test = next((d for name, d in sets.items() if name != "val" and not d.blind), None)
                 run_curve(agent, sets["val"].src, sets["val"].ref, stage_dir / "curve", pair, extra,
-                          sets["val"].src_path, None)
+                          sets["val"].src_path, None, **({"test_src": test.src_path, "test_ref": test.ref_path,
+                                                          "test_set": test.name} if test is not None else {}))
                 escalate.tuned = str(stage_dir / "curve" / "curve.json")
                 apply_escalation_pick(agent_cfg)
             out = {}

@@ -4,7 +4,8 @@ For each direction of the run: the result records with their test hypotheses cop
 (``<to>/<pair>/results.jsonl``, ``<to>/<pair>/hyps/``), paths rewritten relative to the repository
 root so that ``python -m evals verify`` re-scores them anywhere; the leaderboard and its plots; the
 run's summary (cost per rung, time per stage) and config; the learning curve (``<to>/<pair>/curve/``)
-when the run measured one. Every rung's blind translations go to ``<blind>/<pair>/<system>.txt``.
+when the run measured one; the agent's BLEU-vs-compute curve (``<to>/<pair>/agent_curve/``: val, and
+the first test set beside the fixed decoders) when its rung tuned one. Every rung's blind translations go to ``<blind>/<pair>/<system>.txt``.
 Nothing is written until everything has been read and checked.
 """
 
@@ -64,15 +65,23 @@ def publish(run_dir: str | Path, to: str | Path = "benchmarks/results/ladder",
             if (curve / "results.jsonl").exists() else ([], {})
         curve_files = {to / pair / "curve" / p.name: p.read_bytes() for p in sorted(curve.glob("*"))
                        if p.suffix in (".json", ".md", ".png")}
-        planned[pair] = (records, {**hyps, **curve_hyps}, blind, curve_records, curve_files)
-    for pair, (records, hyps, blind, curve_records, curve_files) in planned.items():
-        for old in (to / pair / "hyps", to / pair / "curve/hyps"):
+        # The agent's curve (not its traces: every candidate of every rung, megabytes).
+        agent = run / f"{pair}.agent" / "curve"
+        agent_records, agent_hyps = _moved(agent / "records.jsonl", to / pair / "agent_curve/hyps", root) \
+            if (agent / "records.jsonl").exists() else ([], {})
+        curve_files.update({to / pair / "agent_curve" / p.name: p.read_bytes() for p in sorted(agent.glob("*"))
+                            if p.suffix in (".json", ".png")})
+        planned[pair] = (records, {**hyps, **curve_hyps, **agent_hyps}, blind,
+                         {"curve": curve_records, "agent_curve": agent_records}, curve_files)
+    for pair, (records, hyps, blind, curves, curve_files) in planned.items():
+        for old in (to / pair / "hyps", to / pair / "curve/hyps", to / pair / "agent_curve/hyps"):
             if old.exists():
                 shutil.rmtree(old)  # a republished run replaces its hypotheses
         for path, lines in {**hyps, **blind}.items():
             atomic_write_lines(path, lines)
-        if curve_records:
-            write_records(to / pair / "curve/results.jsonl", curve_records)
+        for name, recs in curves.items():
+            if recs:
+                write_records(to / pair / name / "results.jsonl", recs)
         for path, data in curve_files.items():
             atomic_write_bytes(path, data)
         write_records(to / pair / "results.jsonl", records)

@@ -67,12 +67,14 @@ def spawned():
 
 @pytest.mark.slow
 def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_path, capsys, spawned):
-    # The agent's rungs score within the margin val picks over the reranker's candidates.
+    # The agent's rungs score within the margin val picks over the reranker's candidates; its policy and
+    # budget are tuned on val, and its curve replayed on the first test set.
     # The back-translation model is fine-tuned on the real pairs too, and val keeps one of the two.
     finetune = {"finetune_steps": 20, "finetune_train": {"eval_every_steps": 10}}
-    config = _config(tmp_path, "toy2", agent={"score_margin": "val"}, backtranslation=finetune)
+    agent = {"score_margin": "val", "tune_on_val": True, "budgets": [1.0, 2.0]}
+    config = _config(tmp_path, "toy2", agent=agent, backtranslation=finetune)
     # The same ladder with two workers (stages side by side in worker processes) must give the same result.
-    parallel = _config(tmp_path, "toy2_workers", workers=2, agent={"score_margin": "val"}, backtranslation=finetune)
+    parallel = _config(tmp_path, "toy2_workers", workers=2, agent=agent, backtranslation=finetune)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     ref_proc = _decade(config, reference)  # the reference and the run to be killed side by side (2 cores)
     kill_proc = _decade(parallel, killed, quiet=True)
@@ -166,6 +168,15 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     assert decade_main(["publish", str(reference), "--to", str(published), "--blind-to", str(published / "blind")]) == 0
     assert evals_main(["verify", str(published / "en-de/results.jsonl"), str(published / "de-en/results.jsonl")]) == 0
     assert (published / "blind/de-en/+agent.txt").exists() and (published / "en-de/leaderboard/leaderboard.md").exists()
+    # ... and so does the agent's curve: every policy and budget on val, replayed on test beside the fixed decoders.
+    for pair in ("en-de", "de-en"):
+        curve = [json.loads(line) for line in (published / pair / "agent_curve/results.jsonl").read_text().splitlines()]
+        on_test = {r["system"] for r in curve if r["test_set"] == "test_2016_flickr"}
+        assert on_test == {r["system"] for r in curve if r["test_set"] == "val"}
+        assert {"rerank4", "agent-rules@1", "agent-rules@2"} <= on_test, on_test
+        assert (published / pair / f"agent_curve/curve_{pair}_test_2016_flickr.png").exists()
+        assert json.loads((published / pair / "agent_curve/curve.json").read_text())["pick"]["budget"] in (1.0, 2.0)
+        assert evals_main(["verify", str(published / pair / "agent_curve/results.jsonl")]) == 0
 
     # --force accepts every stage the run made (the fine-tuned BT model and its decode among them).
     from pipeline.ladder import check_force, load_pipeline_config
