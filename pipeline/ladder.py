@@ -189,6 +189,8 @@ class Ladder:
         self.systems: dict[str, list[System]] = {p: [] for p in self.pairs}
         self.models: dict[str, dict] = {}  # model stage -> outputs
         self.bt_models: dict[str, dict] = {}  # pair -> the back-translation model the +bt rung chose
+        # pair -> the +distillation rung's side by side at one beam: "start" (its student) and each method -> outputs
+        self.side_by_side: dict[str, dict[str, dict]] = {}
         self.progress = sys.stderr.isatty()
         self._pool: Any = None  # the worker processes, started at the first parallel step, kept to the end
 
@@ -935,6 +937,7 @@ class Ladder:
             sets = self.sets[pair]
             tried = {m: (models[(pair, m)], self.decode(*decodes[(pair, m)])) for m in methods}
             start = self.decode(*starts[pair][students[pair]])
+            self.side_by_side[pair] = {"start": start, **{m: v[1] for m, v in tried.items()}}
             choice = max(tried, key=lambda m: val_bleu(tried[m][1], sets))
             model, out = tried[choice]
             self.add(System("+distillation", "distillation", pair, [model["model"]], settings[pair], out,
@@ -1311,6 +1314,8 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: 
                                        compare_to=compare_to)
     out_dir = run_dir / pair
     out_dir.mkdir(parents=True, exist_ok=True)
+    if pair in ladder.side_by_side:
+        write_side_by_side(cfg, ladder, pair, out_dir / "distillation", digest, config_path)
     curve_md = ""
     if cfg.curve.enabled:  # each kept rung's worth in real pairs, on its records (pipeline/curve.py)
         from .curve import write_curve
@@ -1319,6 +1324,36 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: 
         curve_md = "\n" + (out_dir / "curve/curve.md").read_text()
     write_records(out_dir / "results.jsonl", records)
     return render_leaderboard(records, str(out_dir / "leaderboard"), wall_clock=False) + curve_md
+
+
+def write_side_by_side(cfg: PipelineConfig, ladder: Ladder, pair: str, out_dir: Path, digest: str,
+                       config_path: str) -> None:
+    """The +distillation rung's methods beside the model they started from, all decoded with the same beam:
+    a record per method and test set (p-value and interval against the start), under ``out_dir``."""
+    from evals.leaderboard import render_leaderboard
+
+    outputs = ladder.side_by_side[pair]
+    names = [f"distillation-{label}" for label in outputs]
+    records = []
+    for set_name, data in ladder.sets[pair].items():
+        if set_name in ("val", "blind"):
+            continue
+        rows, hyps_by_system = [], {}
+        for name, out in zip(names, outputs.values()):
+            hyps_by_system[name] = read_lines(out[set_name]["hyp_path"])
+            rows.append(make_record(name, "distillation", pair, set_name, hyps_by_system[name], data.ref, data.tok_ref,
+                                    hyp_path=out[set_name]["hyp_path"], compute=dict(out[set_name]["compute"]),
+                                    config_digest=digest, config_path=config_path, ref_path=data.ref_path,
+                                    tok_ref_path=data.tok_ref_path, src_path=data.src_path,
+                                    n_samples=cfg.bootstrap_samples, seed=cfg.significance_seed,
+                                    extra={"val_bleu": round(val_bleu(out, ladder.sets[pair]), 2)}))
+        records += attach_significance(rows, names, hyps_by_system, data.ref, n_samples=cfg.bootstrap_samples,
+                                       seed=cfg.significance_seed, compare_to={n: names[0] for n in names[1:]})
+    write_records(out_dir / "results.jsonl", records)
+    render_leaderboard(records, str(out_dir / "leaderboard"), wall_clock=False)
+    for name, out in zip(names, outputs.values()):
+        if "blind" in out:
+            atomic_write_lines(ladder.run_dir / "blind" / pair / f"{name}.txt", read_lines(out["blind"]["hyp_path"]))
 
 
 def _precision(models: list[str]) -> str | None:

@@ -3,9 +3,10 @@
 For each direction of the run: the result records with their test hypotheses copied beside them
 (``<to>/<pair>/results.jsonl``, ``<to>/<pair>/hyps/``), paths rewritten relative to the repository
 root so that ``python -m evals verify`` re-scores them anywhere; the leaderboard and its plots; the
-run's summary (cost per rung, time per stage) and config; the learning curve (``<to>/<pair>/curve/``)
-when the run measured one; the agent's BLEU-vs-compute curve (``<to>/<pair>/agent_curve/``: val, and
-the first test set beside the fixed decoders) when its rung tuned one. Every rung's blind translations go to ``<blind>/<pair>/<system>.txt``.
+run's summary (cost per rung, time per stage) and config; when the run made them, the learning curve
+(``<to>/<pair>/curve/``), the distillation methods beside their start (``<to>/<pair>/distillation/``) and
+the agent's BLEU-vs-compute curve (``<to>/<pair>/agent_curve/``: val, and the first test set beside the
+fixed decoders). Every rung's blind translations go to ``<blind>/<pair>/<system>.txt``.
 Nothing is written until everything has been read and checked.
 """
 
@@ -59,30 +60,29 @@ def publish(run_dir: str | Path, to: str | Path = "benchmarks/results/ladder",
     for pair in pairs:
         records, hyps = _moved(run / pair / "results.jsonl", to / pair / "hyps", root)
         blind = {blind_to / pair / p.name: read_lines(p) for p in sorted((run / "blind" / pair).glob("*.txt"))}
-        # The learning curve, when the run measured one: its records (hypotheses beside them), fits, plots.
-        curve = run / pair / "curve"
-        curve_records, curve_hyps = _moved(curve / "results.jsonl", to / pair / "curve/hyps", root) \
-            if (curve / "results.jsonl").exists() else ([], {})
-        curve_files = {to / pair / "curve" / p.name: p.read_bytes() for p in sorted(curve.glob("*"))
-                       if p.suffix in (".json", ".md", ".png")}
-        # The agent's curve (not its traces: every candidate of every rung, megabytes).
-        agent = run / f"{pair}.agent" / "curve"
-        agent_records, agent_hyps = _moved(agent / "records.jsonl", to / pair / "agent_curve/hyps", root) \
-            if (agent / "records.jsonl").exists() else ([], {})
-        curve_files.update({to / pair / "agent_curve" / p.name: p.read_bytes() for p in sorted(agent.glob("*"))
-                            if p.suffix in (".json", ".png")})
-        planned[pair] = (records, {**hyps, **curve_hyps, **agent_hyps}, blind,
-                         {"curve": curve_records, "agent_curve": agent_records}, curve_files)
-    for pair, (records, hyps, blind, curves, curve_files) in planned.items():
-        for old in (to / pair / "hyps", to / pair / "curve/hyps", to / pair / "agent_curve/hyps"):
+        # Record sets beside the leaderboard, when the run made them: the learning curve; the distillation
+        # methods side by side; the agent's curve (not its traces: every candidate of every rung, megabytes).
+        extras, files = {}, {}
+        for name, folder, file in (("curve", run / pair / "curve", "results.jsonl"),
+                                   ("distillation", run / pair / "distillation", "results.jsonl"),
+                                   ("agent_curve", run / f"{pair}.agent" / "curve", "records.jsonl")):
+            if (folder / file).exists():
+                extras[name], extra_hyps = _moved(folder / file, to / pair / name / "hyps", root)
+                hyps.update(extra_hyps)
+            files.update({to / pair / name / p.name: p.read_bytes() for p in sorted(folder.glob("*"))
+                          if p.suffix in (".json", ".md", ".png")})
+            files.update({to / pair / name / "leaderboard" / p.name: p.read_bytes()
+                          for p in sorted((folder / "leaderboard").glob("*"))})
+        planned[pair] = (records, hyps, blind, extras, files)
+    for pair, (records, hyps, blind, extras, files) in planned.items():
+        for old in [to / pair / "hyps"] + [to / pair / name / "hyps" for name in ("curve", "distillation", "agent_curve")]:
             if old.exists():
                 shutil.rmtree(old)  # a republished run replaces its hypotheses
         for path, lines in {**hyps, **blind}.items():
             atomic_write_lines(path, lines)
-        for name, recs in curves.items():
-            if recs:
-                write_records(to / pair / name / "results.jsonl", recs)
-        for path, data in curve_files.items():
+        for name, recs in extras.items():
+            write_records(to / pair / name / "results.jsonl", recs)
+        for path, data in files.items():
             atomic_write_bytes(path, data)
         write_records(to / pair / "results.jsonl", records)
         render_leaderboard(records, str(to / pair / "leaderboard"), wall_clock=False)

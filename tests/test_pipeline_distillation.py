@@ -32,6 +32,24 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     assert rec["compute"]["train_steps"] > 12  # the student's training and the chosen method's 12 steps
     (top,) = [r for r in records if r["system"] == "+distillation+rerank"]
     assert top["provenance"]["selector"] == "rerank" and top["extra"]["built_on"] in {"+rerank", "+distillation"}
+    # Side by side at the same beam: the start and every method, each tested against the start, with blind outputs;
+    # published beside the leaderboard and re-scorable there.
+    side = [json.loads(x) for x in (run / "en-de/distillation/results.jsonl").read_text().splitlines()]
+    names = ["distillation-start"] + [f"distillation-{m}" for m in ("distill", "distill_tagged", "dpo", "mrt")]
+    assert [r["system"] for r in side] == names and {r["test_set"] for r in side} == {"test_2016_flickr"}
+    assert all(r["significance"]["prev"] == "distillation-start" and r["p_vs_prev"] is not None for r in side[1:])
+    assert all(r["chrf"] is not None and r["ter"] is not None for r in side)
+    chosen = next(r for r in side if r["system"] == f"distillation-{prov['method']}")
+    assert chosen["bleu"] == rec["bleu"] and chosen["extra"]["val_bleu"] == rec["extra"]["val_bleu"]
+    assert side[0]["extra"]["val_bleu"] == prov["val_bleu_start"]
+    assert all((run / f"blind/en-de/{n}.txt").exists() for n in names)
+    from evals.cli import main as evals_main
+
+    published = run.parent / "published"
+    assert decade_main(["publish", str(run), "--to", str(published), "--blind-to", str(published / "blind")]) == 0
+    assert evals_main(["verify", str(published / "en-de/distillation/results.jsonl")]) == 0
+    assert (published / "en-de/distillation/leaderboard/leaderboard.md").exists()
+    assert (published / "blind/en-de/distillation-dpo.txt").exists()
     distilled = json.loads((run / "en-de.distill_data/stage.json").read_text())["outputs"]
     assert distilled["synthetic_pairs"] == 200 + 1500  # monolingual lines, then the toy task's training sources
     # the same translations twice: untagged for distill, tagged for distill_tagged (val chose between them)
