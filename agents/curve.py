@@ -301,6 +301,17 @@ def save(path: str | Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
+def replay_curve(agent, points: Sequence[dict], policies: dict, sources: Sequence[str], refs: Sequence[str], out: Path,
+                 pair: str, models: tuple, test_set: str, ref_path: str | None = None,
+                 log: Callable[[str], None] = lambda m: None) -> list:
+    """The val curve's points (each policy, threshold and budget val tuned) on another set: its exhaustive
+    trace (``out/trace.<test_set>.jsonl``, resumable), each point replayed on it, beside the fixed decoders
+    of the same trace. Returns their records; nothing here is chosen."""
+    trace = exhaustive(agent, sources, str(out / f"trace.{test_set}.jsonl"), models, log)
+    return curve_records(trace, refs, points, agent.cfg.escalate, pair=pair, test_set=test_set, out_dir=out,
+                         policies=policies, ref_path=ref_path)
+
+
 def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=None, test_src=None, test_ref=None,
               test_set="test", fixed=None, log: Callable[[str], None] = lambda m: None) -> dict:
     """The whole ``curve`` command (also the ladder's): exhaustive val trace, learned policy, the
@@ -331,10 +342,8 @@ def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=N
     if test_src:
         tsrc, tref = read_lines(test_src), read_lines(test_ref)
         check_same_length([(test_src, tsrc), (test_ref, tref)])
-        test = exhaustive(agent, tsrc, str(out / f"trace.{test_set}.jsonl"), models, log)
         final = {"rules": RulePolicy(), **({"learned": LearnedPolicy(model)} if model is not None else {})}
-        trecs = curve_records(test, tref, points, e, pair=pair, test_set=test_set, out_dir=out, policies=final,
-                                ref_path=test_ref)
+        trecs = replay_curve(agent, points, final, tsrc, tref, out, pair, models, test_set, test_ref, log)
         plot(trecs + [r for r in extra if r.test_set == test_set], out / f"curve_{pair}_{test_set}.png")
         recs += trecs
     write_records(out / "records.jsonl", recs)

@@ -35,7 +35,7 @@ from core_seq2seq.precision import resolve_precision, set_run_precision
 from core_seq2seq.training import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, train
 from core_seq2seq.translator import DecodeSettings, LSTMTranslator
 from evals.records import attach_significance, make_record, write_records
-from evals.textio import atomic_write_lines, atomic_write_text, read_lines
+from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_lines
 from inference_compute.compute import ComputeMeter
 
 from .config import PipelineConfig, RoleConfig
@@ -121,7 +121,7 @@ def stage_patterns(cfg: PipelineConfig) -> list[str]:
             f"data\\.r2l\\.({pairs})", f"average\\.(fwd|bt|btft)\\.({pairs})",
             f"model\\.(dst|dstt|dpo|cpo|orpo|mrt|grpo)\\.({pairs})",
             f"({pairs})\\.(distill_data|distill_mix|distill_mix_tagged|preference_data|distillation_\\w+)",
-            f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|bt_ft|ensemble_\\w+|rerank_mbr|agent)",
+            f"({pairs})\\.(baseline|beam\\d+|bt_data|bt|bt_ft|ensemble_\\w+|rerank_mbr|agent|agent_curve)",
             f"(data|model)\\.curve\\d+\\.({pairs})", f"({pairs})\\.curve\\d+"]
 
 
@@ -191,6 +191,7 @@ class Ladder:
         self.bt_models: dict[str, dict] = {}  # pair -> the back-translation model the +bt rung chose
         # pair -> the +distillation rung's side by side at one beam: "start" (its student) and each method -> outputs
         self.side_by_side: dict[str, dict[str, dict]] = {}
+        self.agent_curves: dict[str, tuple[Path, dict]] = {}  # pair -> the +agent stage's val curve, its test replay
         self.progress = sys.stderr.isatty()
         self._pool: Any = None  # the worker processes, started at the first parallel step, kept to the end
 
@@ -989,14 +990,15 @@ class Ladder:
                                         k: round(val_bleu(v, sets), 2) for k, v in kinds.items()},
                                     **({"score_margin": rm["score_margin"]} if "score_margin" in rm else {})}))
 
-    def agent_outputs(self, pair: str, models: list[str], draft: dict, reverse: list[str], rerank: dict,
-                      margin: float | None = None) -> dict:
-        """The escalating agent: a beam draft of ``models``, the reranker's rungs where the critic says
-        it pays, within a FLOP budget chosen on val (``agents curve``); set -> {hyp_path, compute}."""
-        from agents.config import AgentConfig, DraftConfig, ModelsConfig, apply_escalation_pick
-        from agents.escalate import EscalateConfig, escalate_corpus, load_models
+    def escalating_agent(self, pair: str, home: Path, models: list[str], draft: dict, reverse: list[str], rerank: dict,
+                         margin: float | None, budget_set: str = "val") -> tuple[Any, Any, tuple]:
+        """The escalating agent of ``pair`` (its config, the agent, its loaded scorers): a beam draft of
+        ``models``, the reranker's rungs (rerank<N>) above it; its lexicon and reranker weights in ``home``.
+        Budgets are shares of the full reranker's FLOPs per sentence on ``budget_set`` (with a margin the
+        top rung is cheaper than that reranker, so its measured figure is given)."""
+        from agents.config import AgentConfig, DraftConfig, ModelsConfig
+        from agents.escalate import EscalateConfig, load_models
         from agents.lexicon import LexiconConfig
-        from agents.curve import run_curve
         from agents.run import build_agent
         from inference_compute.features import length_ratio
 
@@ -1005,34 +1007,43 @@ class Ladder:
         sets = self.sets[pair]
         nbest, width = int(rerank["nbest"]), int(draft["beam_size"])
         sizes = sorted({n for n in (nbest // 4 ** k for k in range(max(ac.max_steps, 1))) if n > width} | {nbest})
+        budget = replace(EscalateConfig().budget, corpus=ac.budget)
+        if margin is not None:
+            budget.reference_flops_per_sentence = rerank["compute"][budget_set]["flops"] / len(sets[budget_set].src)
+        escalate = EscalateConfig(rungs=[f"rerank{n}" for n in sizes], r2l=rerank.get("r2l") or "",
+                                  lm=rerank.get("lm") or "", reranker=str(home / "reranker.json"),
+                                  curve=list(ac.budgets), budget=budget, score_margin=margin,
+                                  length_ratio=length_ratio(sets["val"].src, sets["val"].ref))
+        if not (home / "reranker.json").exists():
+            atomic_write_text(home / "reranker.json", json.dumps({"weights": rerank["weights"]}) + "\n")
+        agent_cfg = AgentConfig(
+            models=ModelsConfig(forward=list(models), reverse=list(reverse), src_lang=src, tgt_lang=tgt,
+                                device=distributed.device()),
+            lexicon=LexiconConfig(path=str(home / "lexicon.json"), src_path=self.corpora.train[src],
+                                  tgt_path=self.corpora.train[tgt], max_pairs=self.cfg.data.max_train_pairs),
+            draft=DraftConfig(decode=DecodeSettings(**draft)), escalate=escalate, name="agent")
+        agent_cfg.critic.signals = [s for s in agent_cfg.critic.signals if s != "round_trip"]  # a decode per look: not cheap
+        agent_cfg.policy.seed = ac.seed
+        agent = build_agent(agent_cfg, log=self.log)
+        return agent_cfg, agent, load_models(agent)
+
+    def agent_outputs(self, pair: str, models: list[str], draft: dict, reverse: list[str], rerank: dict,
+                      margin: float | None = None) -> dict:
+        """The escalating agent: a beam draft of ``models``, the reranker's rungs where the critic says
+        it pays, within a FLOP budget chosen on val (``agents curve``); set -> {hyp_path, compute}."""
+        from agents.config import apply_escalation_pick
+        from agents.escalate import escalate_corpus
+        from agents.curve import run_curve
+
+        ac = self.cfg.agent
+        sets = self.sets[pair]
 
         def work(stage_dir: Path) -> dict:
-            budget = replace(EscalateConfig().budget, corpus=ac.budget)
-            if margin is not None:  # the top rung is then cheaper than the reranker the budget is a share of
-                budget.reference_flops_per_sentence = rerank["compute"]["val"]["flops"] / len(sets["val"].src)
-            escalate = EscalateConfig(rungs=[f"rerank{n}" for n in sizes], r2l=rerank.get("r2l") or "",
-                                      lm=rerank.get("lm") or "", reranker=str(stage_dir / "reranker.json"),
-                                      curve=list(ac.budgets), budget=budget, score_margin=margin,
-                                      length_ratio=length_ratio(sets["val"].src, sets["val"].ref))
-            atomic_write_text(stage_dir / "reranker.json", json.dumps({"weights": rerank["weights"]}) + "\n")
-            agent_cfg = AgentConfig(
-                models=ModelsConfig(forward=list(models), reverse=list(reverse), src_lang=src, tgt_lang=tgt,
-                                    device=distributed.device()),
-                lexicon=LexiconConfig(path=str(stage_dir / "lexicon.json"), src_path=self.corpora.train[src],
-                                      tgt_path=self.corpora.train[tgt], max_pairs=self.cfg.data.max_train_pairs),
-                draft=DraftConfig(decode=DecodeSettings(**draft)), escalate=escalate, name="agent")
-            agent_cfg.critic.signals = [s for s in agent_cfg.critic.signals if s != "round_trip"]  # a decode per look: not cheap
-            agent_cfg.policy.seed = ac.seed
-            agent = build_agent(agent_cfg, log=self.log)
-            extra = load_models(agent)
+            agent_cfg, agent, extra = self.escalating_agent(pair, stage_dir, models, draft, reverse, rerank, margin)
             if ac.tune_on_val:
-                # the curve of every policy and budget on val, where the pick is made, and replayed on the
-                # first test set beside the fixed decoders (an exhaustive trace of it: analysis, not the rung)
-                test = next((d for name, d in sets.items() if name != "val" and not d.blind), None)
                 run_curve(agent, sets["val"].src, sets["val"].ref, stage_dir / "curve", pair, extra,
-                          sets["val"].src_path, None, **({"test_src": test.src_path, "test_ref": test.ref_path,
-                                                          "test_set": test.name} if test is not None else {}))
-                escalate.tuned = str(stage_dir / "curve" / "curve.json")
+                          sets["val"].src_path, None)
+                agent_cfg.escalate.tuned = str(stage_dir / "curve" / "curve.json")
                 apply_escalation_pick(agent_cfg)
             out = {}
             for set_name, data in sets.items():
@@ -1049,6 +1060,33 @@ class Ladder:
         # keyed by the margin used (agent.score_margin: val resolved), so val's "none" is null's stage
         return self.runner.run(f"{pair}.agent", key_dict(replace(ac, score_margin=margin)),
                                {"models": models, "reverse": reverse, "draft": draft, "rerank": rerank}, work)
+
+    def agent_curve(self, pair: str, models: list[str], draft: dict, reverse: list[str], rerank: dict,
+                    margin: float | None, agent_stage: str) -> dict:
+        """The agent's val curve (every policy, threshold and budget the +agent stage tuned) replayed on the
+        first test set, beside the fixed decoders of its exhaustive trace: what the curve looks like on test,
+        reported, never chosen from. Its own stage, so the rung's cost stays the rung's."""
+        from agents.curve import plot, replay_curve
+        from agents.escalate import RulePolicy, load_policy
+
+        ac = self.cfg.agent
+        test = next(d for name, d in self.sets[pair].items() if name not in ("val", "blind"))
+        home = self.run_dir / agent_stage
+
+        def work(stage_dir: Path) -> dict:
+            _, agent, extra = self.escalating_agent(pair, home, models, draft, reverse, rerank, margin, test.name)
+            tuned = json.loads((home / "curve" / "curve.json").read_text(encoding="utf-8"))
+            policies = {"rules": RulePolicy(), **({"learned": load_policy("learned", tuned["model"])}
+                                                  if tuned.get("model") else {})}
+            records = replay_curve(agent, tuned["points"], policies, test.src, test.ref, stage_dir, pair, extra,
+                                   test.name, test.ref_path, self.log)
+            write_records(stage_dir / "records.jsonl", records)
+            plot(records, stage_dir / f"curve_{pair}_{test.name}.png")
+            return {"records": str(stage_dir / "records.jsonl"), "set": test.name}
+
+        return self.runner.run(f"{pair}.agent_curve", key_dict(replace(ac, score_margin=margin)),
+                               {"models": models, "reverse": reverse, "draft": draft, "rerank": rerank,
+                                "tuned": str(home / "curve" / "curve.json"), "set": test.src_path}, work)
 
     def agent_reranker(self, pair: str, base: System) -> System | None:
         """What the agent escalates to: the reranker over the kept system's model (after distillation,
@@ -1096,6 +1134,11 @@ class Ladder:
             margin = self.agent_margin(pair, rerank)
             plans[pair] = (base, rerank, reverse_trained, (pair, rerank.models, draft, list(reverse), info, margin))
         self.parallel([("agent_outputs", plan[-1]) for plan in plans.values()])
+        curves = {pair: (*plan[-1], f"{pair}.agent") for pair, plan in plans.items()
+                  if self.cfg.agent.tune_on_val and any(n not in ("val", "blind") for n in self.sets[pair])}
+        self.parallel([("agent_curve", args) for args in curves.values()])
+        for pair, args in curves.items():
+            self.agent_curves[pair] = (self.run_dir / f"{pair}.agent" / "curve", self.agent_curve(*args))
         for pair, (base, rerank, reverse_trained, args) in plans.items():
             out = self.agent_outputs(*args)
             self.add(System("+agent", "agent", pair, rerank.models, DecodeSettings(**args[2]), out,
@@ -1314,8 +1357,18 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: 
                                        compare_to=compare_to)
     out_dir = run_dir / pair
     out_dir.mkdir(parents=True, exist_ok=True)
-    if pair in ladder.side_by_side:
-        write_side_by_side(cfg, ladder, pair, out_dir / "distillation", digest, config_path)
+    # Beside the leaderboard, what this run measured (what an earlier config left here is removed):
+    # the distillation methods side by side, and the agent's curve on val and test.
+    for name, made, write in (("distillation", pair in ladder.side_by_side,
+                               lambda d: write_side_by_side(cfg, ladder, pair, d, digest, config_path)),
+                              ("agent_curve", pair in ladder.agent_curves, lambda d: write_agent_curve(ladder, pair, d))):
+        if (out_dir / name).exists():
+            shutil.rmtree(out_dir / name)
+        if made:
+            write(out_dir / name)
+    if pair not in ladder.side_by_side:
+        for old in (run_dir / "blind" / pair).glob("distillation-*.txt"):
+            old.unlink()
     curve_md = ""
     if cfg.curve.enabled:  # each kept rung's worth in real pairs, on its records (pipeline/curve.py)
         from .curve import write_curve
@@ -1354,6 +1407,19 @@ def write_side_by_side(cfg: PipelineConfig, ladder: Ladder, pair: str, out_dir: 
     for name, out in zip(names, outputs.values()):
         if "blind" in out:
             atomic_write_lines(ladder.run_dir / "blind" / pair / f"{name}.txt", read_lines(out["blind"]["hyp_path"]))
+
+
+def write_agent_curve(ladder: Ladder, pair: str, out_dir: Path) -> None:
+    """The +agent rung's curve in one place: records of every val point and their test replay (their
+    hypotheses stay in the stages), the val curve's summary (curve.json), the policy, the plots."""
+    from evals.records import read_records
+
+    val_dir, test = ladder.agent_curves[pair]
+    test_dir = Path(test["records"]).parent
+    write_records(out_dir / "results.jsonl", read_records(val_dir / "records.jsonl") + read_records(test["records"]))
+    for path in [val_dir / "curve.json", val_dir / "policy.json", *val_dir.glob("*.png"), *test_dir.glob("*.png")]:
+        if path.exists():
+            atomic_write_bytes(out_dir / path.name, path.read_bytes())
 
 
 def _precision(models: list[str]) -> str | None:

@@ -6,7 +6,8 @@ root so that ``python -m evals verify`` re-scores them anywhere; the leaderboard
 run's summary (cost per rung, time per stage) and config; when the run made them, the learning curve
 (``<to>/<pair>/curve/``), the distillation methods beside their start (``<to>/<pair>/distillation/``) and
 the agent's BLEU-vs-compute curve (``<to>/<pair>/agent_curve/``: val, and the first test set beside the
-fixed decoders). Every rung's blind translations go to ``<blind>/<pair>/<system>.txt``.
+fixed decoders). Every rung's blind translations (and each distillation method's) go to
+``<blind>/<pair>/<system>.txt``.
 Nothing is written until everything has been read and checked.
 """
 
@@ -20,6 +21,11 @@ from pathlib import Path
 from evals.leaderboard import render_leaderboard
 from evals.records import read_records, write_records
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_lines
+
+
+# Record sets a run may write beside a direction's leaderboard: the learning curve, the distillation
+# methods side by side, the agent's curve.
+EXTRAS = ("curve", "distillation", "agent_curve")
 
 
 def _relative(path: str | None, root: Path) -> str | None:
@@ -39,6 +45,9 @@ def _moved(results: Path, hyps_dir: Path, root: Path) -> tuple[list, dict[Path, 
     hyps = {}
     for rec in records:
         target = hyps_dir / f"{_slug(rec.system)}.{rec.test_set}.txt"
+        if target in hyps:
+            raise ValueError(f"{results}: two records would publish their hypotheses as {target.name} "
+                             f"({rec.system}, {rec.test_set})")
         hyps[target] = read_lines(rec.hyp_path)
         rec.hyp_path = str(target)
         rec.ref_path, rec.tok_ref_path, rec.src_path = (_relative(p, root) for p in
@@ -60,28 +69,27 @@ def publish(run_dir: str | Path, to: str | Path = "benchmarks/results/ladder",
     for pair in pairs:
         records, hyps = _moved(run / pair / "results.jsonl", to / pair / "hyps", root)
         blind = {blind_to / pair / p.name: read_lines(p) for p in sorted((run / "blind" / pair).glob("*.txt"))}
-        # Record sets beside the leaderboard, when the run made them: the learning curve; the distillation
-        # methods side by side; the agent's curve (not its traces: every candidate of every rung, megabytes).
+        # Record sets beside the leaderboard, when the run made them (each replaces what an earlier publish left).
         extras, files = {}, {}
-        for name, folder, file in (("curve", run / pair / "curve", "results.jsonl"),
-                                   ("distillation", run / pair / "distillation", "results.jsonl"),
-                                   ("agent_curve", run / f"{pair}.agent" / "curve", "records.jsonl")):
-            if (folder / file).exists():
-                extras[name], extra_hyps = _moved(folder / file, to / pair / name / "hyps", root)
-                hyps.update(extra_hyps)
+        for name in EXTRAS:
+            folder = run / pair / name
+            if not (folder / "results.jsonl").exists():
+                continue
+            extras[name], extra_hyps = _moved(folder / "results.jsonl", to / pair / name / "hyps", root)
+            hyps.update(extra_hyps)
             files.update({to / pair / name / p.name: p.read_bytes() for p in sorted(folder.glob("*"))
                           if p.suffix in (".json", ".md", ".png")})
-            files.update({to / pair / name / "leaderboard" / p.name: p.read_bytes()
-                          for p in sorted((folder / "leaderboard").glob("*"))})
         planned[pair] = (records, hyps, blind, extras, files)
     for pair, (records, hyps, blind, extras, files) in planned.items():
-        for old in [to / pair / "hyps"] + [to / pair / name / "hyps" for name in ("curve", "distillation", "agent_curve")]:
+        for old in [to / pair / "hyps"] + [to / pair / name for name in EXTRAS]:
             if old.exists():
-                shutil.rmtree(old)  # a republished run replaces its hypotheses
+                shutil.rmtree(old)  # a republished run replaces its hypotheses and record sets
         for path, lines in {**hyps, **blind}.items():
             atomic_write_lines(path, lines)
         for name, recs in extras.items():
             write_records(to / pair / name / "results.jsonl", recs)
+            if name == "distillation":  # rendered from the moved records: its paths are the repository's
+                render_leaderboard(recs, str(to / pair / name / "leaderboard"), wall_clock=False)
         for path, data in files.items():
             atomic_write_bytes(path, data)
         write_records(to / pair / "results.jsonl", records)

@@ -746,3 +746,54 @@ def test_a_ladder_pins_auto_to_its_training_precision_and_gives_it_back(tmp_path
     cfg = load_pipeline_config(_config(tmp_path, "pinned", train={"precision": "fp32"}))
     plan_ladder(cfg, tmp_path / "run", set(), log=lambda m: None)
     assert seen == ["fp32"] and precision.resolve_precision("auto") == "bf16"
+
+
+def _tiny_run(run: Path, sets: tuple[str, ...]) -> None:
+    """A finished run directory with one en-de record, and each record set of ``sets`` beside it."""
+    from evals.records import make_record, write_records
+
+    (run / "en-de").mkdir(parents=True, exist_ok=True)
+    (run / "summary.md").write_text("summary\n")
+    (run / "run.json").write_text("{}\n")
+    hyps, refs = ["ein Hund läuft"], ["ein Hund läuft"]
+    (run / "hyp.txt").write_text(hyps[0] + "\n")
+    (run / "ref.txt").write_text(refs[0] + "\n")
+
+    def record(system: str):
+        return make_record(system, "beam", "en-de", "test", hyps, refs, hyp_path=str(run / "hyp.txt"),
+                           ref_path=str(run / "ref.txt"), n_samples=10)
+
+    write_records(run / "en-de/results.jsonl", [record("baseline")])
+    for name in sets:
+        (run / "en-de" / name).mkdir(exist_ok=True)
+        write_records(run / "en-de" / name / "results.jsonl", [record(f"{name}-a"), record(f"{name}-b")])
+        (run / "en-de" / name / "curve.json").write_text("{}\n")
+
+
+def test_a_republished_run_leaves_no_record_set_of_the_run_before(tmp_path):
+    from pipeline.publish import publish
+
+    run, to = tmp_path / "run", tmp_path / "published"
+    _tiny_run(run, ("distillation", "agent_curve"))
+    publish(run, to, to / "blind", root=tmp_path)
+    assert sorted(p.name for p in (to / "en-de/agent_curve/hyps").iterdir()) == ["agent_curve-a.test.txt", "agent_curve-b.test.txt"]
+    assert (to / "en-de/distillation/leaderboard/leaderboard.md").exists() and (to / "en-de/agent_curve/curve.json").exists()
+    import shutil
+
+    shutil.rmtree(run / "en-de/agent_curve")  # the next run had no agent curve: nothing of the old one may stay
+    publish(run, to, to / "blind", root=tmp_path)
+    assert not (to / "en-de/agent_curve").exists() and (to / "en-de/distillation/results.jsonl").exists()
+
+
+def test_two_records_published_under_one_name_are_refused(tmp_path):
+    from evals.records import read_records, write_records
+    from pipeline.publish import publish
+
+    run, to = tmp_path / "run", tmp_path / "published"
+    _tiny_run(run, ("distillation",))
+    recs = read_records(run / "en-de/distillation/results.jsonl")
+    recs[1].system = recs[0].system
+    write_records(run / "en-de/distillation/results.jsonl", recs)
+    with pytest.raises(ValueError, match=r"two records would publish their hypotheses as distillation-a\.test\.txt"):
+        publish(run, to, to / "blind", root=tmp_path)
+    assert not to.exists()  # nothing written
