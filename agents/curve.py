@@ -10,7 +10,10 @@
 3. **Each budget** of ``escalate.curve`` (a fraction of the full reranker's FLOPs), for each policy:
    the threshold with the best val BLEU among those that harm at most ``max_harm_to_fix`` times the
    sentences they fix (against the draft), found by replaying the trace through the same ``climb``
-   loop and budget enforcement the live run uses (``TraceRungs``: a step's bound is its recorded cost).
+   loop and budget enforcement the live run uses (``TraceRungs``; where the models are at hand, as
+   in ``run_curve`` and ``replay_curve``, a step's bound is the live run's own worst-case bound, so
+   the replay's per-sentence cap and corpus reservations block exactly what the live run blocks;
+   without them, the recorded cost).
 4. **The pick**: the cheapest (policy, budget) whose val BLEU is within ``pick_within`` of the best
    one; ``escalate.tuned`` points a config at it (the ladder's +agent rung uses it).
 
@@ -33,8 +36,8 @@ from inference_compute.tune import coordinate_ascent
 from evals.textio import atomic_write_bytes, atomic_write_lines, atomic_write_text, check_same_length, read_lines
 
 from .errors import AgentInputError
-from .escalate import (FEATURES, Budget, Climb, LearnedPolicy, RulePolicy, StepResult, climb, escalate_corpus, features,
-                       rung_beam)
+from .escalate import (FEATURES, Budget, Climb, LearnedPolicy, ModelRungs, RulePolicy, StepResult, climb,
+                       escalate_corpus, features, rung_beam)
 from .gate import cross_validated_auc, fit_gate
 from .loop import Cost
 from .report import change_rates
@@ -72,14 +75,21 @@ def path_of(rec: dict) -> list[str]:
     return out
 
 
-class TraceRungs:
-    """Replays an exhaustive trace: a rung's bound for a sentence is what it cost there."""
+Bound = Callable[[int, Climb], float]  # (rung, sentence) -> FLOPs the rung may cost there at most
 
-    def __init__(self, records: Sequence[dict], names: Sequence[str]):
+
+class TraceRungs:
+    """Replays an exhaustive trace. A rung's bound for a sentence is ``bound`` (the live run's:
+    ``ModelRungs.bound``, computed from the source alone) or, without it, what the rung cost there."""
+
+    def __init__(self, records: Sequence[dict], names: Sequence[str], bound: Bound | None = None):
         self.names = list(names)
         self.by_id = {r["id"]: r for r in records}
+        self._bound = bound
 
     def bound(self, rung: int, s: Climb) -> float:
+        if self._bound is not None:
+            return self._bound(rung, s)
         return float(self.by_id[s.id]["steps"][rung]["cost"].get("flops") or 0.0)
 
     def run(self, rung: int, group: Sequence[Climb]) -> list[StepResult]:
@@ -125,11 +135,11 @@ def budget_reference(records: Sequence[dict], cfg) -> float:
 
 
 def replay(records: Sequence[dict], names: Sequence[str], policy, threshold: float | None, allowed: float,
-           per_sentence: float = math.inf) -> tuple[list[Climb], Budget]:
+           per_sentence: float = math.inf, bound: Bound | None = None) -> tuple[list[Climb], Budget]:
     states = replay_start(records)
     first = sum(s.spent for s in states)
     budget = Budget(max(allowed - first, 0.0), per_sentence)
-    climb(states, TraceRungs(records, names), policy, threshold, budget)
+    climb(states, TraceRungs(records, names, bound), policy, threshold, budget)
     return states, budget
 
 
@@ -193,7 +203,7 @@ def evaluate(states: Sequence[Climb], refs: Sequence[str], trg: str) -> dict:
 
 
 def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, policies: dict,
-               log: Callable[[str], None] = lambda m: None) -> list[dict]:
+               log: Callable[[str], None] = lambda m: None, bound: Bound | None = None) -> list[dict]:
     """For every budget and policy: the admissible threshold with the best val BLEU (see the module doc)."""
     names = cfg.rungs
     ref = budget_reference(records, cfg)
@@ -216,7 +226,7 @@ def tune_curve(records: Sequence[dict], refs: Sequence[str], cfg, trg: str, poli
             # with the best val BLEU (math.inf: never escalate, which harms nothing).
             thr, ev, _ = coordinate_ascent(
                 None, None, [[lambda _, t=t: (f"threshold={t}", t) for t in _thresholds(first) + [math.inf]]],
-                lambda t: evaluate(replay(records, names, policy, t, budget * ref, per_sentence)[0], refs, trg), 1,
+                lambda t: evaluate(replay(records, names, policy, t, budget * ref, per_sentence, bound)[0], refs, trg), 1,
                 better=admissible_gain)
             best = {**ev, "threshold": None if thr is None else (thr if math.isfinite(thr) else 1e30)}
             point = {"policy": name, "budget": budget, **best, "fraction": best["flops"] / ref, "draft_bleu": draft_bleu}
@@ -249,7 +259,8 @@ def fixed_points(records: Sequence[dict], names: Sequence[str]) -> list[dict]:
 
 
 def curve_records(records: Sequence[dict], refs: Sequence[str], points: Sequence[dict], cfg, *, pair: str,
-                  test_set: str, out_dir: Path, policies: dict, ref_path: str | None = None) -> list:
+                  test_set: str, out_dir: Path, policies: dict, ref_path: str | None = None,
+                  bound: Bound | None = None) -> list:
     """Result records for the fixed decoders and one per curve point (hypotheses replayed from the trace)."""
     from evals.records import make_record
 
@@ -268,7 +279,7 @@ def curve_records(records: Sequence[dict], refs: Sequence[str], points: Sequence
                                 ref_path=ref_path, extra={"from": "exhaustive escalation trace"}, n_samples=200))
     for p in points:
         thr = p["threshold"]
-        states, b = replay(records, names, policies[p["policy"]], thr, p["budget"] * ref, per_sentence)
+        states, b = replay(records, names, policies[p["policy"]], thr, p["budget"] * ref, per_sentence, bound)
         hyps = [s.current for s in sorted(states, key=lambda s: s.id)]
         system = f"agent-{p['policy']}@{p['budget']:g}"
         path = out_dir / "hyps" / f"{pair}.{test_set}.{system}.{trg}"
@@ -309,7 +320,13 @@ def replay_curve(agent, points: Sequence[dict], policies: dict, sources: Sequenc
     of the same trace. Returns their records; nothing here is chosen."""
     trace = exhaustive(agent, sources, str(out / f"trace.{test_set}.jsonl"), models, log)
     return curve_records(trace, refs, points, agent.cfg.escalate, pair=pair, test_set=test_set, out_dir=out,
-                         policies=policies, ref_path=ref_path)
+                         policies=policies, ref_path=ref_path, bound=live_bound(agent, models))
+
+
+def live_bound(agent, models: tuple) -> Bound:
+    """The live run's worst-case bound of a rung on a sentence (``ModelRungs.bound``: from the source's
+    length and the models' FLOP counts), for replays that must block what the live run blocks."""
+    return ModelRungs(agent, agent.cfg.escalate, *models).bound
 
 
 def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=None, test_src=None, test_ref=None,
@@ -326,7 +343,8 @@ def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=N
     if model is not None:
         model.save(out / "policy.json")
         policies["learned"] = cross_fitted
-    points = tune_curve(val, refs, e, trg, policies, log)
+    bound = live_bound(agent, models)
+    points = tune_curve(val, refs, e, trg, policies, log, bound)
     chosen = pick(points, e.pick_within)
     ref_total = budget_reference(val, e)
     result = {"pair": pair, "val": {"src": src_path, "ref": ref_path, "n": len(sources)}, "rungs": e.rungs,
@@ -336,7 +354,7 @@ def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=N
               "pick": {k: chosen[k] for k in ("policy", "budget", "threshold", "bleu", "fraction", "fixed", "harmed")},
               "points": points}
     recs = curve_records(val, refs, points, e, pair=pair, test_set="val", out_dir=out, policies=policies,
-                           ref_path=ref_path)
+                         ref_path=ref_path, bound=bound)
     extra = [r for r in read_records(fixed) if r.pair == pair and r.stage != "agent"] if fixed else []  # fixed decoders only
     plot(recs + [r for r in extra if r.test_set == "val"], out / f"curve_{pair}_val.png")
     if test_src:

@@ -3,7 +3,10 @@ directory of ``python -m agents curve`` (its ``curve.json`` and an exhaustive tr
 setting val picked (or every curve point) on that trace, and counts, by the draft's flagged critic
 signals: sentences escalated, and among them those whose sentence chrF++ rose (fixed) or fell
 (harmed) against the draft. Also: fixed/harmed had every sentence been escalated (the full
-reranker's view), so the policy's choice can be judged against it.
+reranker's view), so the policy's choice can be judged against it; and how predictable, from the
+draft alone (the learned policy's features), two things are: whether climbing every rung changes the
+draft, and, among the sentences it changes, whether the change fixes or harms (cross-validated AUC,
+folds by sentence; 0.5 is chance).
 
     python benchmarks/escalation_analysis.py CURVE_DIR --trace trace.test_2016_flickr.jsonl --ref test.de
 
@@ -22,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.curve import reference_flops, replay  # noqa: E402
-from agents.escalate import FEATURES, LearnedPolicy, RulePolicy  # noqa: E402
-from agents.gate import load_gate  # noqa: E402
+from agents.escalate import FEATURES, LearnedPolicy, RulePolicy, features  # noqa: E402
+from agents.gate import cross_validated_auc, load_gate  # noqa: E402
 from agents.trace import read_trace  # noqa: E402
 from evals.metrics import sentence_chrf  # noqa: E402
 from evals.textio import read_lines  # noqa: E402
@@ -50,6 +53,24 @@ def analyse(records: list[dict], refs: list[str], finals: dict[int, str], escala
     return {"total": dict(totals), "by_draft_flag": {k: dict(v) for k, v in sorted(by_flag.items())}}
 
 
+def predictability(records: list[dict], refs: list[str], folds: int = 5) -> dict:
+    """Cross-validated AUC, from the draft's features, of 'the full climb changes the draft' (all
+    sentences) and of 'the change fixes rather than harms' (changed sentences with a chrF++ change)."""
+    xs, changed, fx, fy, fids = [], [], [], [], []
+    for r in records:
+        x = features(r["source"], r["steps"][0], 1, False)
+        xs.append(x)
+        changed.append(int(r["final"] != r["draft"]))
+        delta = sentence_chrf(r["final"], refs[r["id"]]) - sentence_chrf(r["draft"], refs[r["id"]])
+        if changed[-1] and abs(delta) > 1e-9:
+            fx.append(x), fy.append(int(delta > 0)), fids.append(r["id"])
+    ids = [r["id"] for r in records]
+    return {"changes": {"n": len(changed), "positive": sum(changed),
+                        "cv_auc": cross_validated_auc(xs, changed, ids, folds) if 0 < sum(changed) < len(changed) else None},
+            "fix_vs_harm": {"n": len(fy), "fixed": sum(fy),
+                            "cv_auc": cross_validated_auc(fx, fy, fids, folds) if 0 < sum(fy) < len(fy) else None}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("curve_dir")
@@ -70,6 +91,7 @@ def main() -> None:
     out = {"trace": str(d / args.trace), "pick": curve["pick"], "settings": []}
     top = {r["id"]: r["final"] for r in records}
     out["every_sentence_escalated"] = analyse(records, refs, top, {r["id"] for r in records})
+    out["predictable_from_the_draft"] = predictability(records, refs)
     for point in curve["points"]:
         thr = point["threshold"]
         cap = args.sentence_cap * ref_total / len(records) if args.sentence_cap else math.inf

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from agents.__main__ import main
-from agents.curve import (fit_policy, path_of, pick, reference_flops, replay, tune_curve)
+from agents.curve import (fit_policy, live_bound, path_of, pick, reference_flops, replay, tune_curve)
 from agents.curve import exhaustive as run_exhaustive
 from agents.errors import AgentInputError
 from agents.escalate import LearnedPolicy, ModelRungs, RulePolicy, escalate_corpus, load_policy
@@ -74,6 +74,22 @@ def test_the_budget_is_never_exceeded(toy_en_de, toy_de_en, lexicon, hard_easy, 
     assert sum(s.spent for s in states) <= (fraction + first_look / ref) * ref * (1 + 1e-9)
     if fraction >= 3.0:  # enough for everything, no cap: every sentence climbs every rung
         assert all(r["escalation"]["rungs_climbed"] == len(RUNGS) for r in records)
+
+
+@pytest.mark.parametrize("sentence", [0.6, 1.0, 1.5])
+def test_a_replay_with_the_live_bound_blocks_what_the_live_run_blocks(toy_en_de, toy_de_en, lexicon, hard_easy,
+                                                                       exhaustive, sentence):
+    """The per-sentence cap is enforced on the rung's worst-case bound, which exceeds what the rung
+    then costs; a val replay that tunes the agent must block the same sentences the live run will."""
+    sources, drafts, _, _ = hard_easy
+    ref = reference_flops(exhaustive, RUNGS)
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, budget={"corpus": 100.0, "sentence": sentence})
+    _, records, _ = escalate_corpus(agent, sources, None, ref, drafts=drafts)
+    live = {r["id"]: r["escalation"]["rungs_climbed"] for r in records}
+    cap = sentence * ref / len(sources)
+    states, _ = replay(exhaustive, RUNGS, RulePolicy(), None, 100.0 * ref, cap, live_bound(agent, (None, None, None, 1.0)))
+    assert {s.id: s.rung for s in states} == live
+    assert min(live.values()) < len(RUNGS)  # the cap binds somewhere: the check has something to compare
 
 
 def test_a_margin_spends_less_on_the_rerank_rungs(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive):
