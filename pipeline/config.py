@@ -145,6 +145,8 @@ class AgentRung:
     seed: int = 11
     budgets: list[float] = field(default_factory=lambda: [0.2, 0.25, 0.33, 0.5, 0.75, 1.0])  # corpus budgets tuned on val (fractions of the reranker's FLOPs)
     budget: float = 0.33  # with tune_on_val false: the corpus budget (fraction of the reranker's FLOPs)
+    sentence_budget: float = field(default=2.0, metadata=KEYED_WHEN_SET)  # one sentence at most this multiple of the
+    #   reranker's mean FLOPs per sentence (0: no cap), checked on each rung's worst-case bound before it runs
     score_margin: float | str | None = field(default=None, metadata=KEYED_WHEN_SET)  # its rerank rungs score (channel,
     #   R2L, LM) only candidates whose free score is within this of the forward model's best; val: the margin val
     #   picks over the reranker's candidates (inference_compute.tune.tune_margin); null: every candidate

@@ -190,7 +190,7 @@ class Ladder:
         self.models: dict[str, dict] = {}  # model stage -> outputs
         self.bt_models: dict[str, dict] = {}  # pair -> the back-translation model the +bt rung chose
         # pair -> the +distillation rung's side by side at one beam: "start" (its student) and each method -> outputs
-        self.side_by_side: dict[str, dict[str, dict]] = {}
+        self.side_by_side: dict[str, dict[str, tuple[dict, dict | None]]] = {}  # pair -> label -> (decodes, training)
         self.agent_curves: dict[str, tuple[Path, dict]] = {}  # pair -> the +agent stage's val curve, its test replay
         self.progress = sys.stderr.isatty()
         self._pool: Any = None  # the worker processes, started at the first parallel step, kept to the end
@@ -938,7 +938,8 @@ class Ladder:
             sets = self.sets[pair]
             tried = {m: (models[(pair, m)], self.decode(*decodes[(pair, m)])) for m in methods}
             start = self.decode(*starts[pair][students[pair]])
-            self.side_by_side[pair] = {"start": start, **{m: v[1] for m, v in tried.items()}}
+            # each method's decodes beside its training (the start trains nothing)
+            self.side_by_side[pair] = {"start": (start, None), **{m: (v[1], v[0]) for m, v in tried.items()}}
             choice = max(tried, key=lambda m: val_bleu(tried[m][1], sets))
             model, out = tried[choice]
             self.add(System("+distillation", "distillation", pair, [model["model"]], settings[pair], out,
@@ -1007,7 +1008,7 @@ class Ladder:
         sets = self.sets[pair]
         nbest, width = int(rerank["nbest"]), int(draft["beam_size"])
         sizes = sorted({n for n in (nbest // 4 ** k for k in range(max(ac.max_steps, 1))) if n > width} | {nbest})
-        budget = replace(EscalateConfig().budget, corpus=ac.budget)
+        budget = replace(EscalateConfig().budget, corpus=ac.budget, sentence=ac.sentence_budget)
         if margin is not None:
             budget.reference_flops_per_sentence = rerank["compute"][budget_set]["flops"] / len(sets[budget_set].src)
         escalate = EscalateConfig(rungs=[f"rerank{n}" for n in sizes], r2l=rerank.get("r2l") or "",
@@ -1385,21 +1386,29 @@ def write_side_by_side(cfg: PipelineConfig, ladder: Ladder, pair: str, out_dir: 
     a record per method and test set (p-value and interval against the start), under ``out_dir``."""
     from evals.leaderboard import render_leaderboard
 
-    outputs = ladder.side_by_side[pair]
+    outputs = {label: out for label, (out, _) in ladder.side_by_side[pair].items()}
+    trained = {label: train for label, (_, train) in ladder.side_by_side[pair].items()}
     names = [f"distillation-{label}" for label in outputs]
     records = []
     for set_name, data in ladder.sets[pair].items():
         if set_name in ("val", "blind"):
             continue
         rows, hyps_by_system = [], {}
-        for name, out in zip(names, outputs.values()):
+        for name, (label, out) in zip(names, outputs.items()):
             hyps_by_system[name] = read_lines(out[set_name]["hyp_path"])
+            train = trained[label]
+            # the method's own training (the data it learned from is made once per direction, by the
+            # distill_data and preference_data stages, and shared)
+            extra = {"val_bleu": round(val_bleu(out, ladder.sets[pair]), 2),
+                     **({"train": {k: train.get(k) for k in ("stage", "steps", "best_step", "train_seconds")}}
+                        if train else {})}
             rows.append(make_record(name, "distillation", pair, set_name, hyps_by_system[name], data.ref, data.tok_ref,
-                                    hyp_path=out[set_name]["hyp_path"], compute=dict(out[set_name]["compute"]),
+                                    hyp_path=out[set_name]["hyp_path"],
+                                    compute={**out[set_name]["compute"],
+                                             "train_seconds": train.get("train_seconds") if train else None},
                                     config_digest=digest, config_path=config_path, ref_path=data.ref_path,
                                     tok_ref_path=data.tok_ref_path, src_path=data.src_path,
-                                    n_samples=cfg.bootstrap_samples, seed=cfg.significance_seed,
-                                    extra={"val_bleu": round(val_bleu(out, ladder.sets[pair]), 2)}))
+                                    n_samples=cfg.bootstrap_samples, seed=cfg.significance_seed, extra=extra))
         records += attach_significance(rows, names, hyps_by_system, data.ref, n_samples=cfg.bootstrap_samples,
                                        seed=cfg.significance_seed, compare_to={n: names[0] for n in names[1:]})
     write_records(out_dir / "results.jsonl", records)

@@ -69,7 +69,7 @@ def test_the_budget_is_never_exceeded(toy_en_de, toy_de_en, lexicon, hard_easy, 
     assert report["bound_violations"] == 0
     cap = sentence * ref / len(sources) if sentence else math.inf
     assert all(r["escalation"]["flops"] <= cap * (1 + 1e-3) for r in records)
-    # The live run and the val replay enforce the budget alike (the replay's bound is the recorded cost).
+    # The live run and the val replay enforce the budget alike (here the replay's bound is the recorded cost).
     states, budget = replay(exhaustive, RUNGS, RulePolicy(), None, (fraction + first_look / ref) * ref, cap)
     assert sum(s.spent for s in states) <= (fraction + first_look / ref) * ref * (1 + 1e-9)
     if fraction >= 3.0:  # enough for everything, no cap: every sentence climbs every rung

@@ -39,6 +39,9 @@ def test_distillation_rung_tries_each_method_and_val_picks_one(toy_distill_curve
     assert [r["system"] for r in side] == names and {r["test_set"] for r in side} == {"test_2016_flickr"}
     assert all(r["significance"]["prev"] == "distillation-start" and r["p_vs_prev"] is not None for r in side[1:])
     assert all(r["chrf"] is not None and r["ter"] is not None for r in side)
+    # each method's own training cost beside its decoding cost; the start trains nothing
+    assert all(r["extra"]["train"]["steps"] == 12 and r["compute"]["train_seconds"] > 0 for r in side[1:])
+    assert "train" not in side[0]["extra"] and side[0]["compute"]["train_seconds"] is None
     chosen = next(r for r in side if r["system"] == f"distillation-{prov['method']}")
     assert chosen["bleu"] == rec["bleu"] and chosen["extra"]["val_bleu"] == rec["extra"]["val_bleu"]
     assert side[0]["extra"]["val_bleu"] == prov["val_bleu_start"]
