@@ -6,7 +6,7 @@ signals: sentences escalated, and among them those whose sentence chrF++ rose (f
 reranker's view), so the policy's choice can be judged against it; and how predictable, from the
 draft alone (the learned policy's features), two things are: whether climbing every rung changes the
 draft, and, among the sentences it changes, whether the change fixes or harms (cross-validated AUC,
-folds by sentence; 0.5 is chance).
+folds by sentence; 0.5 is chance). With ``--live``, the same counts for a live run's trace.
 
     python benchmarks/escalation_analysis.py CURVE_DIR --trace trace.test_2016_flickr.jsonl --ref test.de
 
@@ -77,6 +77,8 @@ def main() -> None:
     p.add_argument("--trace", required=True, help="an exhaustive trace in CURVE_DIR (trace.val.jsonl, trace.<test>.jsonl)")
     p.add_argument("--ref", required=True, help="its references")
     p.add_argument("--sentence-cap", type=float, default=2.0, help="escalate.budget.sentence of the curve's config")
+    p.add_argument("--live", help="also: a live run's trace of the same sentences (e.g. the ladder's "
+                                  "<pair>.agent/trace.<test>.jsonl): what it escalated, fixed and harmed")
     args = p.parse_args()
     d = Path(args.curve_dir)
     curve = json.loads((d / "curve.json").read_text())
@@ -92,6 +94,10 @@ def main() -> None:
     top = {r["id"]: r["final"] for r in records}
     out["every_sentence_escalated"] = analyse(records, refs, top, {r["id"] for r in records})
     out["predictable_from_the_draft"] = predictability(records, refs)
+    if args.live:
+        live = read_trace(args.live)
+        out["live"] = {"trace": args.live, **analyse(live, refs, {r["id"]: r["final"] for r in live},
+                                                       {r["id"] for r in live if r["escalation"]["rungs_climbed"] > 0})}
     for point in curve["points"]:
         thr = point["threshold"]
         cap = args.sentence_cap * ref_total / len(records) if args.sentence_cap else math.inf

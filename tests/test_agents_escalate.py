@@ -133,6 +133,37 @@ def test_a_budget_below_the_first_look_is_refused(toy_en_de, toy_de_en, lexicon,
         escalate_corpus(agent, sources, None, reference_flops(exhaustive, RUNGS), drafts=drafts)
 
 
+def test_escalation_analysis_counts_a_live_trace_and_says_how_predictable_a_fix_is(hard_easy, exhaustive, tmp_path,
+                                                                                    capsys, monkeypatch):
+    """benchmarks/escalation_analysis.py: a live trace that escalated every sentence counts exactly what
+    the exhaustive trace says of escalating all; the predictability block scores the draft's features."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("escalation_analysis", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks/escalation_analysis.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _, _, refs, _ = hard_easy
+    trace = tmp_path / "trace.val.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in exhaustive))
+    (tmp_path / "ref.txt").write_text("".join(r + "\n" for r in refs))
+    (tmp_path / "curve.json").write_text(json.dumps({"rungs": RUNGS, "score_margin": None, "model": "", "points": [],
+                                                     "pick": {}}))
+    monkeypatch.setattr(sys, "argv", ["escalation_analysis", str(tmp_path), "--trace", "trace.val.jsonl",
+                                      "--ref", str(tmp_path / "ref.txt"), "--live", str(trace)])
+    mod.main()
+    out = json.loads(capsys.readouterr().out)
+    assert out["live"]["total"] == out["every_sentence_escalated"]["total"]
+    assert out["live"]["total"]["escalated"] == len(exhaustive)
+    pred = out["predictable_from_the_draft"]
+    assert pred["changes"]["n"] == len(exhaustive)
+    assert pred["changes"]["positive"] == sum(r["final"] != r["draft"] for r in exhaustive)
+    assert pred["fix_vs_harm"]["n"] <= pred["changes"]["positive"]
+    for block in pred.values():
+        assert block["cv_auc"] is None or 0.0 <= block["cv_auc"] <= 1.0
+
+
 def test_every_step_is_in_the_trace(toy_en_de, toy_de_en, lexicon, hard_easy, exhaustive, tmp_path, monkeypatch):
     sources, drafts, _, _ = hard_easy
     agent = make_agent(toy_en_de, toy_de_en, lexicon, budget={"corpus": 0.6, "sentence": 0})
