@@ -67,6 +67,9 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--recipes", default="forward,flat,search,search-chrf,ascent,bagged")
+    p.add_argument("--test-nbest", help="the same stage's nbest.<test>.json: the recipe with the best cross-validated "
+                                        "val BLEU, and the ladder's (search), tuned on all of val, select on it once")
+    p.add_argument("--hyps-dir", help="with --test-nbest: where their test hypotheses are written")
     args = p.parse_args()
     data = json.loads(Path(args.nbest_json).read_text())
     feats, texts, refs = data["features"], [[c[0] for c in cs] for cs in data["nbest"]], read_lines(args.ref)
@@ -93,6 +96,17 @@ def main() -> None:
                                 "weights_on_all_val": full, "fold_weights": fold_weights}
         print(name, round(out["recipes"][name]["cv_bleu"], 2), round(out["recipes"][name]["cv_chrf"], 2),
               round(out["recipes"][name]["val_bleu_tuned_on_val"], 2), file=sys.stderr)
+    if args.test_nbest:
+        best = max(out["recipes"], key=lambda r: out["recipes"][r]["cv_bleu"])
+        test = json.loads(Path(args.test_nbest).read_text())
+        d = Path(args.hyps_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        out["test"] = {"nbest": args.test_nbest, "chosen_on_val": best, "hyps": {}}
+        for name in dict.fromkeys(["search", best]):
+            picks = select(test["features"], out["recipes"][name]["weights_on_all_val"])
+            path = d / f"{Path(args.test_nbest).parent.name}.{Path(args.test_nbest).stem}.{name}.txt"  # <pair>.rerank_mbr.nbest.<set>
+            path.write_text("".join(test["nbest"][i][j][0] + "\n" for i, j in enumerate(picks)))
+            out["test"]["hyps"][name] = str(path)
     print(json.dumps(out, indent=1))
 
 
