@@ -154,6 +154,8 @@ class AgentRung:
     def __post_init__(self) -> None:
         from inference_compute.rerank import check_margin
 
+        if self.sentence_budget < 0:
+            raise ValueError(f"sentence_budget must be >= 0 (0: no cap), got {self.sentence_budget}")
         if isinstance(self.score_margin, str):
             if self.score_margin != "val":
                 raise ValueError(f"score_margin must be a number >= 0, val or null, got {self.score_margin!r}")

@@ -71,7 +71,7 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
     # budget are tuned on val, and its curve replayed on the first test set.
     # The back-translation model is fine-tuned on the real pairs too, and val keeps one of the two.
     finetune = {"finetune_steps": 20, "finetune_train": {"eval_every_steps": 10}}
-    agent = {"score_margin": "val", "tune_on_val": True, "budgets": [1.0, 2.0]}
+    agent = {"score_margin": "val", "tune_on_val": True, "budgets": [1.0, 2.0], "sentence_budget": 3.0}
     config = _config(tmp_path, "toy2", agent=agent, backtranslation=finetune)
     # The same ladder with two workers (stages side by side in worker processes) must give the same result.
     parallel = _config(tmp_path, "toy2_workers", workers=2, agent=agent, backtranslation=finetune)
@@ -132,6 +132,9 @@ def test_two_direction_ladder_stacks_trains_once_and_resumes_after_a_kill(tmp_pa
                 else f"[{pair}] +agent: no scoring margin comes within 0.1 val BLEU") in ref_err
         # ... and scored with the noisy channel the reranker's weights were tuned for
         assert records[6]["provenance"]["reverse"] == records[4]["provenance"]["channel"]
+        # ... under the per-sentence cap the config set
+        live = json.loads((reference / f"{pair}.agent/trace.val.jsonl.config.json").read_text())["config"]
+        assert live["escalate"]["budget"]["sentence"] == 3.0
         # Every rung translated the blind half of its direction, one line per source line.
         blind = sorted((reference / "blind" / pair).glob("*.txt"))
         assert sorted(p.stem for p in blind) == sorted(systems)
@@ -469,6 +472,7 @@ def test_misspelled_stage_or_test_set_is_an_error(tmp_path, capsys, args, messag
     ("curve:\n  fraction: [0.5]\n", r"curve\.fraction: unknown key; did you mean 'fractions'"),
     ("agent:\n  score_margin: auto\n", r"agent: score_margin must be a number >= 0, val or null, got 'auto'"),
     ("agent:\n  score_margin: -1\n", r"agent: score_margin must be >= 0"),
+    ("agent:\n  sentence_budget: -1\n", r"agent: sentence_budget must be >= 0 \(0: no cap\), got -1"),
     ("distillation:\n  methods: [distill_tagged]\n  tag: ''\n", r"distillation: tag: distill_tagged needs a one-word tag"),
     ("distillation:\n  methods: [distill_tagged]\n  tag: '<D> x'\n", r"distillation: tag: .*got '<D> x'"),
 ])
