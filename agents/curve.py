@@ -12,8 +12,9 @@
    sentences they fix (against the draft), found by replaying the trace through the same ``climb``
    loop and budget enforcement the live run uses (``TraceRungs``; where the models are at hand, as
    in ``run_curve`` and ``replay_curve``, a step's bound is the live run's own worst-case bound, so
-   the replay's per-sentence cap and corpus reservations block exactly what the live run blocks;
-   without them, the recorded cost).
+   the replay's per-sentence cap and corpus reservations see what the live run sees; without them,
+   the recorded cost). The live run still differs in how it groups sentences: it spends its corpus
+   budget chunk by chunk and shares a group's metered cost among that group's sentences.
 4. **The pick**: the cheapest (policy, budget) whose val BLEU is within ``pick_within`` of the best
    one; ``escalate.tuned`` points a config at it (the ladder's +agent rung uses it).
 
@@ -80,7 +81,8 @@ Bound = Callable[[int, Climb], float]  # (rung, sentence) -> FLOPs the rung may 
 
 class TraceRungs:
     """Replays an exhaustive trace. A rung's bound for a sentence is ``bound`` (the live run's:
-    ``ModelRungs.bound``, computed from the source alone) or, without it, what the rung cost there."""
+    ``ModelRungs.bound``, from the source's length, and the draft's for ``refine``) or, without it,
+    what the rung cost there."""
 
     def __init__(self, records: Sequence[dict], names: Sequence[str], bound: Bound | None = None):
         self.names = list(names)
@@ -326,7 +328,14 @@ def replay_curve(agent, points: Sequence[dict], policies: dict, sources: Sequenc
 def live_bound(agent, models: tuple) -> Bound:
     """The live run's worst-case bound of a rung on a sentence (``ModelRungs.bound``: from the source's
     length and the models' FLOP counts), for replays that must block what the live run blocks."""
-    return ModelRungs(agent, agent.cfg.escalate, *models).bound
+    rungs, memo = ModelRungs(agent, agent.cfg.escalate, *models), {}
+
+    def bound(rung: int, s: Climb) -> float:  # a tuning pass asks for the same bounds many times over
+        key = (rung, s.source, s.draft)
+        if key not in memo:
+            memo[key] = rungs.bound(rung, s)
+        return memo[key]
+    return bound
 
 
 def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=None, test_src=None, test_ref=None,
@@ -348,7 +357,7 @@ def run_curve(agent, sources, refs, out, pair, models, src_path=None, ref_path=N
     chosen = pick(points, e.pick_within)
     ref_total = budget_reference(val, e)
     result = {"pair": pair, "val": {"src": src_path, "ref": ref_path, "n": len(sources)}, "rungs": e.rungs,
-              "score_margin": e.score_margin,
+              "score_margin": e.score_margin, "sentence_budget": e.budget.sentence,
               "reference_flops_per_sentence": ref_total / len(sources), "length_ratio": e.length_ratio,
               "model": str(out / "policy.json") if model is not None else "", "learned_fit": fit,
               "pick": {k: chosen[k] for k in ("policy", "budget", "threshold", "bleu", "fraction", "fixed", "harmed")},

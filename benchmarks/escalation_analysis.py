@@ -8,6 +8,10 @@ draft alone (the learned policy's features), two things are: whether climbing ev
 draft, and, among the sentences it changes, whether the change fixes or harms (cross-validated AUC,
 folds by sentence; 0.5 is chance). With ``--live``, the same counts for a live run's trace.
 
+The settings are replayed with each rung's recorded cost as its bound (the live run's worst-case
+bounds need the models), so where the per-sentence cap binds a replay may escalate more than the
+live run did; ``--live`` counts what the live run did.
+
     python benchmarks/escalation_analysis.py CURVE_DIR --trace trace.test_2016_flickr.jsonl --ref test.de
 
 Prints JSON to stdout.
@@ -65,10 +69,16 @@ def predictability(records: list[dict], refs: list[str], folds: int = 5) -> dict
         if changed[-1] and abs(delta) > 1e-9:
             fx.append(x), fy.append(int(delta > 0)), fids.append(r["id"])
     ids = [r["id"] for r in records]
-    return {"changes": {"n": len(changed), "positive": sum(changed),
-                        "cv_auc": cross_validated_auc(xs, changed, ids, folds) if 0 < sum(changed) < len(changed) else None},
-            "fix_vs_harm": {"n": len(fy), "fixed": sum(fy),
-                            "cv_auc": cross_validated_auc(fx, fy, fids, folds) if 0 < sum(fy) < len(fy) else None}}
+    return {"changes": {"n": len(changed), "positive": sum(changed), "cv_auc": _auc(xs, changed, ids, folds)},
+            "fix_vs_harm": {"n": len(fy), "fixed": sum(fy), "cv_auc": _auc(fx, fy, fids, folds)}}
+
+
+def _auc(xs: list, ys: list[int], ids: list[int], folds: int) -> float | None:
+    """None where some training fold holds one outcome only (too few examples of one kind to fit)."""
+    try:
+        return cross_validated_auc(xs, ys, ids, folds) if 0 < sum(ys) < len(ys) else None
+    except ValueError:
+        return None
 
 
 def main() -> None:
@@ -76,7 +86,8 @@ def main() -> None:
     p.add_argument("curve_dir")
     p.add_argument("--trace", required=True, help="an exhaustive trace in CURVE_DIR (trace.val.jsonl, trace.<test>.jsonl)")
     p.add_argument("--ref", required=True, help="its references")
-    p.add_argument("--sentence-cap", type=float, default=2.0, help="escalate.budget.sentence of the curve's config")
+    p.add_argument("--sentence-cap", type=float, default=None,
+                   help="escalate.budget.sentence of the curve's config (default: curve.json's, else 2.0)")
     p.add_argument("--live", help="also: a live run's trace of the same sentences (e.g. the ladder's "
                                   "<pair>.agent/trace.<test>.jsonl): what it escalated, fixed and harmed")
     args = p.parse_args()
@@ -84,6 +95,7 @@ def main() -> None:
     curve = json.loads((d / "curve.json").read_text())
     records, refs = read_trace(d / args.trace), read_lines(args.ref)
     names = curve["rungs"]
+    sentence_cap = args.sentence_cap if args.sentence_cap is not None else curve.get("sentence_budget", 2.0)
     # the full reranker on these sentences, as the curve's records: its top rung, unless that scored within a margin
     ref_total = (reference_flops(records, names) if curve.get("score_margin") is None
                  else curve["reference_flops_per_sentence"] * len(records))
@@ -100,7 +112,7 @@ def main() -> None:
                                                        {r["id"] for r in live if r["escalation"]["rungs_climbed"] > 0})}
     for point in curve["points"]:
         thr = point["threshold"]
-        cap = args.sentence_cap * ref_total / len(records) if args.sentence_cap else math.inf
+        cap = sentence_cap * ref_total / len(records) if sentence_cap else math.inf
         states, _ = replay(records, names, policies[point["policy"]], thr, point["budget"] * ref_total, cap)
         finals = {s.id: s.current for s in states}
         esc = {s.id for s in states if s.rung > 0}

@@ -9,8 +9,8 @@ lists with their features (``<run>/<pair>.rerank_mbr/nbest.val.json``), so it de
 
 Recipes: ``search`` (the ladder's: 200 random draws, then coordinate ascent; BLEU), ``search-chrf``
 (the same on chrF++), ``ascent`` (coordinate ascent from the forward model alone, no random
-draws), ``bagged`` (``search`` on 5 bootstrap resamples of the tuning folds, weights averaged after
-normalising the forward weight to 1), ``flat`` (no tuning: every model's per-token log-prob weighted
+draws), ``bagged`` (``search`` on 5 bootstrap resamples of the tuning folds, weights averaged; each
+is already scaled to a forward weight of 1), ``flat`` (no tuning: every model's per-token log-prob weighted
 1, no length terms) and ``forward`` (the forward model alone). Prints JSON.
 """
 
@@ -25,15 +25,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evals.metrics import corpus_bleu, new_metric  # noqa: E402
-from evals.textio import read_lines  # noqa: E402
+from evals.textio import atomic_write_lines, check_same_length, read_lines  # noqa: E402
 from inference_compute.rerank import select  # noqa: E402
 from inference_compute.tune import TuneConfig, tune_weights  # noqa: E402
 
+MODELS = ("fwd_per_token", "rev_per_token", "r2l_per_token", "lm_per_token")
+
+
 def corpus_chrf(hyps: list, refs: list) -> float:
     return float(new_metric("chrf").corpus_score(hyps, [list(refs)]).score)
-
-
-MODELS = ("fwd_per_token", "rev_per_token", "r2l_per_token", "lm_per_token")
 
 
 def recipe_weights(name: str, feats: list, texts: list, refs: list, seed: int, order: list[str]) -> dict[str, float]:
@@ -71,8 +71,11 @@ def main() -> None:
                                         "val BLEU, and the ladder's (search), tuned on all of val, select on it once")
     p.add_argument("--hyps-dir", help="with --test-nbest: where their test hypotheses are written")
     args = p.parse_args()
+    if args.test_nbest and not args.hyps_dir:
+        p.error("--test-nbest needs --hyps-dir (where the test hypotheses go)")
     data = json.loads(Path(args.nbest_json).read_text())
     feats, texts, refs = data["features"], [[c[0] for c in cs] for cs in data["nbest"]], read_lines(args.ref)
+    check_same_length([(args.nbest_json, texts), (args.ref, refs)])
     weights_json = Path(args.nbest_json).with_name("weights.json")  # the stage's tuned weights: their feature order
     order = (json.loads(weights_json.read_text())["features"] if weights_json.exists()
              else ["fwd_per_token", "rev_per_token", "lm_per_token", "r2l_per_token", "tokens", "len_ratio_dev"])
@@ -102,10 +105,12 @@ def main() -> None:
         d = Path(args.hyps_dir)
         d.mkdir(parents=True, exist_ok=True)
         out["test"] = {"nbest": args.test_nbest, "chosen_on_val": best, "hyps": {}}
-        for name in dict.fromkeys(["search", best]):
-            picks = select(test["features"], out["recipes"][name]["weights_on_all_val"])
+        for name in dict.fromkeys(["search", best]):  # the ladder's recipe always, beside val's choice
+            weights = (out["recipes"][name]["weights_on_all_val"] if name in out["recipes"]
+                       else recipe_weights(name, feats, texts, refs, args.seed, order))
+            picks = select(test["features"], weights)
             path = d / f"{Path(args.test_nbest).parent.name}.{Path(args.test_nbest).stem}.{name}.txt"  # <pair>.rerank_mbr.nbest.<set>
-            path.write_text("".join(test["nbest"][i][j][0] + "\n" for i, j in enumerate(picks)))
+            atomic_write_lines(path, [test["nbest"][i][j][0] for i, j in enumerate(picks)])
             out["test"]["hyps"][name] = str(path)
     print(json.dumps(out, indent=1))
 

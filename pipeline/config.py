@@ -154,7 +154,7 @@ class AgentRung:
     def __post_init__(self) -> None:
         from inference_compute.rerank import check_margin
 
-        if self.sentence_budget < 0:
+        if not self.sentence_budget >= 0:  # NaN too
             raise ValueError(f"sentence_budget must be >= 0 (0: no cap), got {self.sentence_budget}")
         if isinstance(self.score_margin, str):
             if self.score_margin != "val":

@@ -1399,13 +1399,15 @@ def write_side_by_side(cfg: PipelineConfig, ladder: Ladder, pair: str, out_dir: 
             train = trained[label]
             # the method's own training (the data it learned from is made once per direction, by the
             # distill_data and preference_data stages, and shared)
+            # train_seconds_total: every call's training, a resumed run's too (as the rung's provenance counts it)
             extra = {"val_bleu": round(val_bleu(out, ladder.sets[pair]), 2),
-                     **({"train": {k: train.get(k) for k in ("stage", "steps", "best_step", "train_seconds")}}
+                     **({"train": {"stage": train.get("stage"), "steps": train.get("steps"),
+                                   "best_step": train.get("best_step"), "seconds": train.get("train_seconds_total")}}
                         if train else {})}
             rows.append(make_record(name, "distillation", pair, set_name, hyps_by_system[name], data.ref, data.tok_ref,
                                     hyp_path=out[set_name]["hyp_path"],
                                     compute={**out[set_name]["compute"],
-                                             "train_seconds": train.get("train_seconds") if train else None},
+                                             "train_seconds": train.get("train_seconds_total") if train else None},
                                     config_digest=digest, config_path=config_path, ref_path=data.ref_path,
                                     tok_ref_path=data.tok_ref_path, src_path=data.src_path,
                                     n_samples=cfg.bootstrap_samples, seed=cfg.significance_seed, extra=extra))

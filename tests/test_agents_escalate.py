@@ -133,10 +133,12 @@ def test_a_budget_below_the_first_look_is_refused(toy_en_de, toy_de_en, lexicon,
         escalate_corpus(agent, sources, None, reference_flops(exhaustive, RUNGS), drafts=drafts)
 
 
-def test_escalation_analysis_counts_a_live_trace_and_says_how_predictable_a_fix_is(hard_easy, exhaustive, tmp_path,
+def test_escalation_analysis_counts_a_live_trace_and_says_how_predictable_a_fix_is(toy_en_de, toy_de_en, lexicon,
+                                                                                    hard_easy, exhaustive, tmp_path,
                                                                                     capsys, monkeypatch):
-    """benchmarks/escalation_analysis.py: a live trace that escalated every sentence counts exactly what
-    the exhaustive trace says of escalating all; the predictability block scores the draft's features."""
+    """benchmarks/escalation_analysis.py: a live run that escalated the hard sentences only is counted
+    as such (escalated, and among them fixed / harmed / same); the predictability block scores the
+    draft's features."""
     import importlib.util
     import sys
 
@@ -144,18 +146,25 @@ def test_escalation_analysis_counts_a_live_trace_and_says_how_predictable_a_fix_
                                                   / "benchmarks/escalation_analysis.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    _, _, refs, _ = hard_easy
+    sources, drafts, refs, n_hard = hard_easy
     trace = tmp_path / "trace.val.jsonl"
     trace.write_text("".join(json.dumps(r) + "\n" for r in exhaustive))
+    live = tmp_path / "trace.live.jsonl"  # the rules with a threshold that escalates the flagged (hard) drafts only
+    agent = make_agent(toy_en_de, toy_de_en, lexicon, threshold=5.0, budget={"corpus": 10.0})
+    _, records, _ = escalate_corpus(agent, sources, str(live), reference_flops(exhaustive, RUNGS), drafts=drafts)
     (tmp_path / "ref.txt").write_text("".join(r + "\n" for r in refs))
     (tmp_path / "curve.json").write_text(json.dumps({"rungs": RUNGS, "score_margin": None, "model": "", "points": [],
                                                      "pick": {}}))
     monkeypatch.setattr(sys, "argv", ["escalation_analysis", str(tmp_path), "--trace", "trace.val.jsonl",
-                                      "--ref", str(tmp_path / "ref.txt"), "--live", str(trace)])
+                                      "--ref", str(tmp_path / "ref.txt"), "--live", str(live)])
     mod.main()
     out = json.loads(capsys.readouterr().out)
-    assert out["live"]["total"] == out["every_sentence_escalated"]["total"]
-    assert out["live"]["total"]["escalated"] == len(exhaustive)
+    assert out["every_sentence_escalated"]["total"]["escalated"] == len(exhaustive)
+    counted = out["live"]["total"]
+    assert counted["sentences"] == len(sources)
+    assert counted["escalated"] == sum(r["escalation"]["rungs_climbed"] > 0 for r in records) == n_hard
+    assert sum(counted.get(k, 0) for k in ("fixed", "harmed", "same")) == counted["escalated"]
+    assert counted.get("fixed", 0) >= n_hard - 1  # the reranker repairs the planted errors
     pred = out["predictable_from_the_draft"]
     assert pred["changes"]["n"] == len(exhaustive)
     assert pred["changes"]["positive"] == sum(r["final"] != r["draft"] for r in exhaustive)
