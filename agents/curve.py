@@ -270,7 +270,6 @@ def curve_records(records: Sequence[dict], refs: Sequence[str], points: Sequence
     ordered = sorted(records, key=lambda r: r["id"])
     refs_o = [refs[r["id"]] for r in ordered]
     ref = budget_reference(records, cfg)
-    per_sentence = cfg.budget.sentence * ref / len(records) if cfg.budget.sentence else math.inf
     recs = []
     for f in fixed_points(ordered, names):
         path = out_dir / "hyps" / f"{pair}.{test_set}.{f['system']}.{trg}"
@@ -280,10 +279,9 @@ def curve_records(records: Sequence[dict], refs: Sequence[str], points: Sequence
                                          "train_seconds": None, "device": None},
                                 ref_path=ref_path, extra={"from": "exhaustive escalation trace"}, n_samples=200))
     for p in points:
+        system, states, b = replay_point(records, p, policies, cfg, bound)
         thr = p["threshold"]
-        states, b = replay(records, names, policies[p["policy"]], thr, p["budget"] * ref, per_sentence, bound)
-        hyps = [s.current for s in sorted(states, key=lambda s: s.id)]
-        system = f"agent-{p['policy']}@{p['budget']:g}"
+        hyps = [s.current for s in states]
         path = out_dir / "hyps" / f"{pair}.{test_set}.{system}.{trg}"
         atomic_write_lines(path, hyps)
         flops = sum(s.spent for s in states)
@@ -294,8 +292,31 @@ def curve_records(records: Sequence[dict], refs: Sequence[str], points: Sequence
                                 extra={"budget": p["budget"], "policy": p["policy"], "threshold": thr,
                                        "fraction_of_reranker": flops / ref, "within_budget": flops <= p["budget"] * ref * (1 + 1e-9),
                                        "bound_violations": b.violations,
-                                       "changes": change_rates([s.draft for s in sorted(states, key=lambda s: s.id)], hyps, refs_o)}))
+                                       "changes": change_rates([s.draft for s in states], hyps, refs_o)}))
     return recs
+
+
+def replay_point(records: Sequence[dict], point: dict, policies: dict, cfg,
+                 bound: Bound | None = None) -> tuple[str, list[Climb], Budget]:
+    """One curve point (policy, threshold, budget) replayed on a trace: its system name, the sentences'
+    states in id order, and the budget it spent (shares of the full reranker's FLOPs on these sentences)."""
+    ref = budget_reference(records, cfg)
+    per_sentence = cfg.budget.sentence * ref / len(records) if cfg.budget.sentence else math.inf
+    states, b = replay(records, cfg.rungs, policies[point["policy"]], point["threshold"], point["budget"] * ref,
+                       per_sentence, bound)
+    return f"agent-{point['policy']}@{point['budget']:g}", sorted(states, key=lambda s: s.id), b
+
+
+def curve_hyps(records: Sequence[dict], points: Sequence[dict], policies: dict, cfg,
+               bound: Bound | None = None) -> dict[str, list[str]]:
+    """The translations of every system of the curve (the fixed decoders of the trace and each curve
+    point) on a set without references, such as the blind set: system name -> hypotheses in id order."""
+    ordered = sorted(records, key=lambda r: r["id"])
+    out = {f["system"]: f["hyps"] for f in fixed_points(ordered, cfg.rungs)}
+    for p in points:
+        system, states, _ = replay_point(records, p, policies, cfg, bound)
+        out[system] = [s.current for s in states]
+    return out
 
 
 def plot(recs: Sequence, path: Path) -> bool:

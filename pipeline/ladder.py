@@ -1067,7 +1067,7 @@ class Ladder:
         """The agent's val curve (every policy, threshold and budget the +agent stage tuned) replayed on the
         first test set, beside the fixed decoders of its exhaustive trace: what the curve looks like on test,
         reported, never chosen from. Its own stage, so the rung's cost stays the rung's."""
-        from agents.curve import plot, replay_curve
+        from agents.curve import curve_hyps, exhaustive, live_bound, plot, replay_curve
         from agents.escalate import RulePolicy, load_policy
 
         ac = self.cfg.agent
@@ -1083,7 +1083,16 @@ class Ladder:
                                    test.name, test.ref_path, self.log)
             write_records(stage_dir / "records.jsonl", records)
             plot(records, stage_dir / f"curve_{pair}_{test.name}.png")
-            return {"records": str(stage_dir / "records.jsonl"), "set": test.name}
+            out = {"records": str(stage_dir / "records.jsonl"), "set": test.name}
+            blind = self.sets[pair].get("blind")
+            if blind is not None:  # every system the run publishes translates the blind set, the curve's too
+                _, agent, extra = self.escalating_agent(pair, home, models, draft, reverse, rerank, margin, "blind")
+                trace = exhaustive(agent, blind.src, str(stage_dir / "trace.blind.jsonl"), extra, self.log)
+                for system, hyps in curve_hyps(trace, tuned["points"], policies, agent.cfg.escalate,
+                                               live_bound(agent, extra)).items():
+                    atomic_write_lines(stage_dir / "blind" / f"{system}.txt", hyps)
+                out["blind"] = str(stage_dir / "blind")
+            return out
 
         return self.runner.run(f"{pair}.agent_curve", key_dict(replace(ac, score_margin=margin)),
                                {"models": models, "reverse": reverse, "draft": draft, "rerank": rerank,
@@ -1358,6 +1367,11 @@ def write_leaderboard(cfg: PipelineConfig, run_dir: Path, ladder: Ladder, pair: 
                                        compare_to=compare_to)
     out_dir = run_dir / pair
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The agent curve's blind outputs (the trace's fixed decoders and the agent's points) are written
+    # afresh below, so what an earlier curve left is removed first.
+    for old in [*(run_dir / "blind" / pair).glob("agent-*.txt"), *(run_dir / "blind" / pair).glob("rerank[0-9]*.txt"),
+                run_dir / "blind" / pair / "draft.txt"]:
+        old.unlink(missing_ok=True)
     # Beside the leaderboard, what this run measured (what an earlier config left here is removed):
     # the distillation methods side by side, and the agent's curve on val and test.
     for name, made, write in (("distillation", pair in ladder.side_by_side,
@@ -1428,6 +1442,8 @@ def write_agent_curve(ladder: Ladder, pair: str, out_dir: Path) -> None:
     val_dir, test = ladder.agent_curves[pair]
     test_dir = Path(test["records"]).parent
     write_records(out_dir / "results.jsonl", read_records(val_dir / "records.jsonl") + read_records(test["records"]))
+    for path in sorted(Path(test["blind"]).glob("*.txt")) if test.get("blind") else []:
+        atomic_write_bytes(ladder.run_dir / "blind" / pair / path.name, path.read_bytes())
     for path in [val_dir / "curve.json", val_dir / "policy.json", *val_dir.glob("*.png"), *test_dir.glob("*.png")]:
         if path.exists():
             atomic_write_bytes(out_dir / path.name, path.read_bytes())
