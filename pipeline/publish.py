@@ -6,7 +6,7 @@ root so that ``python -m evals verify`` re-scores them anywhere; the leaderboard
 run's summary (cost per rung, time per stage) and config; when the run made them, the learning curve
 (``<to>/<pair>/curve/``), the distillation methods beside their start (``<to>/<pair>/distillation/``) and
 the agent's BLEU-vs-compute curve (``<to>/<pair>/agent_curve/``: val, and the first test set beside the
-fixed decoders). Every rung's blind translations (and each distillation method's) go to
+fixed decoders). Every rung's blind translations (and each distillation method's and agent-curve system's) go to
 ``<blind>/<pair>/<system>.txt``.
 Nothing is written until everything has been read and checked.
 """
